@@ -1,0 +1,67 @@
+"""Convenience entry points for explaining one fitted classifier outside a simulation."""
+
+from __future__ import annotations
+
+import torch
+
+from recourse_sim.data.dataset import Dataset, Standardizer
+from recourse_sim.errors import DataError
+from recourse_sim.generators.constraints import FeatureConstraints
+from recourse_sim.generators.engine import search
+from recourse_sim.generators.problem import SearchContext, SearchResult, SearchSettings
+from recourse_sim.generators.spec import GeneratorSpec
+
+
+def make_context(
+    reference: Dataset,
+    device: torch.device | str = "cpu",
+    standardize: bool = True,
+    data_X: torch.Tensor | None = None,
+    data_y: torch.Tensor | None = None,
+) -> SearchContext:
+    """Search context from the reference (initial) data: standardiser and MAD fitted on it once.
+
+    ``data_X``/``data_y`` (S, n, d)/(S, n) are the systems' current data (default: the reference data as one
+    system), used by population-aware terms such as the gravitational pull.
+    """
+    X = reference.X.to(device)
+    standardizer = (Standardizer.fit(X) if standardize else Standardizer.identity(X.shape[1])).to(device)
+    Z = standardizer.transform(X)
+    mad = (Z - Z.median(0).values).abs().median(0).values
+    return SearchContext(
+        standardizer=standardizer,
+        constraints=FeatureConstraints.from_schema(reference.schema, device),
+        data_X=X.unsqueeze(0) if data_X is None else data_X.to(device),
+        data_y=reference.y.to(device).unsqueeze(0) if data_y is None else data_y.to(device),
+        mad=mad,
+        feature_names=reference.schema.names,
+    )
+
+
+def generate_counterfactuals(
+    model,
+    factuals: torch.Tensor,
+    generator: GeneratorSpec | str,
+    reference: Dataset,
+    *,
+    settings: SearchSettings = SearchSettings(),
+    standardize: bool = True,
+    seed: int = 0,
+    **generator_params,
+) -> SearchResult:
+    """Counterfactuals (B, K, d) for ``factuals`` (B, d) from a fitted single-system classifier.
+
+    ``generator`` is a :class:`GeneratorSpec` or a registered name (its keyword parameters may be passed).
+    """
+    from recourse_sim.generators import GENERATORS  # the registry lives in the package namespace
+
+    spec = GENERATORS[generator](**generator_params) if isinstance(generator, str) else generator
+    device = model.device_
+    factuals = torch.as_tensor(factuals, dtype=torch.float32, device=device)
+    if factuals.ndim != 2 or factuals.shape[1] != reference.n_features:
+        raise DataError(f"factuals must have shape (B, {reference.n_features}); got {tuple(factuals.shape)}")
+    context = make_context(reference, device, standardize)
+    context.constraints.check_factuals(factuals, reference.schema.names)
+    rng = torch.Generator(device=device).manual_seed(seed)
+    result = search(model, factuals.unsqueeze(0), [spec], context, settings=settings, generator=rng)
+    return result.squeeze_system()

@@ -1,0 +1,88 @@
+"""Feature constraints enforced by the search engine on every step, for every generator.
+
+Order of projection (feature space): bounds, then one-hot groups, then actionability, so an immutable
+feature keeps its factual value exactly even if the factual itself sits on a bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from recourse_sim.data.schema import FeatureSchema
+from recourse_sim.errors import DataError
+
+
+@dataclass(frozen=True)
+class FeatureConstraints:
+    """Boolean masks and bounds of a :class:`FeatureSchema` as tensors on the search device."""
+
+    immutable: torch.Tensor  # (d,) bool
+    increase_only: torch.Tensor  # (d,) bool
+    decrease_only: torch.Tensor  # (d,) bool
+    lower: torch.Tensor  # (d,)
+    upper: torch.Tensor  # (d,)
+    groups: tuple[torch.Tensor, ...]  # column indices of each one-hot group
+
+    @classmethod
+    def from_schema(cls, schema: FeatureSchema, device: torch.device | str = "cpu") -> FeatureConstraints:
+        mut = schema.mutability
+
+        def mask(kind: str) -> torch.Tensor:
+            return torch.tensor([m == kind for m in mut], dtype=torch.bool, device=device)
+
+        return cls(
+            immutable=mask("none"),
+            increase_only=mask("increase"),
+            decrease_only=mask("decrease"),
+            lower=torch.tensor(schema.lower, dtype=torch.float32, device=device),
+            upper=torch.tensor(schema.upper, dtype=torch.float32, device=device),
+            groups=tuple(torch.tensor(g, dtype=torch.long, device=device) for g in schema.categorical_groups),
+        )
+
+    @property
+    def has_groups(self) -> bool:
+        return bool(self.groups)
+
+    def check_factuals(self, factual: torch.Tensor, names: tuple[str, ...]) -> None:
+        """Refuse factuals outside the bounds: no counterfactual could then satisfy the constraints."""
+        below = factual < self.lower - 1e-6
+        above = factual > self.upper + 1e-6
+        bad = (below | above).reshape(-1, factual.shape[-1]).any(0)
+        if bad.any():
+            j = int(bad.nonzero()[0])
+            raise DataError(
+                f"feature {names[j]!r}: factual values lie outside its bounds "
+                f"[{self.lower[j].item()}, {self.upper[j].item()}]; widen the schema bounds or fix the data"
+            )
+
+    def project(self, x: torch.Tensor, factual: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
+        """Map candidates ``x`` (..., d) onto the feasible set given ``factual`` (broadcastable to ``x``).
+
+        With ``straight_through`` the one-hot projection passes gradients to the relaxed values
+        (straight-through estimator), so a gradient search can still flip a category.
+        """
+        x = torch.maximum(torch.minimum(x, self.upper), self.lower)
+        for group in self.groups:
+            relaxed = x[..., group]
+            hard = F.one_hot(relaxed.argmax(-1), group.numel()).to(x.dtype)
+            hard = relaxed + (hard - relaxed).detach() if straight_through else hard
+            x = _scatter_columns(x, group, hard)
+        factual = factual.expand_as(x)
+        x = torch.where(self.increase_only, torch.maximum(x, factual), x)
+        x = torch.where(self.decrease_only, torch.minimum(x, factual), x)
+        return torch.where(self.immutable, factual, x)
+
+    def step_mask(self) -> torch.Tensor:
+        """1 for features the search may move, 0 for immutable ones (saves gradient work on them)."""
+        return (~self.immutable).float()
+
+
+def _scatter_columns(x: torch.Tensor, columns: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Out-of-place, autograd-friendly replacement of ``x[..., columns]`` by ``values``."""
+    mask = torch.zeros(x.shape[-1], dtype=torch.bool, device=x.device)
+    mask[columns] = True
+    full = torch.zeros_like(x).index_copy(-1, columns, values)
+    return torch.where(mask, full, x)

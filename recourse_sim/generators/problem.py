@@ -1,0 +1,114 @@
+"""The data structures shared by the search engine, its strategies and the objective terms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from recourse_sim.data.dataset import Standardizer
+from recourse_sim.generators.constraints import FeatureConstraints
+
+
+class StackedScorer(Protocol):
+    """What the engine needs from a classifier: differentiable log p(y=1|x) over a stack of systems."""
+
+    def log_proba_stacked(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
+        """``X`` (S', N, d) -> (S', N); ``systems`` (S',) indexes the model's stack."""
+        ...
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Engine settings shared by all generators of one call (paper-era CounterfactualExplanations.jl v0.1.5).
+
+    - ``n_counterfactuals`` K=5 copies per individual (the SaTML 2023 footnote: one is implemented at random);
+    - ``init_noise`` 0.1: copies start at ``x + 0.1 N(0, I)`` in the search space;
+    - ``rescale_step_by_k``: the reference code multiplies the step by K (its loss averages over copies);
+    - ``check_every`` 10: host-device synchronisation cadence for the early exit and batch compaction.
+    """
+
+    n_counterfactuals: int = 5
+    init_noise: float = 0.1
+    rescale_step_by_k: bool = True
+    check_every: int = 10
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What the search knows about the world beyond the factuals.
+
+    ``standardizer`` defines the search (and distance) space, fitted once on the initial data;
+    ``data_X``/``data_y`` (S_model, n, d)/(S_model, n) are each system's current training data, used by terms
+    that look at the population (gravitational centre, plausibility); ``mad`` (d,) is the median absolute
+    deviation of each feature in the search space (Wachter et al. 2017 weighting).
+    """
+
+    standardizer: Standardizer
+    constraints: FeatureConstraints
+    data_X: torch.Tensor | None = None
+    data_y: torch.Tensor | None = None
+    mad: torch.Tensor | None = None
+    feature_names: tuple[str, ...] = ()
+
+
+@dataclass
+class SearchProblem:
+    """One engine call: S systems x B individuals x K copies."""
+
+    model: StackedScorer
+    factual: torch.Tensor  # (S, B, d) feature space
+    systems: torch.Tensor  # (S,) indices into the model's stack (and into context.data_X)
+    context: SearchContext
+    settings: SearchSettings
+    generator: torch.Generator
+    factual_std: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.factual_std = self.context.standardizer.transform(self.factual)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        S, B, d = self.factual.shape
+        return S, B, self.settings.n_counterfactuals, d
+
+
+@dataclass
+class SearchBatch:
+    """The state an objective term sees at one iteration, restricted to the still-active individuals.
+
+    ``x`` and ``x_std`` are the (projected) candidates in feature and standardised space, (S, B', K, d);
+    ``log_p`` (S, B', K) is log p(y=1); ``all_valid`` (S, B') says every copy has p >= 0.5; ``index`` (B',)
+    maps the active columns to the problem's individuals, for terms with per-individual prepared data.
+    """
+
+    problem: SearchProblem
+    x: torch.Tensor
+    x_std: torch.Tensor
+    log_p: torch.Tensor
+    all_valid: torch.Tensor
+    index: torch.Tensor
+
+    @property
+    def factual_std(self) -> torch.Tensor:
+        return self.problem.factual_std[:, self.index]
+
+    @property
+    def systems(self) -> torch.Tensor:
+        return self.problem.systems
+
+
+@dataclass
+class SearchResult:
+    """Counterfactuals (S, B, K, d) in feature space with p(y=1) (S, B, K), per-individual convergence and
+    iteration counts (S, B)."""
+
+    counterfactuals: torch.Tensor
+    proba: torch.Tensor
+    converged: torch.Tensor
+    steps: torch.Tensor
+
+    def squeeze_system(self) -> SearchResult:
+        """Drop the system axis of a single-system result."""
+        return SearchResult(self.counterfactuals[0], self.proba[0], self.converged[0], self.steps[0])

@@ -1,0 +1,70 @@
+"""Counterfactual quality: validity and cost (distance moved).
+
+Altmeyer et al., "Endogenous Macrodynamics in Algorithmic Recourse", IEEE SaTML 2023; validity and cost as
+reported by CounterfactualExplanations.jl, which the reference code AlgorithmicRecourseDynamics.jl v0.1.2 uses.
+
+Both reduce over the individual axis only, keeping leading dims (e.g. systems). Because the simulation keeps
+shapes fixed across rounds, an optional boolean ``mask`` (same shape as that axis plus leading dims) selects the
+rows that count; a row set with no selected rows gives NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from recourse_sim.errors import DataError
+
+__all__ = ["recourse_cost", "validity"]
+
+
+def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return values.mean(-1)
+    mask = mask.to(torch.bool)
+    # 0/0 -> NaN for an empty selection: "no counterfactuals" is not "all invalid".
+    total = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum(-1)
+    return total / mask.sum(-1).to(values.dtype)
+
+
+def validity(p_cf: Tensor, threshold: float = 0.5, *, mask: Tensor | None = None) -> Tensor:
+    """Share of counterfactuals classified in the target class, ``mean(p_cf >= threshold)``.
+
+    Args:
+        p_cf: Target-class probabilities of the counterfactuals ``(..., B)``.
+        threshold: Decision threshold (default 0.5).
+        mask: Optional boolean ``(..., B)`` selecting the counterfactuals that count.
+
+    Returns:
+        ``(...)`` shares in [0, 1] (NaN where ``mask`` selects nothing).
+    """
+    if p_cf.dim() == 0:
+        raise DataError("validity: p_cf must have an individual axis, got a scalar")
+    dtype = p_cf.dtype if p_cf.is_floating_point() else torch.get_default_dtype()
+    return _masked_mean((p_cf >= threshold).to(dtype), mask)
+
+
+def recourse_cost(x_factual: Tensor, x_cf: Tensor, p: float = 2, *, mask: Tensor | None = None) -> Tensor:
+    """Mean L_p distance between factuals and their counterfactuals (default Euclidean, ``p=2``).
+
+    Args:
+        x_factual: Factual rows ``(..., B, d)``.
+        x_cf: Counterfactual rows ``(..., B, d)``; leading dims broadcast.
+        p: Order of the norm (default 2).
+        mask: Optional boolean ``(..., B)`` selecting the rows that count.
+
+    Returns:
+        ``(...)``, e.g. ``(S,)`` for inputs ``(S, B, d)`` (NaN where ``mask`` selects nothing).
+
+    Raises:
+        DataError: If the inputs are not at least 2-D with matching ``(B, d)`` axes.
+    """
+    if x_factual.dim() < 2 or x_cf.dim() < 2 or x_factual.shape[-2:] != x_cf.shape[-2:]:
+        raise DataError(
+            f"recourse_cost: x_factual and x_cf must both be (..., B, d) with the same B and d, "
+            f"got {tuple(x_factual.shape)} and {tuple(x_cf.shape)}"
+        )
+    diff = x_cf - x_factual
+    if not diff.is_floating_point():
+        diff = diff.to(torch.get_default_dtype())
+    return _masked_mean(torch.linalg.vector_norm(diff, ord=p, dim=-1), mask)

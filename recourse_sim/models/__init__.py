@@ -1,0 +1,17 @@
+"""Classifiers with the scikit-learn contract. ``MODELS`` maps a scenario name to a class."""
+
+from __future__ import annotations
+
+from recourse_sim.models.classifier import DeepEnsemble, LogisticRegression, MLPClassifier, TorchClassifier
+from recourse_sim.models.network import AdamSettings, StackedMLP
+from recourse_sim.registry import Registry
+
+MODELS: Registry = Registry("model")
+MODELS.register("logistic_regression", LogisticRegression)
+MODELS.register("mlp", MLPClassifier)
+MODELS.register("deep_ensemble", DeepEnsemble)
+
+__all__ = [
+    "MODELS", "AdamSettings", "DeepEnsemble", "LogisticRegression", "MLPClassifier", "StackedMLP",
+    "TorchClassifier",
+]

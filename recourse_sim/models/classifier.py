@@ -1,0 +1,207 @@
+"""Torch classifiers with the scikit-learn contract, stacked over independent systems.
+
+``fit(X, y)`` accepts one dataset ``X`` (n, d) or a stack of S datasets ``X`` (S, n, d) (one per simulated
+system); a model fitted on a stack keeps S independent parameter sets and answers with a leading system axis.
+Defaults follow the SaTML 2023 reference code (AlgorithmicRecourseDynamics.jl v0.1.2): 100 initial epochs,
+Adam(1e-3), BCE with logits, batch size 1 without shuffling, warm-started retraining for 10 epochs with a fresh
+optimiser (``refit``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from recourse_sim.device import resolve_device
+from recourse_sim.errors import ConfigError, DataError
+from recourse_sim.models.network import AdamSettings, StackedMLP
+
+
+class TorchClassifier:
+    """A (stack of) ReLU MLP(s) / ensembles with one logit output; ``p(y=1|x)`` is the good outcome."""
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int] = (32,),
+        n_members: int = 1,
+        dropout: float = 0.0,
+        epochs: int = 100,
+        batch_size: int = 1,
+        learning_rate: float = 1e-3,
+        retrain_epochs: int = 10,
+        retrain_batch_size: int = 1,
+        shuffle: bool = False,
+        device: str = "auto",
+        seed: int | None = None,
+    ) -> None:
+        self.hidden_sizes = tuple(hidden_sizes)
+        self.n_members = n_members
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.retrain_epochs = retrain_epochs
+        self.retrain_batch_size = retrain_batch_size
+        self.shuffle = shuffle
+        self.device = device
+        self.seed = seed
+        self._check_params()
+
+    def _check_params(self) -> None:
+        positive = {"n_members": self.n_members, "epochs": self.epochs, "batch_size": self.batch_size,
+                    "retrain_batch_size": self.retrain_batch_size}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{name}", value, "an integer >= 1")
+        if not isinstance(self.retrain_epochs, int) or self.retrain_epochs < 0:
+            raise ConfigError("model.retrain_epochs", self.retrain_epochs, "an integer >= 0")
+        if any(not isinstance(h, int) or h < 1 for h in self.hidden_sizes):
+            raise ConfigError("model.hidden_sizes", list(self.hidden_sizes), "a list of integers >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("model.dropout", self.dropout, "a probability in [0, 1)")
+        if not self.learning_rate > 0:
+            raise ConfigError("model.learning_rate", self.learning_rate, "a number > 0")
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "hidden_sizes", "n_members", "dropout", "epochs", "batch_size", "learning_rate",
+            "retrain_epochs", "retrain_batch_size", "shuffle", "device", "seed")}
+
+    # ----------------------------------------------------------------------------------------- fitting
+    def fit(self, X: torch.Tensor, y: torch.Tensor) -> TorchClassifier:
+        """Initialise fresh weights and train for ``epochs`` with mini-batches of ``batch_size``."""
+        X, y, stacked = self._as_stack(X, y)
+        self.device_ = resolve_device(self.device)
+        self.generator_ = torch.Generator(device=self.device_)
+        init_generator = torch.Generator()
+        if self.seed is not None:
+            self.generator_.manual_seed(self.seed)
+            init_generator.manual_seed(self.seed)
+        else:
+            init_generator.seed()
+            self.generator_.seed()
+        self.stacked_ = stacked
+        self.n_features_in_ = X.shape[-1]
+        self.network_ = StackedMLP(
+            X.shape[0], self.n_members, self.n_features_in_, self.hidden_sizes, self.dropout,
+            device=self.device_, generator=init_generator,
+        )
+        self._train(X, y, self.epochs, self.batch_size)
+        return self
+
+    def refit(self, X: torch.Tensor, y: torch.Tensor, epochs: int | None = None) -> TorchClassifier:
+        """Warm-start retraining on the (moved) data: ``retrain_epochs`` with a fresh Adam state."""
+        self._check_fitted()
+        X, y, _ = self._as_stack(X, y)
+        self._train(X, y, self.retrain_epochs if epochs is None else epochs, self.retrain_batch_size)
+        return self
+
+    def _train(self, X: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int) -> None:
+        if X.shape[0] != self.network_.n_systems:
+            raise DataError(f"model holds {self.network_.n_systems} systems but got data for {X.shape[0]}")
+        self.network_.train(
+            X.to(self.device_), y.to(self.device_), epochs, batch_size, AdamSettings(lr=self.learning_rate),
+            shuffle=self.shuffle, generator=self.generator_,
+        )
+
+    @staticmethod
+    def _as_stack(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        X = torch.as_tensor(X, dtype=torch.float32)
+        y = torch.as_tensor(y, dtype=torch.float32)
+        if X.ndim not in (2, 3) or y.shape != X.shape[:-1]:
+            raise DataError(
+                f"fit expects X (n, d) with y (n,) or X (S, n, d) with y (S, n); got X {tuple(X.shape)}, "
+                f"y {tuple(y.shape)}"
+            )
+        if not torch.isfinite(X).all():
+            raise DataError("fit: X contains NaN or inf")
+        stacked = X.ndim == 3
+        return (X, y, True) if stacked else (X.unsqueeze(0), y.unsqueeze(0), False)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(X, y) first")
+
+    # ---------------------------------------------------------------------------------------- inference
+    @property
+    def n_systems(self) -> int:
+        self._check_fitted()
+        return self.network_.n_systems
+
+    def log_proba_stacked(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable log p(y=1|x) for stacked inputs: ``X`` (S', N, d) -> (S', N).
+
+        ``systems`` (S',) picks which of the model's systems score each slice of ``X`` (all, in order, if None).
+        This is the interface the counterfactual search engine uses.
+        """
+        return self.network_.log_proba(X, systems)
+
+    def _stacked_call(self, X: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        X = torch.as_tensor(X, dtype=torch.float32, device=self.device_)
+        if X.shape[-1] != self.n_features_in_:
+            raise DataError(f"X has {X.shape[-1]} features; the model was fitted on {self.n_features_in_}")
+        if X.ndim == 2:
+            X = X.unsqueeze(0).expand(self.network_.n_systems, -1, -1)
+        with torch.no_grad():
+            p = self.network_.proba(X)
+        return p if self.stacked_ else p.squeeze(0)
+
+    def proba_positive(self, X: torch.Tensor) -> torch.Tensor:
+        """p(y=1|x): (n,) for a single model, (S, n) for a stack (X (n, d) is scored by every system)."""
+        return self._stacked_call(X)
+
+    def predict_proba(self, X: torch.Tensor) -> torch.Tensor:
+        """scikit-learn layout: (..., n, 2) with columns p(y=0), p(y=1)."""
+        p = self.proba_positive(X)
+        return torch.stack([1.0 - p, p], dim=-1)
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        """Labels at the 0.5 threshold (the reference code's ``round(p)``), as float 0/1."""
+        return (self.proba_positive(X) >= 0.5).float()
+
+    def logits(self, X: torch.Tensor) -> torch.Tensor:
+        """log-odds of the (ensemble-mean) probability."""
+        p = self.proba_positive(X).clamp(1e-7, 1 - 1e-7)
+        return torch.log(p) - torch.log1p(-p)
+
+    # ------------------------------------------------------------------------------------------- stacks
+    def select_systems(self, systems: torch.Tensor | Sequence[int]) -> TorchClassifier:
+        """A fitted copy holding the given systems (indices may repeat, e.g. to fan one model out)."""
+        self._check_fitted()
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.network_ = self.network_.select(systems)
+        new.stacked_ = True
+        new.generator_ = torch.Generator(device=self.device_)
+        new.generator_.set_state(self.generator_.get_state())
+        return new
+
+    def parameters_stacked(self) -> list[torch.Tensor]:
+        """The parameter tensors, each with a leading system axis (S, ...)."""
+        self._check_fitted()
+        return [p.reshape(p.shape[0], -1) for p in self.network_.parameters]
+
+
+class LogisticRegression(TorchClassifier):
+    """``Linear(d, 1)`` with a sigmoid: the SaTML 2023 logistic regression."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("hidden_sizes", ())
+        super().__init__(**kwargs)
+
+
+class MLPClassifier(TorchClassifier):
+    """ReLU MLP; default ``Linear(d, 32)-ReLU-Linear(32, 1)`` (SaTML 2023, synthetic data).
+
+    The real-data variant of the paper is ``hidden_sizes=(64, 64), dropout=0.1, batch_size=500``.
+    """
+
+
+class DeepEnsemble(TorchClassifier):
+    """Five MLPs trained independently; p(y=1|x) = mean of the member sigmoids (Lakshminarayanan et al. 2017)."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("n_members", 5)
+        super().__init__(**kwargs)

@@ -1,0 +1,203 @@
+"""Stacked multilayer perceptrons: the parameters of S independent systems x M ensemble members in one tensor.
+
+Why stacked: the SaTML 2023 protocol retrains every system each round for 10 epochs at batch size 1 (8,000
+sequential optimiser steps per round on the synthetic data). Stepping S systems one by one costs 8,000 x S
+tiny steps; stepping the stack costs 8,000 batched ones (DESIGN.md, "Where the time goes").
+
+Why hand-written backpropagation and Adam for training: at batch size 1 the cost of a step is the number of
+kernel launches, not arithmetic. Autograd plus ``torch.optim.Adam`` costs several times more launches than
+the explicit chain rule below on one flat parameter buffer. The counterfactual search, which needs gradients
+with respect to the *inputs* of arbitrary objective terms, uses autograd through :meth:`StackedMLP.member_logits`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """Adam with Flux 0.13 defaults (lr 1e-3, betas (0.9, 0.999), eps 1e-8) as used by the reference code."""
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+class StackedMLP:
+    """``S x M`` ReLU MLPs mapping ``d`` features to one logit, stored as views of one flat buffer.
+
+    ``hidden=()`` is logistic regression (``Linear(d, 1)``). Weights are Glorot-uniform and biases zero
+    (Flux's ``Dense`` defaults, as in the reference code). ``dropout`` is applied after every hidden layer
+    during training only.
+    """
+
+    def __init__(
+        self,
+        n_systems: int,
+        n_members: int,
+        n_features: int,
+        hidden: Sequence[int] = (),
+        dropout: float = 0.0,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.n_systems, self.n_members, self.n_features = n_systems, n_members, n_features
+        self.hidden, self.dropout = tuple(hidden), float(dropout)
+        sizes = (n_features, *self.hidden, 1)
+        self._shapes = [((fi, fo), (1, fo)) for fi, fo in zip(sizes[:-1], sizes[1:])]
+        per_system = n_members * sum(fi * fo + fo for fi, fo in zip(sizes[:-1], sizes[1:]))
+        self.flat = torch.zeros(n_systems, per_system, device=device)
+        self._bind_views()
+        for W in self.weights:
+            fan_in, fan_out = W.shape[-2:]
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            # Draw on CPU so a seed gives the same initial weights on every device.
+            W.copy_(torch.empty(W.shape).uniform_(-bound, bound, generator=generator))
+
+    def _bind_views(self) -> None:
+        """Expose ``weights[l]`` (S, M, fan_in, fan_out) and ``biases[l]`` (S, M, 1, fan_out) as views."""
+        S, M = self.n_systems, self.n_members
+        self.weights, self.biases = [], []
+        offset = 0
+        for w_shape, b_shape in self._shapes:
+            for shape, out in ((w_shape, self.weights), (b_shape, self.biases)):
+                size = M * shape[0] * shape[1]
+                out.append(self.flat[:, offset : offset + size].view(S, M, *shape))
+                offset += size
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for pair in zip(self.weights, self.biases) for p in pair]
+
+    @property
+    def device(self) -> torch.device:
+        return self.flat.device
+
+    def clone(self) -> StackedMLP:
+        return self.select(torch.arange(self.n_systems, device=self.device))
+
+    def select(self, systems: torch.Tensor | Sequence[int]) -> StackedMLP:
+        """A new stack holding copies of the given systems (indices may repeat: used to fan out)."""
+        systems = torch.as_tensor(systems, dtype=torch.long, device=self.device)
+        new = object.__new__(StackedMLP)
+        new.__dict__.update(self.__dict__)
+        new.n_systems = int(systems.numel())
+        new.flat = self.flat.index_select(0, systems).clone()
+        new._bind_views()
+        return new
+
+    def to(self, device: torch.device | str) -> StackedMLP:
+        new = self.clone()
+        new.flat = new.flat.to(device)
+        new._bind_views()
+        return new
+
+    # ----------------------------------------------------------------- inference (autograd-friendly)
+    def member_logits(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of every member: ``X`` (S, n, d) -> (S, M, n). ``systems`` selects a subset of the stack."""
+        weights, biases = self.weights, self.biases
+        if systems is not None:
+            weights = [W.index_select(0, systems) for W in weights]
+            biases = [b.index_select(0, systems) for b in biases]
+        h = X.unsqueeze(1)
+        last = len(weights) - 1
+        for layer, (W, b) in enumerate(zip(weights, biases)):
+            h = torch.matmul(h, W) + b
+            if layer < last:
+                h = torch.relu(h)
+        return h.squeeze(-1)
+
+    def log_proba(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(y = 1 | x) with the ensemble probability = mean of member sigmoids: (S, n, d) -> (S, n)."""
+        member = F.logsigmoid(self.member_logits(X, systems))
+        if self.n_members == 1:
+            return member.squeeze(1)
+        return torch.logsumexp(member, dim=1) - math.log(self.n_members)
+
+    def proba(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
+        return self.log_proba(X, systems).exp()
+
+    # ----------------------------------------------------------------- training (explicit gradients)
+    def train(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        epochs: int,
+        batch_size: int = 1,
+        adam: AdamSettings = AdamSettings(),
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Minimise the mean binary cross-entropy with logits of every member on its system's data.
+
+        ``X`` (S, n, d), ``y`` (S, n). A fresh Adam state is created on every call (the reference code builds
+        a new ``Adam()`` each round); batches are taken in row order unless ``shuffle``. Members and systems
+        have disjoint parameters and Adam is element-wise, so one stacked step equals S x M separate steps.
+        """
+        S, n, _ = X.shape
+        m = torch.zeros_like(self.flat)
+        v = torch.zeros_like(self.flat)
+        step = 0
+        y = y.unsqueeze(1).unsqueeze(-1)  # (S, 1, n, 1): broadcast over members
+        for _ in range(epochs):
+            order = None
+            if shuffle:
+                order = torch.randperm(n, generator=generator, device=X.device)
+            for start in range(0, n, batch_size):
+                rows = slice(start, min(start + batch_size, n))
+                if order is None:
+                    xb, yb = X[:, rows], y[:, :, rows]
+                else:
+                    idx = order[rows]
+                    xb, yb = X[:, idx], y[:, :, idx]
+                grad = self._loss_gradient(xb, yb, generator)
+                step += 1
+                self._adam_step(grad, m, v, step, adam)
+
+    def _loss_gradient(self, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Gradient of the batch-mean BCE-with-logits for every member, flattened like ``self.flat``."""
+        S, M = self.n_systems, self.n_members
+        h = xb.unsqueeze(1).expand(S, M, *xb.shape[1:])
+        inputs, masks = [], []
+        last = len(self.weights) - 1
+        for layer, (W, b) in enumerate(zip(self.weights, self.biases)):
+            inputs.append(h)
+            h = torch.matmul(h, W) + b
+            if layer < last:
+                h = torch.relu(h)
+                if self.dropout > 0:
+                    keep = torch.rand(h.shape, generator=generator, device=h.device) >= self.dropout
+                    mask = keep / (1.0 - self.dropout)
+                    h = h * mask
+                    masks.append(mask)
+                else:
+                    masks.append(None)
+        # d BCE / d logit = sigmoid(logit) - y, averaged over the batch.
+        delta = (torch.sigmoid(h) - yb) / xb.shape[1]
+        grads: list[torch.Tensor] = []
+        for layer in range(last, -1, -1):
+            a = inputs[layer]
+            grads.append(delta.sum(2, keepdim=True).reshape(S, -1))
+            grads.append(torch.matmul(a.transpose(-1, -2), delta).reshape(S, -1))
+            if layer > 0:
+                delta = torch.matmul(delta, self.weights[layer].transpose(-1, -2))
+                if masks[layer - 1] is not None:
+                    delta = delta * masks[layer - 1]
+                delta = delta * (a > 0)
+        grads.reverse()  # now [W0, b0, W1, b1, ...] in flat-buffer order
+        return torch.cat(grads, dim=1)
+
+    def _adam_step(self, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, adam: AdamSettings) -> None:
+        m.lerp_(grad, 1.0 - adam.beta1)
+        v.mul_(adam.beta2).addcmul_(grad, grad, value=1.0 - adam.beta2)
+        bias1 = 1.0 - adam.beta1**step
+        bias2 = 1.0 - adam.beta2**step
+        denom = (v / bias2).sqrt_().add_(adam.eps)
+        self.flat.addcdiv_(m, denom, value=-adam.lr / bias1)

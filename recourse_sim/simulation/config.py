@@ -1,0 +1,89 @@
+"""Plain-Python description of one simulation experiment (what the Mesa model runs).
+
+The TOML ``Scenario`` (experiments/scenario.py) validates user input and builds this object; Python users
+may build it directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from recourse_sim.data.dataset import Dataset
+from recourse_sim.errors import ConfigError
+from recourse_sim.generators.problem import SearchSettings
+from recourse_sim.generators.spec import GeneratorSpec
+from recourse_sim.models.classifier import TorchClassifier
+
+Definitions = Literal["code", "paper"]
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """Evaluation settings (SaTML 2023 reference code defaults).
+
+    MMD: Gaussian kernel with length-scale 0.5, at most 1,000 samples per side, 100 permutations; model shift
+    on a grid of 1,000 points from a 100-step lattice. ``definitions`` picks the reference code's metric
+    definitions ("code", default) or the paper text's ("paper") where they differ (perturbation, decisiveness).
+    ``permutations=0`` skips the permutation tests (p-values reported as NaN).
+    """
+
+    evaluate_every: int = 10
+    permutations: int = 100
+    mmd_samples: int = 1000
+    length_scale: float = 0.5
+    grid_points: int = 1000
+    definitions: Definitions = "code"
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """One experiment: every (model x generator x repetition) system runs on the same data, in lock-step.
+
+    - ``recourse_share`` mu = 0.05 of the candidates (training rows predicted negative by every system of the
+      repetition) receive recourse each round, the same individuals for every system (paired comparison);
+    - each chosen individual gets K counterfactuals (``search.n_counterfactuals`` = 5) and implements one at
+      random; its label becomes the model's prediction at the counterfactual;
+    - each system's classifier is then retrained (warm start, ``model.retrain_epochs`` = 10).
+    """
+
+    train: Dataset
+    test: Dataset
+    models: Mapping[str, TorchClassifier]
+    generators: Mapping[str, GeneratorSpec]
+    rounds: int = 50
+    repetitions: int = 1
+    recourse_share: float = 0.05
+    search: SearchSettings = field(default_factory=SearchSettings)
+    metrics: MetricSettings = field(default_factory=MetricSettings)
+    standardize_search: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ConfigError("rounds", self.rounds, "an integer >= 1")
+        if not isinstance(self.repetitions, int) or self.repetitions < 1:
+            raise ConfigError("repetitions", self.repetitions, "an integer >= 1")
+        if not 0.0 < self.recourse_share <= 1.0:
+            raise ConfigError("recourse_share", self.recourse_share, "a share in (0, 1]")
+        if not self.models:
+            raise ConfigError("models", dict(self.models), "at least one model")
+        if not self.generators:
+            raise ConfigError("generators", dict(self.generators), "at least one generator")
+        if self.train.n_features != self.test.n_features:
+            raise ConfigError("test", self.test.n_features, f"{self.train.n_features} features like the train set")
+
+
+@dataclass(frozen=True)
+class System:
+    """One simulated system: a model trained on its own copy of the data, explained by one generator."""
+
+    index: int
+    model: str
+    generator: str
+    repetition: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.generator}/rep{self.repetition}"

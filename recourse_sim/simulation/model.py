@@ -1,0 +1,176 @@
+"""The Mesa model of endogenous recourse dynamics.
+
+Mesa provides time (``steps``), the seeded random generator (``rng``) and the ``DataCollector``; the state
+is tensors owned by the model (a :class:`Population` and one stacked classifier per model configuration),
+never one Python object per individual. One ``step()`` is one round of Algorithm 1 of Altmeyer et al.
+(SaTML 2023): choose recipients -> batched recourse -> individuals move -> retrain -> collect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import mesa
+import numpy as np
+import pandas as pd
+import torch
+
+from recourse_sim.device import resolve_device
+from recourse_sim.generators.api import make_context
+from recourse_sim.generators.engine import search
+from recourse_sim.generators.spec import GeneratorSpec
+from recourse_sim.models.classifier import TorchClassifier
+from recourse_sim.simulation.config import SimulationConfig, System
+from recourse_sim.simulation.evaluation import ShiftEvaluator
+from recourse_sim.simulation.population import Population, choose_recipients
+
+METRIC_COLUMNS = ["system", "model", "generator", "repetition", "round", "metric", "value"]
+
+
+@dataclass
+class ModelStack:
+    """The classifiers of every system that share one model configuration, stacked along a system axis."""
+
+    name: str
+    classifier: TorchClassifier
+    systems: torch.Tensor  # global system indices, in stack order
+    generators: list[GeneratorSpec]
+
+
+class RecourseDynamics(mesa.Model):
+    """Simulate every (model x generator x repetition) system of ``config`` in lock-step.
+
+    Parameters
+    ----------
+    config:
+        The experiment (data, models, generators, rounds, mu, metric settings).
+    seed:
+        Drives everything: Mesa's ``rng``, torch generators, model initialisation, recipient draws.
+    """
+
+    def __init__(self, config: SimulationConfig, seed: int = 42) -> None:
+        super().__init__(rng=seed)
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.torch_rng = torch.Generator(device=self.device).manual_seed(self._draw_seed())
+        self.round = 0
+        self.systems = [
+            System(index=i, model=m, generator=g, repetition=r)
+            for i, (m, r, g) in enumerate(
+                (m, r, g) for m in config.models for r in range(config.repetitions) for g in config.generators
+            )
+        ]
+        train, test = config.train, config.test
+        X_train, y_train = train.X.to(self.device), train.y.to(self.device)
+        self.population = Population.replicate(X_train, y_train, len(self.systems))
+        self.context = make_context(train, self.device, standardize=config.standardize_search)
+        self.context.constraints.check_factuals(X_train, train.schema.names)
+        self.evaluator = ShiftEvaluator(
+            torch.cat([X_train, test.X.to(self.device)]), torch.cat([y_train, test.y.to(self.device)]),
+            test.X.to(self.device), test.y.to(self.device), config.metrics, self.torch_rng,
+        )
+        self.stacks = [self._initial_stack(name, template) for name, template in config.models.items()]
+        self.repetition_groups = [
+            torch.tensor([s.index for s in self.systems if s.repetition == r], device=self.device)
+            for r in range(config.repetitions)
+        ]
+        self.datacollector = mesa.DataCollector(tables={"metrics": METRIC_COLUMNS})
+        self._collect_shift_metrics()
+
+    def _draw_seed(self) -> int:
+        return int(self.rng.integers(0, 2**62))
+
+    def _initial_stack(self, name: str, template: TorchClassifier) -> ModelStack:
+        """Train one model per repetition on the initial data, then fan it out to that repetition's systems."""
+        n_gen, n_rep = len(self.config.generators), self.config.repetitions
+        params = template.get_params() | {"seed": self._draw_seed(), "device": str(self.device)}
+        classifier = type(template)(**params)
+        X, y = self.population.X[0], self.population.y[0]
+        classifier.fit(X.unsqueeze(0).expand(n_rep, -1, -1), y.unsqueeze(0).expand(n_rep, -1))
+        classifier = classifier.select_systems(torch.arange(n_rep).repeat_interleave(n_gen))
+        systems = torch.tensor([s.index for s in self.systems if s.model == name], device=self.device)
+        stack = ModelStack(name, classifier, systems, [self.config.generators[self.systems[i].generator] for i in systems.tolist()])
+        self.evaluator.set_reference(name, classifier)
+        return stack
+
+    # ------------------------------------------------------------------------------------------- a round
+    def step(self) -> None:
+        """One round: recipients -> counterfactuals -> implementation -> retraining -> metrics."""
+        self.round += 1
+        pop = self.population
+        predicted_negative = torch.zeros_like(pop.y, dtype=torch.bool)
+        for stack in self.stacks:
+            predicted_negative[stack.systems] = stack.classifier.predict(pop.X[stack.systems]) == 0
+        rows, valid = choose_recipients(
+            predicted_negative, self.repetition_groups, self.config.recourse_share, self.rng
+        )
+        if rows.shape[1] > 0:
+            for stack in self.stacks:
+                self._recourse(stack, rows[stack.systems], valid[stack.systems])
+        for stack in self.stacks:
+            stack.classifier.refit(pop.X[stack.systems], pop.y[stack.systems])
+        last = self.round == self.config.rounds
+        if self.round % self.config.metrics.evaluate_every == 0 or last:
+            self._collect_shift_metrics()
+        if last:
+            self.running = False
+
+    def _recourse(self, stack: ModelStack, rows: torch.Tensor, valid: torch.Tensor) -> None:
+        """Batched search for one stack; each recipient implements one of its K counterfactuals at random."""
+        pop = self.population
+        factual = torch.gather(pop.X[stack.systems], 1, rows.unsqueeze(-1).expand(-1, -1, pop.X.shape[-1]))
+        context = dataclasses.replace(self.context, data_X=pop.X[stack.systems], data_y=pop.y[stack.systems])
+        result = search(
+            stack.classifier, factual, stack.generators, context, settings=self.config.search, generator=self.torch_rng,
+        )
+        S, B, K, d = result.counterfactuals.shape
+        pick = torch.from_numpy(self.rng.integers(0, K, size=(S, B))).to(self.device)
+        chosen = torch.gather(result.counterfactuals, 2, pick.view(S, B, 1, 1).expand(-1, -1, 1, d)).squeeze(2)
+        p_chosen = torch.gather(result.proba, 2, pick.unsqueeze(-1)).squeeze(-1)
+        # Non-converged counterfactuals still move; the new label is the model's prediction there.
+        new_label = (p_chosen >= 0.5).float()
+        system_rows = stack.systems.view(S, 1).expand(S, B)
+        pop.move(system_rows[valid], rows[valid], chosen[valid], new_label[valid], self.round)
+        self._collect_recourse_metrics(stack, factual, chosen, p_chosen, result.steps, valid)
+
+    # --------------------------------------------------------------------------------------- collection
+    def _add_row(self, system: int, metric: str, value: float) -> None:
+        s = self.systems[system]
+        self.datacollector.add_table_row(
+            "metrics",
+            {"system": s.label, "model": s.model, "generator": s.generator, "repetition": s.repetition,
+             "round": self.round, "metric": metric, "value": value},
+        )
+
+    def _collect_recourse_metrics(self, stack, factual, chosen, p_chosen, steps, valid) -> None:
+        count = valid.sum(1).clamp_min(1)
+        per_system = {
+            "n_recourse": valid.sum(1).float(),
+            "validity": ((p_chosen >= 0.5) & valid).sum(1) / count,
+            "recourse_cost": ((chosen - factual).norm(dim=-1) * valid).sum(1) / count,
+            "search_steps": (steps * valid).sum(1) / count,
+        }
+        values = {k: v.tolist() for k, v in per_system.items()}
+        for local, system in enumerate(stack.systems.tolist()):
+            for metric, column in values.items():
+                self._add_row(system, metric, float(column[local]))
+
+    def _collect_shift_metrics(self) -> None:
+        for stack in self.stacks:
+            for system, metric, value in self.evaluator.evaluate(stack.name, stack.classifier, self.population, stack.systems):
+                self._add_row(system, metric, value)
+
+    # -------------------------------------------------------------------------------------------- results
+    def run(self, progress=None) -> pd.DataFrame:
+        """Run the remaining rounds and return the tidy metrics table."""
+        while self.running and self.round < self.config.rounds:
+            self.step()
+            if progress is not None:
+                progress.update(1)
+        return self.results()
+
+    def results(self) -> pd.DataFrame:
+        """Tidy table: one row per system x round x metric."""
+        frame = self.datacollector.get_table_dataframe("metrics")
+        return frame.astype({"repetition": "int64", "round": "int64", "value": "float64"})
