@@ -8,6 +8,7 @@ from recourse_sim.data.dataset import Dataset, Standardizer
 from recourse_sim.errors import DataError
 from recourse_sim.generators.constraints import FeatureConstraints
 from recourse_sim.generators.engine import search
+from recourse_sim.generators.latent import LatentCache
 from recourse_sim.generators.problem import SearchContext, SearchResult, SearchSettings
 from recourse_sim.generators.spec import GeneratorSpec
 
@@ -18,11 +19,16 @@ def make_context(
     standardize: bool = True,
     data_X: torch.Tensor | None = None,
     data_y: torch.Tensor | None = None,
+    vae: object | None = None,
 ) -> SearchContext:
     """Search context from the reference (initial) data: standardiser and MAD fitted on it once.
 
     ``data_X``/``data_y`` (S, n, d)/(S, n) are the systems' current data (default: the reference data as one
     system), used by population-aware terms such as the gravitational pull.
+    ``vae`` serves latent generators (REVISE, CLUE): a fitted :class:`~recourse_sim.models.vae.VAE` on the
+    standardised data, or by default a fresh :class:`LatentCache` that trains one per system lazily at the
+    first latent search and keeps it for this context (and copies of it made with ``dataclasses.replace``,
+    i.e. for a whole simulation run), refitting 10 epochs when the systems' data have changed.
     """
     X = reference.X.to(device)
     standardizer = (Standardizer.fit(X) if standardize else Standardizer.identity(X.shape[1])).to(device)
@@ -35,6 +41,7 @@ def make_context(
         data_y=reference.y.to(device).unsqueeze(0) if data_y is None else data_y.to(device),
         mad=mad,
         feature_names=reference.schema.names,
+        vae=LatentCache() if vae is None else vae,
     )
 
 
@@ -47,11 +54,14 @@ def generate_counterfactuals(
     settings: SearchSettings = SearchSettings(),
     standardize: bool = True,
     seed: int = 0,
+    vae: object | None = None,
     **generator_params,
 ) -> SearchResult:
     """Counterfactuals (B, K, d) for ``factuals`` (B, d) from a fitted single-system classifier.
 
     ``generator`` is a :class:`GeneratorSpec` or a registered name (its keyword parameters may be passed).
+    ``vae`` (latent generators only): a fitted VAE or a :class:`LatentCache` to reuse across calls; by default
+    each call trains its own VAE on ``reference`` (see :func:`make_context`).
     """
     from recourse_sim.generators import GENERATORS  # the registry lives in the package namespace
 
@@ -60,7 +70,7 @@ def generate_counterfactuals(
     factuals = torch.as_tensor(factuals, dtype=torch.float32, device=device)
     if factuals.ndim != 2 or factuals.shape[1] != reference.n_features:
         raise DataError(f"factuals must have shape (B, {reference.n_features}); got {tuple(factuals.shape)}")
-    context = make_context(reference, device, standardize)
+    context = make_context(reference, device, standardize, vae=vae)
     context.constraints.check_factuals(factuals, reference.schema.names)
     rng = torch.Generator(device=device).manual_seed(seed)
     result = search(model, factuals.unsqueeze(0), [spec], context, settings=settings, generator=rng)

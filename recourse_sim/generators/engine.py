@@ -115,60 +115,144 @@ def score(problem: SearchProblem, x: torch.Tensor) -> torch.Tensor:
     return problem.model.log_proba_stacked(x.reshape(S, B * K, d), problem.systems).view(S, B, K)
 
 
-def finish(problem: SearchProblem, state: torch.Tensor, converged: torch.Tensor, steps: torch.Tensor) -> SearchResult:
+def yloss(log_p: torch.Tensor, entropy: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-individual yloss (S, B') from log p(y=1) (S, B', K), averaged over the K copies.
+
+    ``"bce"`` (default): the binary cross-entropy toward y+ = 1, ``-log p``. ``"entropy"`` where the boolean
+    ``entropy`` (S, 1) is set: the predictive entropy ``-p log p - (1-p) log(1-p)`` (CLUE, Antoran et al. 2021).
+    """
+    bce = -log_p.mean(-1)
+    if entropy is None or not bool(entropy.any()):
+        return bce
+    p = log_p.exp()
+    log_q = torch.log1p(-p.clamp(max=1.0 - 1e-6))  # finite everywhere, so torch.where has clean gradients
+    ent = -(p * log_p + (1.0 - p) * log_q).mean(-1)
+    return torch.where(entropy, ent, bce)
+
+
+def finish(problem: SearchProblem, space: SearchSpace, state: torch.Tensor, converged: torch.Tensor, steps: torch.Tensor) -> SearchResult:
     with torch.no_grad():
-        x = decode(problem, state, slice(None))
+        x = space.candidates(state, slice(None), straight_through=False)
         proba = score(problem, x).exp()
     return SearchResult(counterfactuals=x, proba=proba, converged=converged, steps=steps)
 
 
-# ------------------------------------------------------------------------------------ gradient descent
-@register_strategy("gradient")
-def gradient_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> SearchResult:
-    """Plain gradient descent on yloss + weighted terms in the standardised feature space.
+# ------------------------------------------------------------------------------------- search spaces
+class SearchSpace:
+    """How a strategy's state becomes candidates and how it moves; :func:`descend` does everything else.
 
-    yloss is the binary cross-entropy toward y+ = 1 averaged over the K copies (``-mean_k log p``). The step is
-    ``-step_size * K * grad`` (the reference code's rescale; ``rescale_step_by_k=False`` drops it); NaN steps
-    are zeroed as in the reference code.
+    The state has shape (S, B, K, ...) and is indexed along the individual axis by ``index`` (the active
+    columns of the working batch). ``candidates`` must return *feasible* feature-space points (S, B', K, d):
+    every space runs them through ``FeatureConstraints.project``, so constraints hold for every strategy.
     """
-    S, B, K, d = problem.shape
+
+    def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
+        self.problem = problem
+        self.generators = generators
+
+    def initial(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def candidates(self, work: torch.Tensor, index, straight_through: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def gradient_mask(self) -> torch.Tensor | float:
+        """Multiplier on the objective gradient before the convergence test (mutability in feature space)."""
+        return 1.0
+
+    def step(self, grad: torch.Tensor, work: torch.Tensor, index) -> torch.Tensor:
+        """The proposed change of the state given the objective gradient."""
+        raise NotImplementedError
+
+    def move(self, work: torch.Tensor, delta: torch.Tensor, active: torch.Tensor, index) -> torch.Tensor:
+        """The next state: ``work + delta`` for active individuals (S, B'), unchanged for the others."""
+        return work + delta * active.view(*active.shape, *(1,) * (work.ndim - 2))
+
+
+class FeatureSpace(SearchSpace):
+    """Plain gradient descent in the standardised feature space, projected onto the constraints every step.
+
+    The step is ``-step_size * K * grad`` (the reference code's rescale; ``rescale_step_by_k=False`` drops it)
+    with NaN steps zeroed as in the reference code; immutable features get no step.
+    """
+
+    def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
+        super().__init__(problem, generators)
+        K = problem.settings.n_counterfactuals
+        scale = K if problem.settings.rescale_step_by_k else 1
+        self.step_size = per_system([g.step_size * scale for g in generators], problem.factual.device).view(-1, 1, 1, 1)
+        self.step_mask = problem.context.constraints.step_mask()
+
+    def initial(self) -> torch.Tensor:
+        return initial_state(self.problem)
+
+    def candidates(self, work: torch.Tensor, index, straight_through: bool) -> torch.Tensor:
+        return decode(self.problem, work, index, straight_through)
+
+    def gradient_mask(self) -> torch.Tensor:
+        return self.step_mask
+
+    def step(self, grad: torch.Tensor, work: torch.Tensor, index) -> torch.Tensor:
+        return torch.nan_to_num(-self.step_size * grad, nan=0.0) * self.step_mask
+
+    def move(self, work: torch.Tensor, delta: torch.Tensor, active: torch.Tensor, index) -> torch.Tensor:
+        mask = active.view(*active.shape, 1, 1)
+        moved = project_state(self.problem, work + delta * mask, index)
+        return torch.where(mask, moved, work)
+
+
+# ------------------------------------------------------------------------------------------ the loop
+def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: SearchSpace) -> SearchResult:
+    """The iteration shared by every strategy: score candidates, evaluate yloss + weighted terms, take the
+    space's step, test convergence per individual, and compact finished individuals out of the batch.
+
+    Convergence rules (per system, see :class:`GeneratorSpec`): ``"threshold"`` — all K copies reach gamma;
+    ``"threshold_and_small_step"`` — all copies valid (p >= 0.5) and every |step| < tolerance;
+    ``"threshold_and_small_gradient"`` — all copies reach gamma and every |mutability-masked objective
+    gradient| < tolerance (ECCCo). An individual stops moving once converged or at its system's cap.
+    """
+    S, B, K, _ = problem.shape
     device = problem.factual.device
     settings = problem.settings
     terms = pooled_terms(generators, device)
     prepared = [term.prepare(problem) for term, _ in terms]
-    step_size = per_system([g.step_size * (K if settings.rescale_step_by_k else 1) for g in generators], device)
+    entropy = torch.tensor([g.yloss == "entropy" for g in generators], device=device).view(S, 1)
     log_threshold = per_system([math.log(g.threshold) for g in generators], device).view(S, 1)
-    small_step_rule = torch.tensor([g.convergence == "threshold_and_small_step" for g in generators], device=device)
+    rule = {name: torch.tensor([g.convergence == name for g in generators], device=device).view(S, 1)
+            for name in ("threshold", "threshold_and_small_step", "threshold_and_small_gradient")}
     tolerance = per_system([g.tolerance for g in generators], device).view(S, 1)
     max_steps = torch.tensor([g.max_steps for g in generators], device=device).view(S, 1)
-    step_mask = problem.context.constraints.step_mask()
+    gradient_mask = space.gradient_mask()
 
-    state = initial_state(problem)
+    state = space.initial()
     converged = torch.zeros(S, B, dtype=torch.bool, device=device)
     steps = torch.zeros(S, B, dtype=torch.long, device=device)
     index = torch.arange(B, device=device)  # active columns of the working batch
     work = state
     for t in range(max(g.max_steps for g in generators) + 1):
         work = work.detach().requires_grad_(True)
-        x = decode(problem, work, index, straight_through=True)
+        x = space.candidates(work, index, straight_through=True)
         log_p = score(problem, x)
         all_valid = (log_p.detach() >= _LOG_HALF).all(-1)
-        threshold_hit = (log_p.detach() >= log_threshold.unsqueeze(-1)).all(-1) & ~small_step_rule.view(S, 1)
-        loss = -log_p.mean(-1)
+        at_threshold = (log_p.detach() >= log_threshold.unsqueeze(-1)).all(-1)
+        loss = yloss(log_p, entropy)
         batch = SearchBatch(problem, x, problem.context.standardizer.transform(x), log_p, all_valid, index)
         for (term, weight), prep in zip(terms, prepared):
             loss = loss + weight.view(S, 1) * term(batch, prep)
         (grad,) = torch.autograd.grad(loss.sum(), work)
-        delta = torch.nan_to_num(-step_size.view(S, 1, 1, 1) * grad, nan=0.0) * step_mask
-        small_hit = all_valid & (delta.abs().amax((-1, -2)) < tolerance) & small_step_rule.view(S, 1)
+        delta = space.step(grad, work, index)
+        hit = at_threshold & rule["threshold"]
+        hit |= all_valid & (delta.abs().flatten(2).amax(-1) < tolerance) & rule["threshold_and_small_step"]
+        if bool(rule["threshold_and_small_gradient"].any()):
+            small = torch.nan_to_num(grad * gradient_mask, nan=0.0).abs().flatten(2).amax(-1) < tolerance
+            hit |= at_threshold & small & rule["threshold_and_small_gradient"]
         already = converged[:, index]
-        converged[:, index] = already | threshold_hit | small_hit
+        converged[:, index] = already | hit
         # Systems whose own iteration cap is reached stop moving without being marked converged.
-        active = ~(already | threshold_hit | small_hit | (t >= max_steps))
+        active = ~(already | hit | (t >= max_steps))
         steps[:, index] += active.long()
         with torch.no_grad():
-            moved = project_state(problem, work + delta * active.view(S, -1, 1, 1), index)
-            work = torch.where(active.view(S, -1, 1, 1), moved, work)
+            work = space.move(work.detach(), delta, active, index)
         if t % settings.check_every == settings.check_every - 1 or t == 0:
             state[:, index] = work.detach()
             keep = active.any(0)
@@ -177,4 +261,15 @@ def gradient_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]
             if keep.sum() * 2 <= keep.numel():  # compact once half the batch is done everywhere
                 index, work = index[keep], work.detach()[:, keep]
     state[:, index] = work.detach()
-    return finish(problem, state, converged, steps)
+    return finish(problem, space, state, converged, steps)
+
+
+# ------------------------------------------------------------------------------------ gradient descent
+@register_strategy("gradient")
+def gradient_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> SearchResult:
+    """Plain gradient descent on yloss + weighted terms in the standardised feature space.
+
+    yloss is the binary cross-entropy toward y+ = 1 averaged over the K copies (``-mean_k log p``), or the
+    predictive entropy for generators with ``yloss="entropy"``. See :class:`FeatureSpace` for the step.
+    """
+    return descend(problem, generators, FeatureSpace(problem, generators))

@@ -43,6 +43,12 @@ class SearchContext:
     ``data_X``/``data_y`` (S_model, n, d)/(S_model, n) are each system's current training data, used by terms
     that look at the population (gravitational centre, plausibility); ``mad`` (d,) is the median absolute
     deviation of each feature in the search space (Wachter et al. 2017 weighting).
+
+    ``vae`` serves the latent-space generators (REVISE, CLUE): a fitted :class:`~recourse_sim.models.vae.VAE`
+    trained in the standardised search space (one system: shared by every system; S_model systems: indexed
+    like ``data_X``), or a :class:`~recourse_sim.generators.latent.LatentCache` that trains one lazily on
+    ``data_X`` at the first latent search and keeps it for the run (``make_context`` installs one). ``None``:
+    a latent search trains a throw-away VAE on ``data_X`` on every call.
     """
 
     standardizer: Standardizer
@@ -51,6 +57,7 @@ class SearchContext:
     data_y: torch.Tensor | None = None
     mad: torch.Tensor | None = None
     feature_names: tuple[str, ...] = ()
+    vae: object | None = None
 
 
 @dataclass

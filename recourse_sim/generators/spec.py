@@ -10,8 +10,10 @@ from typing import Literal
 from recourse_sim.errors import ConfigError
 from recourse_sim.generators.terms import ObjectiveTerm
 
-Convergence = Literal["threshold", "threshold_and_small_step"]
-CONVERGENCE_RULES = ("threshold", "threshold_and_small_step")
+Convergence = Literal["threshold", "threshold_and_small_step", "threshold_and_small_gradient"]
+CONVERGENCE_RULES = ("threshold", "threshold_and_small_step", "threshold_and_small_gradient")
+YLoss = Literal["bce", "entropy"]
+YLOSSES = ("bce", "entropy")
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,17 @@ class GeneratorSpec:
       mitigation raises it to 0.9);
     - ``convergence``: ``"threshold"`` stops an individual once all K copies reach gamma;
       ``"threshold_and_small_step"`` once all copies are valid (p >= 0.5) and every |step| < ``tolerance``
-      (gravitational and ClaPROAR, which keep going past the boundary);
+      (gravitational and ClaPROAR, which keep going past the boundary); ``"threshold_and_small_gradient"``
+      once all copies reach gamma and every |mutability-masked objective gradient| < ``tolerance`` (ECCCo,
+      CounterfactualExplanations.jl's ``:generator_conditions``);
+    - ``max_changes``: the greedy strategy's cap n on how often a copy may change one feature per pass
+      (Schut et al. 2021); ``None`` means ``round(1 / step_size)`` (CounterfactualExplanations.jl), 10 for 0.1;
+    - ``yloss``: ``"bce"`` (cross-entropy toward y+ = 1) or ``"entropy"`` (predictive entropy, CLUE);
     - ``step_size`` 0.01 and ``max_steps`` 100: plain gradient descent, ``Descent(0.01)`` with T = 100 in the
       reference code;
-    - ``strategy``: how the state moves ("gradient" descent in the standardised feature space).
+    - ``strategy``: how the state moves: ``"gradient"`` descent in the standardised feature space,
+      ``"greedy"`` single-feature moves (Schut et al. 2021), ``"latent"`` descent in a VAE's latent space
+      (REVISE, CLUE).
     """
 
     name: str
@@ -39,6 +48,8 @@ class GeneratorSpec:
     step_size: float = 0.01
     max_steps: int = 100
     strategy: str = "gradient"
+    yloss: YLoss = "bce"
+    max_changes: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -51,6 +62,10 @@ class GeneratorSpec:
                     raise ConfigError(f"generator[{self.name}].{label} term", term, "an ObjectiveTerm")
         if self.convergence not in CONVERGENCE_RULES:
             raise ConfigError(f"generator[{self.name}].convergence", self.convergence, " or ".join(CONVERGENCE_RULES))
+        if self.yloss not in YLOSSES:
+            raise ConfigError(f"generator[{self.name}].yloss", self.yloss, " or ".join(YLOSSES))
+        if self.max_changes is not None and (not isinstance(self.max_changes, int) or self.max_changes < 1):
+            raise ConfigError(f"generator[{self.name}].max_changes", self.max_changes, "an integer >= 1 or None")
         if not self.step_size > 0:
             raise ConfigError(f"generator[{self.name}].step_size", self.step_size, "a number > 0")
         if not isinstance(self.max_steps, int) or self.max_steps < 0:

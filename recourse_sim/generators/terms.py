@@ -12,6 +12,7 @@ as in the reference code (``norm(x - x')`` on a (d, 1, K) array).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from recourse_sim.generators.problem import SearchBatch, SearchProblem
 
 _EPS = 1e-12
+_LOG_HALF = math.log(0.5)
 
 
 def _stack_norm(diff: torch.Tensor) -> torch.Tensor:
@@ -102,3 +104,120 @@ class ClassifierLoss(ObjectiveTerm):
         log_not_p = torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
         bce = -(predicted * log_p + (1 - predicted) * log_not_p)
         return bce.mean(-1) * batch.all_valid.float()
+
+
+@dataclass(frozen=True)
+class L1Distance(ObjectiveTerm):
+    """L1 cost ``sum_k sum_j |x'_kj - x_j|`` over the K-stack (CE.jl ``distance_l1``; ECCCo, CLUE)."""
+
+    def __call__(self, batch: SearchBatch, prepared: Any) -> torch.Tensor:
+        return (batch.x_std - batch.factual_std.unsqueeze(2)).abs().sum((-1, -2))
+
+
+@dataclass(frozen=True)
+class DPPDiversity(ObjectiveTerm):
+    """DiCE's diversity term (Mothilal et al. 2020): ``-det(Kern)`` over an individual's K copies.
+
+    ``Kern_ij = 1 / (1 + ||x'_i - x'_j||)`` in the search space. The reference code adds ``1e-5 * N(0, 1)``
+    noise to the diagonal to keep the determinant away from singular matrices; this term adds a deterministic
+    ``jitter`` = 1e-5 to the diagonal instead, so results are reproducible (a deliberate deviation). Larger
+    determinants mean more mutually distant copies; with K = 1 the term is constant.
+    """
+
+    jitter: float = 1e-5
+
+    def __call__(self, batch: SearchBatch, prepared: Any) -> torch.Tensor:
+        x = batch.x_std  # (S, B, K, d)
+        K = x.shape[-2]
+        dist = ((x.unsqueeze(-2) - x.unsqueeze(-3)).pow(2).sum(-1) + _EPS).sqrt()  # (S, B, K, K)
+        kern = 1.0 / (1.0 + dist) + self.jitter * torch.eye(K, device=x.device, dtype=x.dtype)
+        return -torch.linalg.det(kern)
+
+
+def target_logit(batch: SearchBatch) -> torch.Tensor:
+    """The logit of y+ = 1 at the candidates (S, B, K).
+
+    Models exposing ``logits_stacked(X, systems)`` or a stacked network with ``member_logits`` (the package's
+    classifiers) give the mean member logit, as ECCCo does for ensembles; otherwise the log-odds of p.
+    """
+    model = batch.problem.model
+    S, B, K, d = batch.x.shape
+    flat = batch.x.reshape(S, B * K, d)
+    if hasattr(model, "logits_stacked"):
+        return model.logits_stacked(flat, batch.systems).view(S, B, K)
+    network = getattr(model, "network_", None)
+    if network is not None and hasattr(network, "member_logits"):
+        return network.member_logits(flat, batch.systems).mean(1).view(S, B, K)
+    log_p = batch.log_p
+    return log_p - torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
+
+
+@dataclass(frozen=True)
+class Energy(ObjectiveTerm):
+    """ECCCo's energy term (Altmeyer et al., AAAI 2024): ``E(x' | y+) = -logit_y+(x')``, mean over the copies.
+
+    Used without the paper's ridge (r = 0, its setting for the synthetic and most tabular data) and without
+    the energy decay schedule.
+    """
+
+    def __call__(self, batch: SearchBatch, prepared: Any) -> torch.Tensor:
+        return -target_logit(batch).mean(-1)
+
+
+def conformal_set_size(proba: torch.Tensor, q_hat: torch.Tensor | float, temperature: float = 0.1,
+                       kappa: float = 1.0) -> torch.Tensor:
+    """Smooth conformal set-size penalty (Stutz et al. 2022 as used by ECCCo): class probabilities (..., C)
+    -> (...).
+
+    ``s_y = 1 - p_y`` (the split-conformal score), ``C_y = sigmoid((q_hat - s_y) / T)``,
+    ``Omega = max(0, sum_y C_y - kappa)``; where the hard set ``{y : s_y <= q_hat}`` is empty, ``sum_y (1 - C_y)``
+    replaces ``sum_y C_y`` (ConformalPrediction.jl). Zero for a singleton set when kappa = 1, growing with the
+    set size.
+    """
+    q_hat = torch.as_tensor(q_hat, dtype=proba.dtype, device=proba.device)
+    score = 1.0 - proba
+    soft = torch.sigmoid((q_hat.unsqueeze(-1) - score) / temperature)
+    empty = ~(score <= q_hat.unsqueeze(-1)).any(-1)
+    size = torch.where(empty, (1.0 - soft).sum(-1), soft.sum(-1))
+    return torch.relu(size - kappa)
+
+
+def conformal_quantile(scores: torch.Tensor, coverage: float) -> torch.Tensor:
+    """Split-conformal threshold: the ``ceil((n + 1) * coverage) / n`` empirical quantile of ``scores`` (..., n)."""
+    n = scores.shape[-1]
+    k = min(n, max(1, math.ceil((n + 1) * coverage)))
+    return scores.sort(-1).values[..., k - 1]
+
+
+@dataclass(frozen=True)
+class ConformalSetSize(ObjectiveTerm):
+    """ECCCo's conformal set-size penalty ``Omega(x')`` (see :func:`conformal_set_size`), mean over the copies.
+
+    For the binary model the class probabilities are ``[1 - p, p]``. ``q_hat`` is computed in ``prepare`` per
+    system at ``coverage`` = 0.95 from the calibration scores ``1 - p_{y_i}(x_i)`` over the system's *current*
+    data (``SearchContext.data_X``/``data_y``), all of it: the simulation trains on all of it too, so there is
+    no held-out share to use, and the resulting q_hat is an in-sample (optimistic) estimate — a deviation from
+    ECCCo's 50/50 split. Temperature T = 0.1 and kappa = 1 (ECCCo defaults); the penalty applies to a copy once
+    its p(y+) >= 0.5 (ECCCo's gating).
+    """
+
+    coverage: float = 0.95
+    temperature: float = 0.1
+    kappa: float = 1.0
+
+    def prepare(self, problem: SearchProblem) -> torch.Tensor:
+        ctx = problem.context
+        if ctx.data_X is None or ctx.data_y is None:
+            raise ValueError("the conformal set-size term needs calibration data (SearchContext.data_X/y)")
+        X = ctx.data_X.index_select(0, problem.systems)
+        y = ctx.data_y.index_select(0, problem.systems)
+        with torch.no_grad():
+            p = problem.model.log_proba_stacked(X, problem.systems).exp()
+        scores = torch.where(y > 0.5, 1.0 - p, p)  # 1 - p_{y_i}(x_i)
+        return conformal_quantile(scores, self.coverage)  # (S,)
+
+    def __call__(self, batch: SearchBatch, prepared: torch.Tensor) -> torch.Tensor:
+        p = batch.log_p.exp()
+        proba = torch.stack([1.0 - p, p], dim=-1)
+        omega = conformal_set_size(proba, prepared.view(-1, 1, 1), self.temperature, self.kappa)
+        return (omega * (batch.log_p.detach() >= _LOG_HALF)).mean(-1)

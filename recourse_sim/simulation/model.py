@@ -70,6 +70,7 @@ class RecourseDynamics(mesa.Model):
             torch.cat([X_train, test.X.to(self.device)]), torch.cat([y_train, test.y.to(self.device)]),
             test.X.to(self.device), test.y.to(self.device), config.metrics, self.torch_rng,
         )
+        self.initial_classifiers: dict[str, TorchClassifier] = {}
         self.stacks = [self._initial_stack(name, template) for name, template in config.models.items()]
         self.repetition_groups = [
             torch.tensor([s.index for s in self.systems if s.repetition == r], device=self.device)
@@ -90,9 +91,10 @@ class RecourseDynamics(mesa.Model):
         classifier.fit(X.unsqueeze(0).expand(n_rep, -1, -1), y.unsqueeze(0).expand(n_rep, -1))
         classifier = classifier.select_systems(torch.arange(n_rep).repeat_interleave(n_gen))
         systems = torch.tensor([s.index for s in self.systems if s.model == name], device=self.device)
-        stack = ModelStack(name, classifier, systems, [self.config.generators[self.systems[i].generator] for i in systems.tolist()])
+        generators = [self.config.generators[self.systems[i].generator] for i in systems.tolist()]
         self.evaluator.set_reference(name, classifier)
-        return stack
+        self.initial_classifiers[name] = classifier.select_systems(torch.arange(len(systems)))
+        return ModelStack(name, classifier, systems, generators)
 
     # ------------------------------------------------------------------------------------------- a round
     def step(self) -> None:
@@ -162,6 +164,18 @@ class RecourseDynamics(mesa.Model):
                 self._add_row(system, metric, value)
 
     # -------------------------------------------------------------------------------------------- results
+    def scorer(self, system: int, initial: bool = False):
+        """``X (n, d) -> p(y=1)`` as numpy for one system's current (or round-0) classifier."""
+        spec = self.systems[system]
+        stack = next(s for s in self.stacks if s.name == spec.model)
+        local = int((stack.systems == system).nonzero()[0])
+        classifier = self.initial_classifiers[spec.model] if initial else stack.classifier
+
+        def predict_proba(X: torch.Tensor):
+            return classifier.proba_positive(X)[local].cpu().numpy()
+
+        return predict_proba
+
     def run(self, progress=None) -> pd.DataFrame:
         """Run the remaining rounds and return the tidy metrics table."""
         while self.running and self.round < self.config.rounds:

@@ -1,0 +1,258 @@
+"""Typed, validated scenarios: the TOML files users edit and run.
+
+A scenario names everything by registry string (dataset, models, generators). Validation happens here, at
+the boundary: unknown keys (with a "did you mean"), wrong types, out-of-range values and unknown names are
+reported as one :class:`ConfigError` naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recourse_sim.data import DATASETS
+from recourse_sim.data.real import load_csv
+from recourse_sim.errors import ConfigError, RecourseSimError
+from recourse_sim.generators import GENERATORS
+from recourse_sim.generators.problem import SearchSettings
+from recourse_sim.models import MODELS
+from recourse_sim.simulation.config import MetricSettings, SimulationConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _registered(registry, value: str) -> str:
+    registry[value]  # raises ConfigError with the allowed names and a suggestion
+    return value
+
+
+class DataConfig(_Strict):
+    """``name``: a registered dataset (synthetic or shipped real data) or ``"csv"`` with ``path`` and ``target``."""
+
+    name: str = "overlapping"
+    n_samples: int | None = Field(default=1000, ge=4)
+    test_share: float = Field(default=0.2, gt=0.0, lt=1.0)
+    path: str | None = None
+    target: str | None = None
+
+    @model_validator(mode="after")
+    def _check_source(self) -> DataConfig:
+        if self.name == "csv":
+            if not self.path or not self.target:
+                raise ValueError("data.name = 'csv' needs data.path and data.target")
+        else:
+            _registered(DATASETS, self.name)
+        return self
+
+
+class ModelConfig(_Strict):
+    """A registered model and its hyper-parameters (unset ones keep the class defaults, see models/)."""
+
+    name: str
+    label: str | None = None
+    hidden_sizes: list[int] | None = None
+    n_members: int | None = Field(default=None, ge=1)
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    learning_rate: float | None = Field(default=None, gt=0.0)
+    retrain_epochs: int | None = Field(default=None, ge=0)
+    retrain_batch_size: int | None = Field(default=None, ge=1)
+    shuffle: bool | None = None
+
+    _check_name = field_validator("name")(lambda cls, v: _registered(MODELS, v))
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    def build(self, device: str):
+        params = self.model_dump(exclude={"name", "label"}, exclude_none=True)
+        return MODELS[self.name](device=device, **params)
+
+
+class GeneratorConfig(BaseModel):
+    """A registered generator; any further key is a keyword of its factory (``threshold``, ``lambda_cost``...)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    label: str | None = None
+
+    _check_name = field_validator("name")(lambda cls, v: _registered(GENERATORS, v))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_params(self) -> GeneratorConfig:
+        allowed = list(inspect.signature(GENERATORS[self.name]).parameters)
+        for key in self.params:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown parameter {key!r} for generator {self.name!r}; allowed: "
+                                 f"{', '.join(allowed)}{hint}")
+        self.build()  # range checks live in GeneratorSpec; surface them now
+        return self
+
+    @property
+    def key(self) -> str:
+        if self.label:
+            return self.label
+        suffix = "".join(f", {k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({suffix[2:]})" if suffix else self.name
+
+    def build(self):
+        return GENERATORS[self.name](**self.params)
+
+
+class MetricsConfig(_Strict):
+    """See :class:`recourse_sim.simulation.MetricSettings` for the meaning and the paper's values."""
+
+    evaluate_every: int = Field(default=10, ge=1)
+    permutations: int = Field(default=100, ge=0)
+    mmd_samples: int = Field(default=1000, ge=2)
+    length_scale: float = Field(default=0.5, gt=0.0)
+    grid_points: int = Field(default=1000, ge=2)
+    definitions: Literal["code", "paper"] = "code"
+
+
+class SearchConfig(_Strict):
+    """Counterfactual search settings shared by all generators (see :class:`SearchSettings`)."""
+
+    n_counterfactuals: int = Field(default=5, ge=1)
+    init_noise: float = Field(default=0.1, ge=0.0)
+    rescale_step_by_k: bool = True
+    standardize: bool = True
+
+
+class Scenario(_Strict):
+    """One experiment: a dataset, models x generators x repetitions, and the dynamics' parameters.
+
+    Defaults follow the SaTML 2023 protocol: mu = 0.05, K = 5, seed 42, metrics every 10 rounds (the
+    paper runs 50 rounds; the default here is 20 to keep the quick start under a minute).
+    """
+
+    name: str = "scenario"
+    seed: int = 42
+    rounds: int = Field(default=20, ge=1)
+    repetitions: int = Field(default=1, ge=1)
+    recourse_share: float = Field(default=0.05, gt=0.0, le=1.0)
+    device: str = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    models: list[ModelConfig] = Field(min_length=1)
+    generators: list[GeneratorConfig] = Field(min_length=1)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @field_validator("models", "generators", mode="before")
+    @classmethod
+    def _names_as_tables(cls, value: Any) -> Any:
+        """Allow ``models = ["mlp"]`` as shorthand for ``[[models]] name = "mlp"``."""
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> Scenario:
+        for field_name, items in (("models", self.models), ("generators", self.generators)):
+            keys = [item.key for item in items]
+            duplicates = sorted({k for k in keys if keys.count(k) > 1})
+            if duplicates:
+                raise ValueError(f"{field_name} has duplicate labels {duplicates}; give each a distinct 'label'")
+        return self
+
+    # ------------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "scenario") -> Scenario:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise _as_config_error(exc, source) from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Scenario:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("scenario file", str(path), "an existing TOML file")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("scenario file", str(path), f"valid TOML ({exc})") from None
+        return cls.from_dict(raw, source=str(path))
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        data = self.model_dump(mode="json", exclude_none=True)
+        return tomli_w.dumps(data)
+
+    # ----------------------------------------------------------------------------------------- building
+    def load_data(self):
+        """The dataset and its stratified 80/20 split, drawn from the scenario seed."""
+        rng = np.random.default_rng(self.seed)
+        if self.data.name == "csv":
+            dataset = load_csv(self.data.path, self.data.target)
+            if self.data.n_samples is not None and self.data.n_samples < dataset.n_samples:
+                dataset = dataset.balanced_subsample(self.data.n_samples, rng)
+        else:
+            dataset = DATASETS[self.data.name](self.data.n_samples, rng)
+        return dataset.stratified_split(self.data.test_share, rng)
+
+    def build(self) -> SimulationConfig:
+        train, test = self.load_data()
+        return SimulationConfig(
+            train=train,
+            test=test,
+            models={m.key: m.build(self.device) for m in self.models},
+            generators={g.key: g.build() for g in self.generators},
+            rounds=self.rounds,
+            repetitions=self.repetitions,
+            recourse_share=self.recourse_share,
+            search=SearchSettings(
+                n_counterfactuals=self.search.n_counterfactuals, init_noise=self.search.init_noise,
+                rescale_step_by_k=self.search.rescale_step_by_k,
+            ),
+            metrics=MetricSettings(**self.metrics.model_dump()),
+            standardize_search=self.search.standardize,
+            device=self.device,
+        )
+
+
+def _as_config_error(exc: ValidationError, source: str) -> ConfigError:
+    """The first pydantic error as one ConfigError naming the dotted field path."""
+    error = exc.errors()[0]
+    field = ".".join(str(p) for p in error["loc"]) or "scenario"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(Scenario, error["loc"][:-1])
+        close = difflib.get_close_matches(str(error["loc"][-1]), list(parent.model_fields), n=1) if parent else []
+        allowed = ", ".join(parent.model_fields) if parent else "known keys"
+        message = f"a known key: {allowed}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        return ConfigError(f"{source}: {field}", "unknown key", message)
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, RecourseSimError):
+        message = str(cause)
+    return ConfigError(f"{source}: {field}", error.get("input"), message)
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        candidates = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return None
+        model = candidates[0]
+    return model

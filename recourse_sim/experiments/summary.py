@@ -1,0 +1,24 @@
+"""Aggregation across repetitions: mean and Student-t 95% confidence interval per system x round x metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+GROUP = ["model", "generator", "round", "metric"]
+
+
+def summarise(frame: pd.DataFrame, confidence: float = 0.95, by: list[str] | None = None) -> pd.DataFrame:
+    """Mean, standard deviation, count and a t-interval of ``value`` over repetitions (NaNs ignored).
+
+    With one repetition the interval collapses to the mean (no spread can be estimated).
+    """
+    by = by or [c for c in GROUP if c in frame.columns]
+    grouped = frame.groupby(by, sort=True)["value"]
+    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    sem = out["std"] / np.sqrt(out["n"].clip(lower=1))
+    t = stats.t.ppf(0.5 + confidence / 2, df=(out["n"] - 1).clip(lower=1))
+    half = np.where(out["n"] > 1, t * sem, 0.0)
+    out["ci_low"], out["ci_high"] = out["mean"] - half, out["mean"] + half
+    return out

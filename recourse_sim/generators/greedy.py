@@ -1,0 +1,93 @@
+"""The ``"greedy"`` strategy: Schut et al. (2021) / JSMA-style single-feature moves.
+
+Each step moves every copy's single feature with the largest |d yloss / dx| by ``-epsilon * sign(g)``
+(``epsilon`` = the generator's ``step_size``, 0.1), in the standardised search space. Candidate features are
+the ones whose move the constraints allow (not immutable; the move survives the engine's projection, so no
+feature is pushed past a bound, below its factual value if increase-only, above it if decrease-only, and a
+one-hot column only moves if the move flips its category) and that have been changed fewer than ``n`` times
+(10) by this copy; ties are broken at random. After every move the state is projected like any other search.
+
+Counters and the cap ``n`` are per copy (CounterfactualExplanations.jl v0.1.5 ``GreedyGenerator``): once every
+mutable feature of a copy is used up, that copy's ``passes += 1`` and ``n += n / passes`` (10 -> 20 -> 30 ...),
+which frees every feature again while the counters keep counting. Two deliberate differences from the Julia
+code: "used up" is tested over the *mutable* features (the Julia test includes immutable ones, which never
+change, so it never fires when one exists), and ``n``/``passes`` live per copy instead of on the generator
+object, whose mutation there leaks from one explanation into the next.
+
+Everything is batched over systems, individuals and copies: no Python loop over rows. Stopping is the engine's:
+with the default ``"threshold"`` rule an individual stops once all K copies reach gamma = 0.5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from recourse_sim.generators.engine import FeatureSpace, descend, per_system, register_strategy
+from recourse_sim.generators.problem import SearchProblem, SearchResult
+from recourse_sim.generators.spec import GeneratorSpec
+
+_MOVE_TOLERANCE = 1e-4  # a move counts as allowed when it changes the projected feature by more than this
+
+
+class GreedySpace(FeatureSpace):
+    """Feature-space state with per-copy change counters; ``step`` picks one feature per copy."""
+
+    def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
+        super().__init__(problem, generators)
+        S, B, K, d = problem.shape
+        device = problem.factual.device
+        self.epsilon = per_system([g.step_size for g in generators], device).view(S, 1, 1, 1)
+        n = per_system([float(g.max_changes or _default_n(g)) for g in generators], device)
+        self.cap = n.view(S, 1, 1).expand(S, B, K).clone()
+        self.passes = torch.zeros(S, B, K, device=device)
+        self.counts = torch.zeros(S, B, K, d, device=device)
+        self.mutable = ~problem.context.constraints.immutable
+
+    def allowed_moves(self, work: torch.Tensor, move: torch.Tensor, index) -> torch.Tensor:
+        """(S, B', K, d): would moving feature j alone by ``move[..., j]`` change it after projection?"""
+        d = work.shape[-1]
+        trial = work.unsqueeze(-2) + torch.diag_embed(move)  # (S, B', K, d, d): row j moves feature j only
+        ctx = self.problem.context
+        factual = self.problem.factual[:, index].unsqueeze(2).unsqueeze(3)
+        projected = ctx.standardizer.transform(ctx.constraints.project(ctx.standardizer.inverse_transform(trial), factual))
+        changed = torch.diagonal(projected, dim1=-2, dim2=-1) - work
+        return (changed.abs() > _MOVE_TOLERANCE) & (move != 0) & self.mutable.view(*(1,) * 3, d)
+
+    def step(self, grad: torch.Tensor, work: torch.Tensor, index) -> torch.Tensor:
+        S, B, K, d = work.shape
+        grad = torch.nan_to_num(grad, nan=0.0)
+        counts, cap, passes = self.counts[:, index], self.cap[:, index], self.passes[:, index]
+        # A copy whose mutable features are all used up starts a new pass with a larger cap.
+        used_up = ((counts >= cap.unsqueeze(-1)) | ~self.mutable).all(-1) & self.mutable.any()
+        passes = passes + used_up
+        cap = torch.where(used_up, cap + cap / passes.clamp_min(1), cap)
+        self.passes[:, index], self.cap[:, index] = passes, cap
+        move = -self.epsilon * torch.sign(grad)
+        eligible = self.allowed_moves(work, move, index) & (counts < cap.unsqueeze(-1))
+        salience = torch.where(eligible, grad.abs(), torch.full_like(grad, -1.0))
+        best = salience.amax(-1, keepdim=True)
+        ties = eligible & (salience == best)
+        # Random tie-break: drawn at full batch size every step so the stream does not depend on compaction.
+        u = torch.rand(self.counts.shape, generator=self.problem.generator, device=work.device)[:, index]
+        pick = torch.argmax(ties * (1.0 + u), dim=-1, keepdim=True)
+        chosen = torch.zeros_like(work).scatter_(-1, pick, 1.0) * eligible.any(-1, keepdim=True)
+        return move * chosen
+
+    def move(self, work: torch.Tensor, delta: torch.Tensor, active: torch.Tensor, index) -> torch.Tensor:
+        new = super().move(work, delta, active, index)
+        moved = (delta != 0) & active.view(*active.shape, 1, 1)
+        self.counts[:, index] += moved.float()
+        return new
+
+
+def _default_n(generator: GeneratorSpec) -> float:
+    """Schut et al.'s cap n: ``1 / epsilon`` when only epsilon is given (CE.jl), 10 for the default 0.1."""
+    return max(1, round(1.0 / generator.step_size))
+
+
+@register_strategy("greedy")
+def greedy_search(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> SearchResult:
+    """Greedy single-feature search (Schut et al. 2021), batched over systems, individuals and copies."""
+    return descend(problem, generators, GreedySpace(problem, generators))

@@ -1,0 +1,99 @@
+"""Classifiers: the scikit-learn contract, stacked training equals separate training, hand-written gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recourse_sim.errors import ConfigError, DataError
+from recourse_sim.models import MODELS, DeepEnsemble, LogisticRegression, MLPClassifier, StackedMLP
+
+
+def test_hand_written_gradient_equals_autograd():
+    net = StackedMLP(3, 2, 4, (5, 6), generator=torch.Generator().manual_seed(1))
+    X, y = torch.randn(3, 7, 4), (torch.rand(3, 7) > 0.5).float()
+    grad = net._loss_gradient(X, y.unsqueeze(1).unsqueeze(-1), None)
+    flat = net.flat.clone().requires_grad_(True)
+    twin = net.clone()
+    twin.flat = flat
+    twin._bind_views()
+    logits = twin.member_logits(X)
+    loss = F.binary_cross_entropy_with_logits(logits, y.unsqueeze(1).expand_as(logits), reduction="none").mean(-1).sum()
+    loss.backward()
+    torch.testing.assert_close(grad, flat.grad, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("hidden,members", [((), 1), ((8,), 1), ((8, 8), 3)])
+def test_stacked_training_equals_separate_training(hidden, members):
+    """One stacked step updates S systems exactly as S separate trainings from the same initial weights."""
+    X, y = torch.randn(3, 40, 2), (torch.rand(3, 40) > 0.5).float()
+    stack = StackedMLP(3, members, 2, hidden, generator=torch.Generator().manual_seed(0))
+    alone = [stack.select([s]) for s in range(3)]
+    stack.train(X, y, epochs=2, batch_size=4)
+    for s, net in enumerate(alone):
+        net.train(X[s : s + 1], y[s : s + 1], epochs=2, batch_size=4)
+        torch.testing.assert_close(net.flat[0], stack.flat[s], atol=1e-6, rtol=1e-5)
+
+
+def test_sklearn_contract_and_learning(overlapping):
+    model = LogisticRegression(epochs=20, seed=0, device="cpu")
+    assert not hasattr(model, "network_")
+    assert model.fit(overlapping.X, overlapping.y) is model
+    proba = model.predict_proba(overlapping.X)
+    assert proba.shape == (overlapping.n_samples, 2)
+    torch.testing.assert_close(proba.sum(1), torch.ones(overlapping.n_samples))
+    assert (model.predict(overlapping.X) == overlapping.y).float().mean() > 0.8
+    assert model.get_params()["epochs"] == 20
+
+
+def test_refit_is_a_warm_start(overlapping):
+    model = MLPClassifier(epochs=5, retrain_epochs=1, seed=0, device="cpu").fit(overlapping.X, overlapping.y)
+    before = model.network_.flat.clone()
+    flipped = 1 - overlapping.y
+    model.refit(overlapping.X, flipped)
+    change = (model.network_.flat - before).norm()
+    assert 0 < change < before.norm()  # moved from, not replaced by, the previous weights
+
+
+def test_same_seed_same_model(overlapping):
+    a = MLPClassifier(epochs=2, seed=3, device="cpu").fit(overlapping.X, overlapping.y)
+    b = MLPClassifier(epochs=2, seed=3, device="cpu").fit(overlapping.X, overlapping.y)
+    assert torch.equal(a.network_.flat, b.network_.flat)
+
+
+def test_deep_ensemble_probability_is_mean_of_member_sigmoids(overlapping):
+    model = DeepEnsemble(epochs=2, seed=0, device="cpu").fit(overlapping.X, overlapping.y)
+    members = torch.sigmoid(model.network_.member_logits(overlapping.X.unsqueeze(0)))[0]
+    assert members.shape[0] == 5
+    torch.testing.assert_close(model.proba_positive(overlapping.X), members.mean(0))
+
+
+def test_stacked_fit_answers_per_system(overlapping):
+    X = torch.stack([overlapping.X, overlapping.X + 1])
+    y = torch.stack([overlapping.y, overlapping.y])
+    model = MLPClassifier(epochs=2, seed=0, device="cpu").fit(X, y)
+    assert model.n_systems == 2
+    assert model.proba_positive(overlapping.X).shape == (2, overlapping.n_samples)
+    picked = model.select_systems([1, 1, 0])
+    torch.testing.assert_close(picked.proba_positive(overlapping.X)[2], model.proba_positive(overlapping.X)[0])
+
+
+@pytest.mark.parametrize("param,value", [("epochs", 0), ("dropout", 1.0), ("hidden_sizes", (0,)), ("learning_rate", -1.0)])
+def test_bad_hyperparameters_are_named(param, value):
+    with pytest.raises(ConfigError, match=f"model.{param}"):
+        MLPClassifier(**{param: value})
+
+
+def test_bad_shapes_and_nan_are_refused(overlapping):
+    model = MLPClassifier(epochs=1, device="cpu")
+    with pytest.raises(DataError, match="fit expects"):
+        model.fit(overlapping.X, overlapping.y[:-1])
+    X = overlapping.X.clone()
+    X[0, 0] = float("nan")
+    with pytest.raises(DataError, match="NaN"):
+        model.fit(X, overlapping.y)
+
+
+def test_registry_names():
+    assert set(MODELS) >= {"logistic_regression", "mlp", "deep_ensemble"}

@@ -1,0 +1,161 @@
+"""Scenarios from TOML, the CLI, output files, and one clear error (and no output) for each bad input."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recourse_sim.cli import app
+from recourse_sim.errors import ConfigError
+from recourse_sim.experiments import Scenario
+from recourse_sim.scenarios import embedded
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+TINY = """
+name = "tiny"
+rounds = 2
+device = "cpu"
+[data]
+name = "overlapping"
+n_samples = 120
+[[models]]
+name = "logistic_regression"
+epochs = 5
+[[generators]]
+name = "generic"
+[[generators]]
+name = "gravitational"
+[metrics]
+evaluate_every = 1
+permutations = 5
+grid_points = 20
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "scenario.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_cli_run_writes_every_output(tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(write(tmp_path, TINY)), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert names == {"results.parquet", "results.csv", "summary.csv", "scenario.toml", "run.json",
+                     "trajectories.png", "population_logistic_regression.png"}
+    parquet, csv = pd.read_parquet(out / "results.parquet"), pd.read_csv(out / "results.csv")
+    assert len(parquet) == len(csv) > 0
+    # The resolved scenario reproduces the run's configuration.
+    assert Scenario.from_toml(out / "scenario.toml") == Scenario.from_toml(tmp_path / "scenario.toml")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging leftovers
+
+
+def test_rerun_replaces_previous_outputs(tmp_path):
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert runner.invoke(app, ["run", str(write(tmp_path, TINY)), "--out", str(out), "-q"]).exit_code == 0
+    assert (out / "results.parquet").exists()
+
+
+def test_embedded_default_matches_the_repository_copy():
+    assert embedded("default").read_text() == (ROOT / "scenarios" / "default.toml").read_text()
+    Scenario.from_toml(embedded("default"))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_scenarios_validate(path):
+    assert runner.invoke(app, ["validate", str(path)]).exit_code == 0
+
+
+BAD = {
+    "unknown generator": (TINY.replace('name = "gravitational"', 'name = "gravitatonal"'), "did you mean 'gravitational'"),
+    "unknown dataset": (TINY.replace('name = "overlapping"', 'name = "overlaping"'), "did you mean 'overlapping'"),
+    "unknown model": (TINY.replace('name = "logistic_regression"', 'name = "svm"'), "model: got 'svm'"),
+    "negative rounds": (TINY.replace("rounds = 2", "rounds = -1"), "rounds"),
+    "mu zero": (TINY.replace("rounds = 2", "rounds = 2\nrecourse_share = 0"), "recourse_share"),
+    "mu above one": (TINY.replace("rounds = 2", "rounds = 2\nrecourse_share = 1.5"), "recourse_share"),
+    "threshold out of range": (TINY.replace('name = "generic"', 'name = "generic"\nthreshold = 1.2'), "threshold"),
+    "negative lambda": (TINY.replace('name = "generic"', 'name = "generic"\nlambda_cost = -1'), "weight"),
+    "unknown generator parameter": (TINY.replace('name = "generic"', 'name = "generic"\nthreshhold = 0.9'),
+                                    "did you mean 'threshold'"),
+    "unknown top-level key": (TINY.replace("rounds = 2", "roundz = 2"), "did you mean 'rounds'"),
+    "wrong type": (TINY.replace("rounds = 2", 'rounds = "many"'), "rounds"),
+    "empty generators": (TINY.split("[[generators]]")[0] + "generators = []\n[metrics]\npermutations = 5\n", "generators"),
+    "malformed toml": ("name = [unclosed", "valid TOML"),
+    "duplicate labels": (TINY.replace('name = "gravitational"', 'name = "generic"'), "duplicate labels"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_scenarios_fail_with_one_clear_error_and_write_nothing(tmp_path, case):
+    text, message = BAD[case]
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(write(tmp_path, text)), "--out", str(out), "-q"])
+    assert result.exit_code == 2
+    assert "error:" in result.output and message in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_missing_scenario_file(tmp_path):
+    result = runner.invoke(app, ["run", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "an existing TOML file" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_in_csv_data_is_refused(tmp_path):
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b,y\n1,2,0\n3,,1\n5,6,0\n7,8,1\n")
+    text = TINY.replace('[data]\nname = "overlapping"\nn_samples = 120',
+                        f'[data]\nname = "csv"\npath = "{csv}"\ntarget = "y"')
+    result = runner.invoke(app, ["run", str(write(tmp_path, text)), "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 2 and "non-finite" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_path_that_is_a_file(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("")
+    result = runner.invoke(app, ["run", str(write(tmp_path, TINY)), "--out", str(target), "-q"])
+    assert result.exit_code == 2 and "existing file" in result.output
+
+
+def test_failure_mid_run_leaves_no_partial_output(tmp_path, monkeypatch):
+    import recourse_sim.experiments.runner as runner_module
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runner_module, "plot_trajectories", explode)
+    out = tmp_path / "out"
+    with pytest.raises(OSError):
+        runner_module.run_scenario(Scenario.from_toml(write(tmp_path, TINY)), out=out)
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "scenario.toml"]
+
+
+def test_python_api_returns_a_dataframe():
+    from recourse_sim import run_scenario
+
+    scenario = Scenario(models=["logistic_regression"], generators=["generic"], rounds=1, device="cpu",
+                        data={"n_samples": 100}, metrics={"permutations": 0, "grid_points": 10})
+    frame = run_scenario(scenario).results
+    assert isinstance(frame, pd.DataFrame) and set(frame["round"]) == {0, 1}
+
+
+def test_list_command_shows_registries():
+    result = runner.invoke(app, ["list", "generators"])
+    assert result.exit_code == 0 and "gravitational" in result.output and "claproar" in result.output
+
+
+def test_config_error_message_names_field_value_and_allowed():
+    with pytest.raises(ConfigError) as info:
+        Scenario.from_dict({"models": ["mlp"], "generators": ["generic"], "recourse_share": 2})
+    assert "recourse_share" in str(info.value) and "2" in str(info.value)
