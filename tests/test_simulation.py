@@ -102,3 +102,17 @@ def test_generic_recourse_shifts_more_than_conservative():
     frame = run_scenario(scenario).results
     final = frame[(frame["round"] == 8) & (frame["metric"] == "disagreement")].set_index("generator")["value"]
     assert final["generic"] > final["conservative"]
+
+
+def test_reliability_is_the_share_of_past_recipients_still_approved():
+    scenario = small_scenario(rounds=3, repetitions=1, models=[{"name": "logistic_regression", "epochs": 20}])
+    run = run_scenario(scenario)
+    frame, dynamics = run.results, run.dynamics
+    row = frame[(frame["metric"] == "reliability_lag0") & (frame["round"] == 3)].set_index("system")["value"]
+    for system in dynamics.systems:
+        stack = next(s for s in dynamics.stacks if s.name == system.model)
+        local = int((stack.systems == system.index).nonzero()[0])
+        cohort = dynamics.population.recourse_round[system.index] == 3
+        approved = stack.classifier.predict(dynamics.population.X[stack.systems])[local] == 1
+        expected = (approved & cohort).sum() / cohort.sum()
+        assert row[system.label] == pytest.approx(float(expected))

@@ -54,6 +54,11 @@ for _name, _description in {
     "recourse_cost": "Mean Euclidean distance between factuals and their counterfactuals",
     "n_recourse": "Number of individuals given recourse this round",
     "search_steps": "Mean number of counterfactual search iterations this round",
+    **{
+        f"reliability_lag{lag}": f"Share of individuals whose latest recourse was {lag} round(s) ago that the "
+        "model, after this round's retraining, still approves"
+        for lag in (0, 1, 5, 10)
+    },
 }.items():
     METRICS.register(_name, _description)
 del _name, _description

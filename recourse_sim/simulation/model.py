@@ -25,6 +25,7 @@ from recourse_sim.simulation.config import SimulationConfig, System
 from recourse_sim.simulation.evaluation import ShiftEvaluator
 from recourse_sim.simulation.population import Population, choose_recipients
 
+RELIABILITY_LAGS = (0, 1, 5, 10)
 METRIC_COLUMNS = ["system", "model", "generator", "repetition", "round", "metric", "value"]
 
 
@@ -112,6 +113,7 @@ class RecourseDynamics(mesa.Model):
                 self._recourse(stack, rows[stack.systems], valid[stack.systems])
         for stack in self.stacks:
             stack.classifier.refit(pop.X[stack.systems], pop.y[stack.systems])
+        self._collect_reliability()
         last = self.round == self.config.rounds
         if self.round % self.config.metrics.evaluate_every == 0 or last:
             self._collect_shift_metrics()
@@ -157,6 +159,23 @@ class RecourseDynamics(mesa.Model):
         for local, system in enumerate(stack.systems.tolist()):
             for metric, column in values.items():
                 self._add_row(system, metric, float(column[local]))
+
+    def _collect_reliability(self) -> None:
+        """Durability of recourse (an extension of the paper): after this round's retraining, the share of the
+        individuals whose latest recourse was ``k`` rounds ago that the model still approves, k in
+        ``RELIABILITY_LAGS`` (k = 0: does recourse survive the retraining it triggers?)."""
+        pop = self.population
+        approved = torch.zeros_like(pop.y, dtype=torch.bool)
+        for stack in self.stacks:
+            approved[stack.systems] = stack.classifier.predict(pop.X[stack.systems]) == 1
+        for lag in RELIABILITY_LAGS:
+            cohort = pop.recourse_round == self.round - lag
+            if self.round - lag < 1 or not cohort.any():
+                continue
+            share = (approved & cohort).sum(1) / cohort.sum(1).clamp_min(1)
+            for system, value, present in zip(range(len(self.systems)), share.tolist(), cohort.any(1).tolist()):
+                if present:
+                    self._add_row(system, f"reliability_lag{lag}", value)
 
     def _collect_shift_metrics(self) -> None:
         for stack in self.stacks:
