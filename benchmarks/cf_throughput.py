@@ -195,20 +195,40 @@ def profile(setup: Setup, B: int, K: int, args: argparse.Namespace, path: Path) 
 
 
 # --------------------------------------------------------------------------------------------- reports
-def cpu_busy(seconds: float = 1.0) -> float | None:
-    """Share of all cores busy over ``seconds`` (Linux /proc/stat), to spot other jobs skewing the timings."""
-    def read() -> tuple[int, int]:
+def _proc_stat() -> tuple[float, float] | None:
+    """(busy, total) seconds of all cores since boot, from Linux /proc/stat."""
+    try:
         with open("/proc/stat") as fh:
             values = [int(v) for v in fh.readline().split()[1:]]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)
-        return sum(values), idle
-    try:
-        total0, idle0 = read()
-        time.sleep(seconds)
-        total1, idle1 = read()
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         return None
-    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
+class CpuMonitor:
+    """Share of all cores used by *other* processes between ``start()`` and ``stop()``: busy time from
+    /proc/stat minus this process's own CPU time. Other jobs on the machine make the timings pessimistic."""
+
+    def start(self) -> CpuMonitor:
+        self._stat, self._own = _proc_stat(), os.times()
+        return self
+
+    def stop(self) -> float | None:
+        stat, own = _proc_stat(), os.times()
+        if stat is None or self._stat is None:
+            return None
+        busy, total = stat[0] - self._stat[0], stat[1] - self._stat[1]
+        mine = (own.user + own.system) - (self._own.user + self._own.system)
+        return max(0.0, busy - mine) / max(total, 1e-9)
+
+
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Share of all cores used by other processes over the next ``seconds``."""
+    monitor = CpuMonitor().start()
+    time.sleep(seconds)
+    return monitor.stop()
 
 
 def machine_info(device: torch.device) -> list[tuple[str, str]]:
@@ -255,7 +275,8 @@ def markdown(device: torch.device, setup: Setup, rows: list[dict], loops: dict[i
     lines = [f"# Counterfactual throughput: generic generator, 10-32-2 MLP, {device.type.upper()}", ""]
     lines += [f"- {k}: {v}" for k, v in machine_info(device)]
     if busy is not None:
-        lines.append(f"- CPU busy (all cores) in the second before the run: {busy:.0%}")
+        lines.append(f"- CPU used by other processes during the measurements: {busy:.0%} of all cores "
+                     "(should be ~0% for trustworthy numbers)")
     lines += [
         f"- command: `{command}`",
         f"- data: two Gaussian classes in R^{N_FEATURES} (means -0.5 / +0.5, unit variance), {args.n_train} rows, "
@@ -342,13 +363,12 @@ def main(argv: list[str] | None = None) -> None:
         devices = [torch.device(args.device)]
     command = "python " + " ".join([os.path.relpath(__file__, Path.cwd()), *(sys.argv[1:] if argv is None else argv)])
 
-    busy = cpu_busy()
-    if busy is not None:
-        print(f"CPU busy before the benchmark (other processes): {busy:.0%} of all cores", flush=True)
-        if busy > 0.25:
-            print("WARNING: other processes are using the CPU; timings will be pessimistic", flush=True)
+    before = cpu_busy()
+    if before is not None:
+        print(f"CPU used by other processes before the benchmark: {before:.0%} of all cores", flush=True)
     for device in devices:
         setup = build(device, args)
+        monitor = CpuMonitor().start()
         for k, v in machine_info(device):
             print(f"{k}: {v}")
         print(f"model trained in {setup.fit_seconds:.2f} s, training accuracy {setup.train_accuracy:.3f}, "
@@ -365,6 +385,10 @@ def main(argv: list[str] | None = None) -> None:
             batched.append(m)
             print(f"[{device.type}] batched B={B:,} K={K}: {m.seconds:.3f} s, {m.rate:,.0f} CF/s, "
                   f"speed-up {m.rate / loops[K].rate:,.0f}x", flush=True)
+        busy = monitor.stop()
+        if busy is not None and busy > 0.05:
+            print(f"WARNING: other processes used {busy:.0%} of all cores during the measurements; "
+                  "the timings are pessimistic, rerun on an idle machine", flush=True)
         rows = build_rows(batched, loops)
         text = markdown(device, setup, rows, loops, args, command, busy)
         md_path = out_path(args.out, device, len(devices))

@@ -168,7 +168,10 @@ def eccco(
     from the systems' current data, see :class:`ConformalSetSize`), applied once p >= 0.5. lambda = (0.1 dist,
     0.5 energy, 0.1 set size) are the paper's linearly-separable values (code order [dist, set size, energy]);
     Descent(0.05), T = 100; converges when all copies reach gamma and every |gradient| < 0.01
-    (``"threshold_and_small_gradient"``).
+    (``"threshold_and_small_gradient"``), which a ReLU network's ever-growing logit rarely allows: expect T steps.
+
+    The energy term overshoots on unbounded features (see :class:`Energy`); the ECCCo experiments clamp the
+    search to the data range, which here means giving the schema bounds.
     """
     return GeneratorSpec(
         "eccco",

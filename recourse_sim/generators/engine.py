@@ -6,6 +6,11 @@ different generators share one call: every distinct objective term is evaluated 
 weighted per system. Individuals that have converged in every system are compacted out of the working
 batch (checked every ``check_every`` steps to avoid a host-device sync per step), so early finishers stop
 costing.
+
+Strategies share one loop (:func:`descend`) and differ only in their :class:`SearchSpace`: what the state is
+(standardised features, or a VAE's latent code), how it becomes feasible candidates (always through
+``FeatureConstraints.project``) and how a gradient becomes a step (gradient descent, or greedy's single-feature
+moves). ``"gradient"`` lives here; ``"greedy"`` and ``"latent"`` in their own modules.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from recourse_sim.errors import ConfigError
 from recourse_sim.generators.problem import SearchBatch, SearchContext, SearchProblem, SearchResult, SearchSettings, StackedScorer
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.generators.terms import ObjectiveTerm
+from recourse_sim.device import flush_denormals
 
 _LOG_HALF = math.log(0.5)
 
@@ -34,6 +40,7 @@ def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
     return add
 
 
+@flush_denormals()
 def search(
     model: StackedScorer,
     factual: torch.Tensor,

@@ -14,8 +14,8 @@ Where the VAE comes from (``SearchContext.vae``):
 
 - a fitted :class:`VAE` trained on standardised data (one system: shared by all; else indexed by system);
 - a :class:`LatentCache` (what ``make_context`` installs): at the first latent search it trains one VAE per
-  system of ``context.data_X`` (the systems' *current* data, standardised) and keeps it, keyed by the model
-  object being explained (weakly, so a run's model stacks each get their own VAEs). When a later search sees
+  latent system on that system's *current* data (``context.data_X``, standardised) and keeps it, keyed by the
+  model object being explained (weakly, so a run's model stacks each get their own VAEs) and the systems. When a later search sees
   different data for that model — in a simulation, the population moved — it warm-starts ``refit`` for
   ``retrain_epochs`` = 10 epochs first: the paper's "retrained 10 epochs per round". Because
   ``dataclasses.replace`` keeps the same cache object, the simulation's per-round contexts share it: one cache
@@ -37,31 +37,35 @@ from recourse_sim.models.vae import VAE
 
 
 class LatentCache:
-    """Lazily trained VAEs for one run, keyed by the explained model; ``vae_params`` go to :class:`VAE`."""
+    """Lazily trained VAEs for one run, keyed by the explained model; ``vae_params`` go to :class:`VAE`.
+
+    Only the systems that run a latent generator get a VAE: the entry for a model is a stack over exactly the
+    systems of the search that asked (in a simulation the same subset every round).
+    """
 
     def __init__(self, **vae_params) -> None:
         VAE(**vae_params)  # validate the parameters now, not at the first latent search
         self.vae_params = vae_params
         self._entries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._fallback: dict[int, tuple[VAE, torch.Tensor]] = {}
+        self._by_id: dict[int, dict] = {}  # for models that cannot be weakly referenced
 
-    def get(self, problem: SearchProblem) -> VAE:
-        """The VAE stack for ``problem.context.data_X`` (trained or refitted on it as described above)."""
-        data = _training_data(problem.context)
+    def get(self, problem: SearchProblem, seed: int) -> VAE:
+        """A VAE stack over ``problem.systems``, trained on (or refitted to) their current data, as described
+        in the module docstring; ``seed`` seeds a fresh one."""
+        data = _training_data(problem.context).index_select(0, problem.systems)
         try:
-            entry = self._entries.get(problem.model)
-            store = self._entries
-            key = problem.model
-        except TypeError:  # model not weak-referenceable: keep it by id for the run
-            store, key = self._fallback, id(problem.model)
-            entry = store.get(key)
+            per_model = self._entries.setdefault(problem.model, {})
+        except TypeError:
+            per_model = self._by_id.setdefault(id(problem.model), {})
+        key = tuple(problem.systems.tolist())
+        entry = per_model.get(key)
         if entry is None or entry[1].shape != data.shape:
-            vae = _new_vae(self.vae_params, problem).fit(data)
+            vae = _new_vae(self.vae_params, problem, seed).fit(data)
         else:
             vae, seen = entry
             if not torch.equal(seen, data):
                 vae.refit(data)
-        store[key] = (vae, data.clone())
+        per_model[key] = (vae, data.clone())
         return vae
 
 
@@ -71,28 +75,33 @@ def _training_data(context: SearchContext) -> torch.Tensor:
     return context.standardizer.transform(context.data_X)
 
 
-def _new_vae(params: dict, problem: SearchProblem) -> VAE:
-    """A VAE on the search device, seeded from the search's generator (reproducible under a seed)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=problem.generator, device=problem.generator.device))
-    params = {"device": str(problem.factual.device), "seed": seed} | dict(params)
-    return VAE(**params)
+def _new_vae(params: dict, problem: SearchProblem, seed: int) -> VAE:
+    """A VAE on the search device with the given seed (unless ``params`` sets one)."""
+    return VAE(**({"device": str(problem.factual.device), "seed": seed} | dict(params)))
 
 
 def resolve_vae(problem: SearchProblem) -> tuple[VAE, torch.Tensor]:
-    """The VAE for this search and the system index (S,) into its stack for each problem system."""
+    """The VAE for this search and the system index (S,) into its stack for each problem system.
+
+    A seed for a VAE that may need training is drawn from the search's generator on every call, trained or
+    not, so the rest of the random stream (encoder samples) does not depend on the cache's state.
+    """
     source = problem.context.vae
+    seed = int(torch.randint(0, 2**62, (1,), generator=problem.generator, device=problem.generator.device))
+    own = torch.arange(len(problem.systems), device=problem.systems.device)  # a stack over problem.systems
     if isinstance(source, LatentCache):
-        vae = source.get(problem)
+        vae, systems = source.get(problem, seed), own
     elif source is None:
-        vae = _new_vae({}, problem).fit(_training_data(problem.context))
+        data = _training_data(problem.context).index_select(0, problem.systems)
+        vae, systems = _new_vae({}, problem, seed).fit(data), own
     elif isinstance(source, VAE):
         vae = source
+        systems = problem.systems if vae.n_systems > 1 else torch.zeros_like(problem.systems)
     else:
         raise TypeError(f"SearchContext.vae must be a fitted VAE, a LatentCache or None; got {type(source).__name__}")
     d = problem.factual.shape[-1]
     if vae.n_features_in_ != d:
         raise ValueError(f"the VAE was fitted on {vae.n_features_in_} features; the factuals have {d}")
-    systems = problem.systems if vae.n_systems > 1 else torch.zeros_like(problem.systems)
     if int(systems.max()) >= vae.n_systems:
         raise ValueError(f"the VAE holds {vae.n_systems} systems; the search asks for system {int(systems.max())}")
     return vae, systems.to(vae.device_)

@@ -29,8 +29,9 @@ class GeneratorSpec:
       (gravitational and ClaPROAR, which keep going past the boundary); ``"threshold_and_small_gradient"``
       once all copies reach gamma and every |mutability-masked objective gradient| < ``tolerance`` (ECCCo,
       CounterfactualExplanations.jl's ``:generator_conditions``);
-    - ``max_changes``: the greedy strategy's cap n on how often a copy may change one feature per pass
-      (Schut et al. 2021); ``None`` means ``round(1 / step_size)`` (CounterfactualExplanations.jl), 10 for 0.1;
+    - ``max_changes``: the greedy strategy's cap n on how often a copy may change one feature, raised by
+      n / passes once every mutable feature is used up (Schut et al. 2021); ``None`` means
+      ``round(1 / step_size)`` (CounterfactualExplanations.jl), 10 for 0.1;
     - ``yloss``: ``"bce"`` (cross-entropy toward y+ = 1) or ``"entropy"`` (predictive entropy, CLUE);
     - ``step_size`` 0.01 and ``max_steps`` 100: plain gradient descent, ``Descent(0.01)`` with T = 100 in the
       reference code;

@@ -156,8 +156,11 @@ def target_logit(batch: SearchBatch) -> torch.Tensor:
 class Energy(ObjectiveTerm):
     """ECCCo's energy term (Altmeyer et al., AAAI 2024): ``E(x' | y+) = -logit_y+(x')``, mean over the copies.
 
-    Used without the paper's ridge (r = 0, its setting for the synthetic and most tabular data) and without
-    the energy decay schedule.
+    Without the paper's ridge ``r ||E||^2`` (r = 0 is its setting for the synthetic and most tabular data; with
+    steep ReLU logits and Descent(0.05) the ridge gradient ``2 r E grad E`` diverges) and without the energy
+    decay schedule (the experiments' (0.1, 5) setting barely decays). On ReLU networks the logit grows without
+    bound along rays, so unless the schema bounds the features the term keeps pushing past the data
+    ("overshoot", a limitation the authors state; their experiments clamp to the data range).
     """
 
     def __call__(self, batch: SearchBatch, prepared: Any) -> torch.Tensor:

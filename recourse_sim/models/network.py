@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from recourse_sim.device import flush_denormals
+
 
 @dataclass(frozen=True)
 class AdamSettings:
@@ -125,6 +127,7 @@ class StackedMLP:
         return self.log_proba(X, systems).exp()
 
     # ----------------------------------------------------------------- training (explicit gradients)
+    @flush_denormals()
     def train(
         self,
         X: torch.Tensor,

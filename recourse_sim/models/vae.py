@@ -27,6 +27,7 @@ import torch
 
 from recourse_sim.device import resolve_device
 from recourse_sim.errors import ConfigError, DataError
+from recourse_sim.device import flush_denormals
 
 _ENCODER = ("enc_W", "enc_b", "mu_W", "mu_b", "logsigma_W", "logsigma_b")
 _DECODER = ("dec_W1", "dec_b1", "dec_W2", "dec_b2")
@@ -118,6 +119,7 @@ class VAE:
         self._train(X, self.retrain_epochs if epochs is None else epochs)
         return self
 
+    @flush_denormals()
     def _train(self, X: torch.Tensor, epochs: int) -> None:
         if X.shape[0] != self.n_systems or X.shape[-1] != self.n_features_in_:
             raise DataError(

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recourse_sim.device import resolve_device
+from recourse_sim.device import resolve_device, torch_threads
 from recourse_sim.generators.api import make_context
 from recourse_sim.generators.engine import search
 from recourse_sim.generators.spec import GeneratorSpec
@@ -50,6 +50,7 @@ class RecourseDynamics(mesa.Model):
         Drives everything: Mesa's ``rng``, torch generators, model initialisation, recipient draws.
     """
 
+    @torch_threads(1)
     def __init__(self, config: SimulationConfig, seed: int = 42) -> None:
         super().__init__(rng=seed)
         self.config = config
@@ -98,6 +99,7 @@ class RecourseDynamics(mesa.Model):
         return ModelStack(name, classifier, systems, generators)
 
     # ------------------------------------------------------------------------------------------- a round
+    @torch_threads(1)  # small tensors: parallelism comes from stacking systems (see device.torch_threads)
     def step(self) -> None:
         """One round: recipients -> counterfactuals -> implementation -> retraining -> metrics."""
         self.round += 1
