@@ -90,3 +90,9 @@ def test_schema_errors_name_the_field(kwargs, field):
 def test_unknown_dataset_suggests_a_name():
     with pytest.raises(ConfigError, match="did you mean 'moons'"):
         DATASETS["moon"]
+
+
+def test_one_hot_group_mutability_must_be_uniform():
+    with pytest.raises(ConfigError, match="one-hot group"):
+        FeatureSchema(("a", "c0", "c1"), mutability=("both", "increase", "both"), categorical_groups=((1, 2),))
+    FeatureSchema(("a", "c0", "c1"), mutability=("both", "none", "none"), categorical_groups=((1, 2),))

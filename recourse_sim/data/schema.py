@@ -64,6 +64,14 @@ class FeatureSchema:
                     "schema.categorical_groups", group, f"disjoint groups of >= 2 column indices in [0, {d})"
                 )
             seen |= set(group)
+            kinds = {self.mutability[j] for j in group}
+            if not kinds <= {"both"} and kinds != {"none"}:
+                # A one-hot group moves as a whole: one category is left for another, so "increase only" on a
+                # single column has no meaning; the group is either free or immutable.
+                raise ConfigError(
+                    f"schema.mutability[{', '.join(self.names[j] for j in group)}]", sorted(kinds),
+                    'the same mutability for every column of a one-hot group, "both" or "none"',
+                )
 
     @classmethod
     def unconstrained(cls, names: Sequence[str]) -> FeatureSchema:

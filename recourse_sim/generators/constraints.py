@@ -6,6 +6,7 @@ feature keeps its factual value exactly even if the factual itself sits on a bou
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,9 @@ class FeatureConstraints:
     lower: torch.Tensor  # (d,)
     upper: torch.Tensor  # (d,)
     groups: tuple[torch.Tensor, ...]  # column indices of each one-hot group
+    # Which kinds of constraint exist at all, as Python booleans: projecting an unconstrained problem then
+    # costs no kernel launches (the projection runs on every search step).
+    active: frozenset[str] = frozenset()
 
     @classmethod
     def from_schema(cls, schema: FeatureSchema, device: torch.device | str = "cpu") -> FeatureConstraints:
@@ -33,6 +37,9 @@ class FeatureConstraints:
         def mask(kind: str) -> torch.Tensor:
             return torch.tensor([m == kind for m in mut], dtype=torch.bool, device=device)
 
+        active = {kind for kind in ("none", "increase", "decrease") if kind in mut}
+        if any(math.isfinite(v) for v in schema.lower + schema.upper):
+            active.add("bounds")
         return cls(
             immutable=mask("none"),
             increase_only=mask("increase"),
@@ -40,6 +47,7 @@ class FeatureConstraints:
             lower=torch.tensor(schema.lower, dtype=torch.float32, device=device),
             upper=torch.tensor(schema.upper, dtype=torch.float32, device=device),
             groups=tuple(torch.tensor(g, dtype=torch.long, device=device) for g in schema.categorical_groups),
+            active=frozenset(active),
         )
 
     @property
@@ -64,16 +72,21 @@ class FeatureConstraints:
         With ``straight_through`` the one-hot projection passes gradients to the relaxed values
         (straight-through estimator), so a gradient search can still flip a category.
         """
-        x = torch.maximum(torch.minimum(x, self.upper), self.lower)
+        if "bounds" in self.active:
+            x = torch.maximum(torch.minimum(x, self.upper), self.lower)
         for group in self.groups:
             relaxed = x[..., group]
             hard = F.one_hot(relaxed.argmax(-1), group.numel()).to(x.dtype)
             hard = relaxed + (hard - relaxed).detach() if straight_through else hard
             x = _scatter_columns(x, group, hard)
         factual = factual.expand_as(x)
-        x = torch.where(self.increase_only, torch.maximum(x, factual), x)
-        x = torch.where(self.decrease_only, torch.minimum(x, factual), x)
-        return torch.where(self.immutable, factual, x)
+        if "increase" in self.active:
+            x = torch.where(self.increase_only, torch.maximum(x, factual), x)
+        if "decrease" in self.active:
+            x = torch.where(self.decrease_only, torch.minimum(x, factual), x)
+        if "none" in self.active:
+            x = torch.where(self.immutable, factual, x)
+        return x
 
     def step_mask(self) -> torch.Tensor:
         """1 for features the search may move, 0 for immutable ones (saves gradient work on them)."""
