@@ -184,14 +184,23 @@ def profile(setup: Setup, B: int, K: int, args: argparse.Namespace, path: Path) 
     x = factuals(setup, B, args.seed)
     run_search(setup, x, K, args.seed)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if setup.device.type == "cuda" else [])
+    monitor = CpuMonitor().start()
     with torch_profile(activities=activities) as prof:
+        t0 = time.perf_counter()
         run_search(setup, x, K, args.seed)
         sync(setup.device)
-    sort = "self_cuda_time_total" if setup.device.type == "cuda" else "self_cpu_time_total"
+        seconds = time.perf_counter() - t0
+    busy = monitor.stop()
+    sort = "self_device_time_total" if setup.device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=30)
+    header = (
+        f"# torch.profiler: one batched generic search, B={B}, K={K}, device={setup.device}, "
+        f"torch.get_num_threads()={torch.get_num_threads()}, {seconds:.3f} s under the profiler, "
+        f"other processes used {'?' if busy is None else f'{busy:.0%}'} of all cores\n"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# torch.profiler: one batched generic search, B={B}, K={K}, device={setup.device}\n\n{table}\n")
-    return table
+    path.write_text(f"{header}\n{table}\n")
+    return header + table
 
 
 # --------------------------------------------------------------------------------------------- reports

@@ -51,14 +51,102 @@ def run(
 
 
 @app.command()
-def validate(scenario: Annotated[Path, typer.Argument(help="Scenario TOML file to check without running it.")]) -> None:
-    """Check a scenario file; print the resolved scenario."""
+def validate(scenario: Annotated[Path, typer.Argument(help="Scenario or sweep TOML file to check without running it.")]) -> None:
+    """Check a scenario file; print the resolved scenario (for a sweep file: the resolved sweep and its cells)."""
+    from recourse_sim.experiments.grid import is_sweep_file
+
+    if is_sweep_file(scenario):
+        _validate_sweep(scenario)
+        return
     try:
         parsed = _load(scenario)
     except RecourseSimError as error:
         _fail(error)
     typer.echo(parsed.to_toml())
     typer.echo(f"{scenario}: valid")
+
+
+def _validate_sweep(path: Path) -> None:
+    from recourse_sim.experiments.grid import check_data, load_sweep
+
+    try:
+        parsed = load_sweep(path)
+        check_data(parsed)
+    except RecourseSimError as error:
+        _fail(error)
+    typer.echo(parsed.to_toml())
+    typer.echo(f"{path}: valid sweep, {len(parsed.cells)} cells ({parsed.shape()})")
+
+
+class SweepExecutor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@app.command()
+def sweep(
+    file: Annotated[Path, typer.Argument(help="Sweep TOML file: a scenario plus a \\[grid] table and n_seeds.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results store (default: runs/<sweep name>).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Parallel cells: local processes, or the "
+                                                "CPUs of a local Ray cluster (default: 1 locally, all CPUs with Ray).")] = None,
+    executor: Annotated[SweepExecutor, typer.Option("--executor", "-e", help="Where cells run.")] = SweepExecutor.local,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join ('auto', "
+                                                    "'ray://host:10001'; default $RAY_ADDRESS or a local cluster).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Discard the results in the store and rerun every cell.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run every cell of a grid x seeds sweep into one results store; rerun to resume after a crash."""
+    from recourse_sim.experiments.grid import load_sweep
+    from recourse_sim.experiments.sweep import read_manifest, run_sweep
+
+    store = out
+    try:
+        parsed = load_sweep(file)
+        store = out or Path("runs") / parsed.name
+        if not quiet:
+            typer.echo(f"{parsed.name}: {parsed.shape()} -> {store}", err=True)
+        result = run_sweep(parsed, store, executor=executor.value, workers=workers, address=ray_address,
+                           force=force, progress=not quiet)
+    except RecourseSimError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        done = "?"
+        try:
+            done = sum(e["status"] == "done" for e in read_manifest(store)["cells"])
+        except (RecourseSimError, OSError, TypeError):
+            pass
+        typer.secho(f"interrupted: {done} finished cells are kept in {store}; rerun the same command to resume",
+                    fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130)
+    for warning in result.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"{result.done} of {result.total} cells done ({result.skipped} already in the store, "
+               f"{len(result.ran)} run now) in {result.seconds:.1f} s; store: {result.out}")
+    if result.failed:
+        cells = {cell.id: cell for cell in result.sweep.cells}
+        typer.secho(f"{len(result.failed)} cells failed:", fg=typer.colors.RED, err=True)
+        for cell_id, error in result.failed.items():
+            typer.secho(f"  {cell_id} ({cells[cell_id].describe()}): {error}", fg=typer.colors.RED, err=True)
+        typer.secho("rerun the same command to retry them (finished cells are skipped)", err=True)
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def report(
+    results_dir: Annotated[Path, typer.Argument(help="Results store written by `recourse-sim sweep`.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default: RESULTS_DIR/report).")] = None,
+) -> None:
+    """Mean and 95% CI across seeds per grid point x system x round x metric: a table and figures with CI bands."""
+    from recourse_sim.experiments.report import report_sweep
+
+    try:
+        written = report_sweep(results_dir, out)
+    except RecourseSimError as error:
+        _fail(error)
+    for note in written.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"{written.cells_done} of {written.cells_total} cells, {len(written.summary)} rows, "
+               f"{len(written.figures)} figures written to {written.out} (summary.csv, summary.md, figures/)")
 
 
 @app.command("list")
@@ -71,6 +159,79 @@ def list_(what: Annotated[Catalogue, typer.Argument(help="Which registry to list
         entry = registry[name]
         doc = entry if isinstance(entry, str) else (entry.__doc__ or "").strip().splitlines()[0]
         typer.echo(f"{name:24s} {doc}")
+
+
+@app.command()
+def dashboard(
+    scenario: Annotated[Path | None, typer.Argument(
+        help="Scenario TOML the dashboard's controls start from (default: a small 2-D scenario).")] = None,
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to serve on (0: a free one).")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "localhost",
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open a browser tab.")] = False,
+) -> None:
+    """Serve the interactive dashboard (Mesa SolaraViz) on http://HOST:PORT; needs the viz extra.
+
+    Runs ``solara run recourse_sim.viz.dashboard`` in a subprocess until interrupted (Ctrl-C). Solara's
+    front-end files are fetched once into its local asset cache with npm when missing (see
+    ``recourse_sim.viz.assets``), so the page also works without access to a public CDN.
+    """
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("solara") is None or importlib.util.find_spec("mesa.visualization") is None:
+        _fail(RecourseSimError('the dashboard needs the viz extra: pip install -e ".[viz]"'))
+    env = dict(os.environ)
+    if scenario is not None:
+        try:
+            _load(scenario)  # refuse a bad file before starting a server
+        except RecourseSimError as error:
+            _fail(error)
+        env["RECOURSE_SIM_SCENARIO"] = str(scenario.resolve())
+    from recourse_sim.viz.assets import ensure_assets
+
+    try:
+        ensure_assets(quiet=True)
+    except RuntimeError as error:
+        typer.secho(f"warning: {error}", fg=typer.colors.YELLOW, err=True)
+    command = [sys.executable, "-m", "solara", "run", "recourse_sim.viz.dashboard", "--port", str(port),
+               "--host", host, "--production", "--open" if open_browser else "--no-open"]
+    typer.echo(f"dashboard on http://{host}:{port}/ (Ctrl-C stops it)")
+    try:
+        code = subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code=code)
+
+class Paper(str, Enum):
+    satml = "satml"
+
+
+@app.command()
+def reproduce(
+    paper: Annotated[Paper, typer.Argument(help="Which paper: satml = Altmeyer et al., SaTML 2023.")],
+    quick: Annotated[bool, typer.Option("--quick", help="10 rounds, 2 repetitions, smaller samples (minutes).")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: runs/satml or runs/satml_quick).")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Experiments run in parallel processes.")] = 2,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only these experiments (datasets); repeatable.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Discard stored results and rerun everything.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Reproduce a paper's experiments: resumable sweeps, a results store, paper-style figures and report.md."""
+    from recourse_sim.experiments.reproduce import reproduce_satml
+    from recourse_sim.experiments.satml import output_dir_default
+
+    try:
+        result = reproduce_satml(out or output_dir_default(quick), quick=quick, workers=workers, only=only,
+                                 force=force, progress=not quiet)
+    except RecourseSimError as error:
+        _fail(error)
+    typer.echo(f"{result.results['experiment'].nunique() if not result.results.empty else 0} experiments in "
+               f"{result.seconds / 60:.1f} min; report: {result.out / 'report.md'}")
+    if result.failed:
+        typer.secho(f"{len(result.failed)} experiments failed; rerun the same command to retry them", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":

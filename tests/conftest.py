@@ -32,3 +32,13 @@ def four_d() -> Dataset:
 @pytest.fixture(scope="session")
 def fitted_mlp_4d(four_d) -> MLPClassifier:
     return MLPClassifier(hidden_sizes=(16,), epochs=30, batch_size=16, seed=0, device="cpu").fit(four_d.X, four_d.y)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The tests use small tensors; one intra-op thread avoids OpenMP synchronisation costs (see
+    recourse_sim.device.torch_threads), which dominate on 2-core CI machines."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -83,6 +83,9 @@ def test_results_table_is_tidy_and_complete():
     shift = frame[frame["metric"] == "disagreement"]
     assert sorted(shift["round"].unique()) == [0, 1, 2, 3]
     assert (shift[shift["round"] == 0]["value"] == 0).all()  # the t=0 model agrees with itself
+    from recourse_sim.metrics import METRICS
+
+    assert set(frame["metric"]) <= set(METRICS)  # every reported metric is documented in the registry
     pvalues = frame[frame["metric"].str.endswith("_pvalue")]["value"].dropna()
     assert pvalues.between(0, 1).all()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from recourse_sim.errors import ConfigError
+from recourse_sim.experiments.grid import Sweep
 from recourse_sim.experiments.scenario import Scenario
 from recourse_sim.scenarios import embedded
 
@@ -21,9 +22,9 @@ SYNTHETIC = ("overlapping", "linearly_separable", "circles", "moons")
 REAL = ("give_me_some_credit", "credit_default", "california_housing")
 EXPERIMENTS = SYNTHETIC + REAL
 
-#: ``--quick``: 10 rounds, 2 repetitions, 500 synthetic / 1,000 real samples, metrics every 5 rounds.
+#: ``--quick``: 10 rounds, 2 repetitions, 400 synthetic / 800 real samples, metrics every 5 rounds.
 QUICK = {"rounds": 10, "repetitions": 2, "metrics": {"evaluate_every": 5, "permutations": 50}}
-QUICK_SAMPLES = {"synthetic": 500, "real": 1000}
+QUICK_SAMPLES = {"synthetic": 400, "real": 800}
 
 
 def satml_scenarios(quick: bool = False, only: Sequence[str] | None = None) -> list[Scenario]:
@@ -46,10 +47,6 @@ def satml_scenarios(quick: bool = False, only: Sequence[str] | None = None) -> l
     return scenarios
 
 
-def experiment_of(scenario_name: str) -> str:
-    return scenario_name.removeprefix("satml_").removesuffix("_quick")
-
-
 def final_round_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean over repetitions of each metric at the final round, one row per experiment x model x generator."""
     last = frame.groupby("experiment")["round"].transform("max")
@@ -60,3 +57,24 @@ def final_round_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def output_dir_default(quick: bool) -> Path:
     return Path("runs") / ("satml_quick" if quick else "satml")
+
+
+FAMILIES = {"synthetic": SYNTHETIC, "real": REAL}
+
+
+def satml_sweeps(quick: bool = False, only: Sequence[str] | None = None) -> dict[str, Sweep]:
+    """One resumable sweep per data family: the family's scenario with a grid over ``data.name``.
+
+    The experiments of a family differ only in their dataset (checked by the tests against the scenario
+    files), so each family is one sweep whose cells are the per-dataset experiments.
+    """
+    selected = set(only or EXPERIMENTS)
+    sweeps = {}
+    for family, names in FAMILIES.items():
+        members = [n for n in names if n in selected]
+        if not members:
+            continue
+        base = satml_scenarios(quick, only=[members[0]])[0]
+        base = base.model_copy(update={"name": f"satml_{family}" + ("_quick" if quick else "")})
+        sweeps[family] = Sweep(base=base, axes={"data.name": members}, source=f"satml/{family}")
+    return sweeps

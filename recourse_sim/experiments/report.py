@@ -1,0 +1,149 @@
+"""Aggregate a sweep store across seeds: mean and confidence interval per grid point x system x round x metric.
+
+The replicate is the seed: each seed is an independent run (its own data draw, split, initialisation and
+recipients). Repetitions inside one cell share that cell's data split, so they are averaged first and each
+seed contributes one value; the interval is Student's t across seeds,
+``mean +/- t_{(1+c)/2, n-1} * sd / sqrt(n)`` with n the number of seeds that have a (non-NaN) value.
+With one seed the interval collapses to the mean.
+
+Outputs (``RESULTS_DIR/report`` by default): ``summary.csv`` (every round), ``summary.md`` (the last recorded
+round of every metric, and an index of the figures) and ``figures/trajectories_<k>.png``, one per grid point,
+with the mean trajectory per generator and a 95% band across seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from recourse_sim.errors import ConfigError
+from recourse_sim.experiments.store import atomic_directory
+from recourse_sim.experiments.summary import summarise
+from recourse_sim.experiments.sweep import REPORT, load_results, read_manifest
+
+SYSTEM = ["model", "generator"]
+
+
+def aggregate_seeds(
+    frame: pd.DataFrame, axes: list[str] | tuple[str, ...] = (), confidence: float = 0.95
+) -> pd.DataFrame:
+    """Mean, sd, n (seeds) and a t-interval per ``axes`` x model x generator x round x metric.
+
+    ``frame`` is a store's tidy table (columns ``seed``, the axes, ``model``, ``generator``, ``repetition``,
+    ``round``, ``metric``, ``value``). Repetitions are averaged within each seed first.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError("confidence", confidence, "a number in (0, 1), e.g. 0.95")
+    keys = [*axes, *SYSTEM, "round", "metric"]
+    missing = [c for c in [*keys, "seed", "value"] if c not in frame.columns]
+    if missing:
+        raise ConfigError("results table", f"missing columns {missing}",
+                          f"a sweep store's table with {keys + ['seed', 'value']}")
+    per_seed = frame.groupby([*keys, "seed"], sort=False)["value"].mean().reset_index()
+    return summarise(per_seed, confidence=confidence, by=keys)
+
+
+@dataclass
+class Report:
+    """Where the report went and what it covers."""
+
+    out: Path
+    summary: pd.DataFrame
+    cells_done: int
+    cells_total: int
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def report_sweep(results_dir: str | Path, out: str | Path | None = None, confidence: float = 0.95) -> Report:
+    """Write ``summary.csv``, ``summary.md`` (at ``confidence``) and one figure per grid point (95% bands) for
+    the store at ``results_dir``."""
+    import matplotlib.pyplot as plt
+
+    from recourse_sim.plotting import plot_trajectories
+
+    results_dir = Path(results_dir)
+    manifest = read_manifest(results_dir)
+    axes = list(manifest["axes"])
+    frame = load_results(results_dir)
+    total = len(manifest["cells"])
+    done = sum(entry["status"] == "done" for entry in manifest["cells"])
+    if frame.empty:
+        raise ConfigError("results store", str(results_dir), "a store with at least one finished cell (run "
+                          "`recourse-sim sweep` first)")
+    out = Path(out) if out is not None else results_dir / REPORT
+    summary = aggregate_seeds(frame, axes, confidence)
+    notes = []
+    if done < total:
+        notes.append(f"{total - done} of {total} cells are not finished (failed or not run yet); the report covers "
+                     f"the {done} finished ones")
+    if int(summary["n"].max()) <= 1:
+        notes.append("one seed per grid point: the intervals collapse to the mean (set n_seeds > 1)")
+
+    per_seed = frame.groupby([*axes, *SYSTEM, "round", "metric", "seed"], sort=False)["value"].mean().reset_index()
+    points = per_seed[axes].drop_duplicates().reset_index(drop=True) if axes else pd.DataFrame(index=[0])
+    figures: list[Path] = []
+    with atomic_directory(out) as staging:
+        summary.to_csv(staging / "summary.csv", index=False)
+        (staging / "figures").mkdir()
+        index_rows = []
+        for k, point in points.iterrows():
+            part = per_seed
+            for axis in axes:
+                part = part[part[axis] == point[axis]]
+            name = f"trajectories_{k + 1:02d}.png"
+            figure = plot_trajectories(part)
+            title = ", ".join(f"{a} = {point[a]}" for a in axes) or manifest["name"]
+            figure.suptitle(f"{title}  (mean, 95% CI across seeds)", fontsize=10)
+            figure.savefig(staging / "figures" / name, dpi=150)
+            plt.close(figure)
+            figures.append(out / "figures" / name)
+            index_rows.append([f"[{name}](figures/{name})", *(str(point[a]) for a in axes)])
+        (staging / "summary.md").write_text(
+            _markdown(manifest, summary, axes, index_rows, done, total, confidence, notes), encoding="utf-8")
+    return Report(out, summary, done, total, figures, notes)
+
+
+def _final(summary: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """The last round at which each metric was recorded, per grid point and system."""
+    keys = [*axes, *SYSTEM, "metric"]
+    recorded = summary[summary["n"] > 0]
+    return recorded.sort_values("round").groupby(keys, sort=True).tail(1).sort_values(keys)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(escape, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(escape, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return "nan" if pd.isna(value) else f"{value:.4g}"
+
+
+def _markdown(manifest, summary, axes, index_rows, done, total, confidence, notes) -> str:
+    level = f"{confidence:.0%}"
+    parts = [
+        f"# Sweep report: {manifest['name']}",
+        "",
+        f"{done} of {total} cells; seeds {manifest['seeds']}; mean and {level} Student-t interval across seeds "
+        "(repetitions within a cell averaged first).",
+        "",
+        *[f"- note: {note}" for note in notes],
+        "",
+        "## Figures",
+        "",
+        _table(["figure", *axes], index_rows),
+        "",
+        "## Last recorded round",
+        "",
+    ]
+    final = _final(summary, axes)
+    rows = [[*(str(r[a]) for a in axes), r["model"], r["generator"], r["metric"], str(int(r["round"])),
+             _number(r["mean"]), f"[{_number(r['ci_low'])}, {_number(r['ci_high'])}]", str(int(r["n"]))]
+            for _, r in final.iterrows()]
+    parts.append(_table([*axes, "model", "generator", "metric", "round", "mean", f"{level} CI", "seeds"], rows))
+    return "\n".join(parts) + "\n"

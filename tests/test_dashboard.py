@@ -1,0 +1,317 @@
+"""The interactive tooling: plotting helpers, search-path tracing, the dashboard's model and CLI, and the
+dashboard itself driven in a real (headless) Chromium.
+
+The browser test needs the ``viz`` extra (solara), the ``browser`` extra (playwright) and a Chromium binary
+(Debian's ``chromium`` at /usr/bin/chromium, or ``$RECOURSE_SIM_CHROMIUM``); it skips, saying which is
+missing, where one is not installed. It saves a screenshot under the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+from typer.testing import CliRunner
+
+from recourse_sim import DATASETS, GENERATORS, GeneratorSpec
+from recourse_sim.cli import app
+from recourse_sim.plotting import (
+    GeneratorPanel,
+    Projection,
+    metric_label,
+    plot_generator_grid,
+    plot_population_snapshot,
+    plot_trajectory_grid,
+)
+from recourse_sim.viz import compare_generators, implausibility, trace_search
+
+HAS_VIZ = importlib.util.find_spec("solara") is not None
+needs_viz = pytest.mark.skipif(not HAS_VIZ, reason="the dashboard needs the viz extra: pip install -e '.[viz]'")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+# --------------------------------------------------------------------------------------------- plotting
+def test_projection_is_identity_in_2d_and_pca_otherwise():
+    X2 = np.random.default_rng(0).normal(size=(50, 2))
+    p2 = Projection.fit(X2, ["a", "b"])
+    assert p2.is_identity and p2.labels == ("a", "b")
+    np.testing.assert_allclose(p2.transform(X2), X2)
+    X5 = np.random.default_rng(1).normal(size=(200, 5)) @ np.diag([3.0, 2.0, 0.1, 0.1, 0.1])
+    p5 = Projection.fit(X5)
+    Z = p5.transform(X5)
+    assert Z.shape == (200, 2) and "PC1" in p5.labels[0]
+    # the first two components carry almost all the variance, so the lift back is close
+    assert np.abs(p5.inverse_transform(Z) - X5).mean() < 0.2
+
+
+def tidy_frame() -> pd.DataFrame:
+    rows = []
+    for dataset in ("overlapping", "moons"):
+        for generator in ("generic", "claproar"):
+            for rep in range(3):
+                for rnd in range(0, 11, 5):
+                    for metric in ("domain_mmd", "model_mmd", "f1"):
+                        rows.append({"system": f"lr/{generator}/rep{rep}", "model": "lr", "generator": generator,
+                                     "repetition": rep, "round": rnd, "metric": metric, "dataset": dataset,
+                                     "value": rnd * 0.01 + rep * 0.001 + (generator == "generic") * 0.02})
+    return pd.DataFrame(rows)
+
+
+def test_trajectory_grid_rows_by_any_column_with_ci_bands(tmp_path):
+    frame = tidy_frame()
+    fig = plot_trajectory_grid(frame, ["domain_mmd", "model_mmd", "f1", "not_there"], row="dataset",
+                               path=tmp_path / "grid.png")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 6  # 2 datasets x 3 present metrics
+    assert "dataset: moons" in axes[3].get_title()
+    assert len(axes[0].collections) >= 2  # one CI band per generator
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    wrapped = plot_trajectory_grid(frame[frame.dataset == "moons"], ["domain_mmd", "model_mmd", "f1"], row=None,
+                                   col_wrap=2, figure=Figure())
+    assert sum(ax.axison for ax in wrapped.axes) == 3
+    empty = plot_trajectory_grid(frame.iloc[:0], ["validity"], row=None, figure=Figure())
+    assert "no data yet" in [t.get_text() for t in empty.axes[0].texts]
+    assert metric_label("domain_mmd_pvalue").startswith("p-value") and metric_label("x_y") == "X y"
+
+
+def test_population_snapshot_2d_and_pca(overlapping, fitted_lr, four_d, fitted_mlp_4d):
+    rounds = np.full(len(overlapping.X), -1)
+    rounds[:10], rounds[10:20] = 3, 1
+    fig = plot_population_snapshot(overlapping.X.numpy(), overlapping.y.numpy(), fitted_lr.proba_positive,
+                                   recourse_round=rounds, current_round=3, feature_names=overlapping.schema.names,
+                                   figure=Figure())
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert labels[:3] == ["no recourse", "recourse, earlier round", "recourse, this round"]
+    assert fig.axes[0].get_xlabel() == "x1"
+    fig4 = plot_population_snapshot(four_d.X, four_d.y, fitted_mlp_4d.proba_positive, figure=Figure())
+    assert fig4.axes[0].get_xlabel().startswith("PC1")
+
+
+# ------------------------------------------------------------------------------------- paths and quality
+def test_trace_search_record_equals_rerun(overlapping, fitted_lr):
+    factuals = overlapping.X[fitted_lr.predict(overlapping.X) == 0][:3]
+    for name in ("generic", "gravitational", "greedy"):
+        recorded, result = trace_search(fitted_lr, factuals, name, overlapping, every=10)
+        rerun, _ = trace_search(fitted_lr, factuals, name, overlapping, every=10, method="rerun")
+        assert recorded.shape[1:] == (3, 5, 2)
+        np.testing.assert_allclose(recorded[:-1], rerun[: len(recorded) - 1], atol=1e-5)
+        np.testing.assert_allclose(recorded[-1], result.counterfactuals.numpy(), atol=1e-6)
+        np.testing.assert_allclose(recorded[-1], rerun[-1], atol=1e-5)
+
+
+def test_implausibility_is_mean_distance_to_k_nearest_targets():
+    X = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [9.0, 9.0]])
+    y = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    value = implausibility(torch.tensor([[0.0, 0.0]]), X, y, k=2)
+    assert value.shape == (1,) and value[0] == pytest.approx(0.5)
+    assert implausibility(torch.zeros(2, 3, 2), X, y, k=100).shape == (2, 3)  # k capped at the 3 targets
+
+
+def test_compare_generators_covers_the_registry_and_survives_failures(overlapping, fitted_lr, tmp_path):
+    factuals = overlapping.X[fitted_lr.predict(overlapping.X) == 0][:2]
+    broken = ("broken", GeneratorSpec("broken", strategy="no_such_strategy"))
+    comparison = compare_generators(fitted_lr, factuals, overlapping,
+                                    generators=["generic", "greedy", "claproar", broken])
+    assert list(comparison.table.index) == ["generic", "greedy", "claproar", "broken"]
+    assert comparison.table.loc["generic", "validity"] == 1.0
+    assert "no_such_strategy" in comparison.table.loc["broken", "error"]
+    fig = plot_generator_grid(comparison.panels, fitted_lr.proba_positive, overlapping.X, overlapping.y, ncols=2,
+                              path=tmp_path / "generators.png")
+    assert (tmp_path / "generators.png").exists() and len(fig.axes) == 4
+    everything = compare_generators(fitted_lr, factuals[:1], overlapping, trace=False)
+    assert set(everything.table.index) == set(GENERATORS)  # new generators appear automatically
+
+
+# --------------------------------------------------------------------------------- the dashboard's model
+@pytest.fixture(scope="module")
+def dashboard_module():
+    if not HAS_VIZ:
+        pytest.skip("the dashboard needs the viz extra: pip install -e '.[viz]'")
+    from recourse_sim.viz import dashboard
+
+    return dashboard
+
+
+def tiny_scenario(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(textwrap.dedent("""
+        name = "tiny"
+        seed = 3
+        rounds = 10
+        device = "cpu"
+        [data]
+        name = "overlapping"
+        n_samples = 200
+        [[models]]
+        name = "logistic_regression"
+        epochs = 20
+        [[generators]]
+        name = "gravitational"
+        lambda_extcost = 2.0
+        [metrics]
+        grid_points = 100
+    """))
+    return path
+
+
+def test_dashboard_model_steps_and_draws(dashboard_module, tmp_path):
+    params = dashboard_module.model_params(dashboard_module.base_scenario(tiny_scenario(tmp_path)))
+    values = dashboard_module.initial_values(params)
+    assert values["generator"] == "gravitational" and values["lambda_extcost"] == 2.0 and values["rounds"] == 10
+    assert params["generator"]["values"] == list(GENERATORS)
+    model = dashboard_module.DashboardDynamics(**(values | {"scenario": str(tiny_scenario(tmp_path))}))
+    assert model.error is None and model.round == 0
+    model.step()
+    model.step()
+    assert model.round == 2 and model.steps == 2
+    frame = model.results()
+    assert {"domain_mmd", "model_mmd", "accuracy", "validity"} <= set(frame["metric"])
+    assert sorted(frame[frame.metric == "model_mmd"]["round"].unique()) == [0, 1, 2]  # every round
+    assert "λ₂ (extcost) = 2" in model.settings_line()
+    assert len(dashboard_module.population_figure(model).axes) == 2
+    assert len(dashboard_module.metrics_figure(model).axes) == 4
+
+
+def test_dashboard_falls_back_when_the_controls_cannot_be_built(dashboard_module):
+    model = dashboard_module.DashboardDynamics(threshold=1.0, n_samples=100, rounds=2, fast_retraining=True)
+    assert "could not build" in model.error and "generic generator instead" in model.error
+    assert model.controls["threshold"] == 0.5 and model.system.generator.startswith("generic")
+
+
+def test_every_registered_generator_maps_onto_the_controls(dashboard_module):
+    base = dashboard_module.base_scenario()
+    for name in GENERATORS:
+        params = dashboard_module.generator_parameters(name, 0.7, 0.2, 3.0)
+        scenario = dashboard_module.dashboard_scenario(
+            base, dataset="moons", n_samples=200, model="mlp", generator=name, recourse_share=0.1, rounds=5,
+            seed=1, fast_retraining=True, **{"threshold": 0.7, "lambda_cost": 0.2, "lambda_extcost": 3.0})
+        spec = scenario.generators[0]
+        assert spec.name == name and spec.params == params
+        assert scenario.models[0].retrain_batch_size == dashboard_module.FAST_BATCH
+
+
+def test_dashboard_on_higher_dimensional_data_uses_pca(dashboard_module):
+    model = dashboard_module.DashboardDynamics(dataset="california_housing", n_samples=200, rounds=3, seed=0,
+                                               fast_retraining=True)
+    assert not model.projection.is_identity
+    model.step()
+    fig = dashboard_module.population_figure(model)
+    assert fig.axes[0].get_xlabel().startswith("PC1")
+
+
+def test_cli_dashboard_help_and_bad_scenario(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["dashboard", "--help"])
+    assert result.exit_code == 0 and "--port" in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('rounds = "many"\nmodels = ["mlp"]\ngenerators = ["generic"]\n')
+    result = runner.invoke(app, ["dashboard", str(bad)])
+    assert result.exit_code == 2
+
+
+# ------------------------------------------------------------------------------------------- in a browser
+def _chromium() -> str | None:
+    for candidate in (os.environ.get("RECOURSE_SIM_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium",
+                      shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url: str, process: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the dashboard server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the dashboard server did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def test_dashboard_in_headless_chromium(tmp_path):
+    if not HAS_VIZ:
+        pytest.skip("the dashboard needs the viz extra: pip install -e '.[viz]'")
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("the browser test needs playwright: pip install -e '.[browser]'")
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium; or set RECOURSE_SIM_CHROMIUM)")
+    from recourse_sim.viz.assets import ensure_assets
+
+    try:
+        ensure_assets(quiet=True)  # Solara's front-end files, fetched once with npm where no CDN is reachable
+    except RuntimeError as error:
+        pytest.skip(f"Solara's front-end assets are unavailable: {error}")
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    log = tmp_path / "server.log"
+    command = [sys.executable, "-m", "recourse_sim.cli", "dashboard", str(tiny_scenario(tmp_path)),
+               "--port", str(port), "--host", "127.0.0.1"]
+    with open(log, "w") as handle:
+        # its own process group, so the CLI and the solara server it starts are stopped together
+        server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env=os.environ | {"MPLBACKEND": "Agg"})
+    screenshot = tmp_path / "dashboard.png"
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/", server, 120, log)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1000})
+                page.goto(f"http://127.0.0.1:{port}/", timeout=60_000)
+                page.get_by_text("Step: 0").wait_for(timeout=60_000)
+                page.locator(".recourse-metrics img").first.wait_for(timeout=60_000)
+                step = page.get_by_role("button", name="Step")
+                for n in range(1, 4):
+                    step.click()
+                    page.get_by_text(f"Step: {n}", exact=True).wait_for(timeout=60_000)
+                page.get_by_text("Round 3 of 10").wait_for(timeout=60_000)
+                page.wait_for_function(
+                    "() => [...document.querySelectorAll('.recourse-metrics img, .recourse-population img')]"
+                    ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
+                page.screenshot(path=str(screenshot), full_page=True)
+                metrics = page.locator(".recourse-metrics img")
+                assert metrics.count() >= 1 and metrics.first.is_visible()
+                assert page.locator(".recourse-population img").first.is_visible()
+                assert "λ₂ (extcost) = 2" in page.locator(".recourse-settings").first.inner_text()
+                assert page.get_by_text("Step: 3", exact=True).is_visible()
+            finally:
+                browser.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=15)
+    assert screenshot.stat().st_size > 10_000
+    print(f"dashboard screenshot: {screenshot}")
+

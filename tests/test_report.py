@@ -1,0 +1,157 @@
+"""`recourse-sim report`: mean and confidence interval across seeds, checked against scipy on known tables."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from recourse_sim.cli import app
+from recourse_sim.errors import ConfigError
+from recourse_sim.experiments import aggregate_seeds, load_results, load_sweep, report_sweep, run_sweep
+
+runner = CliRunner()
+
+SWEEP = """
+name = "report-sweep"
+rounds = 2
+device = "cpu"
+n_seeds = 3
+[data]
+name = "overlapping"
+n_samples = 100
+[[models]]
+name = "logistic_regression"
+[[generators]]
+name = "generic"
+[[generators]]
+name = "gravitational"
+[grid]
+recourse_share = [0.05, 0.2]
+"""
+
+
+def fake_cell(config: dict) -> pd.DataFrame:
+    """A deterministic tidy table (no simulation): two repetitions, two metrics."""
+    rng = np.random.default_rng(config["seed"])
+    rows = [(f"{m['name']}/{g['name']}/rep{r}", m["name"], g["name"], r, t, metric, rng.normal(t, 1.0))
+            for m in config["models"] for g in config["generators"] for r in range(2)
+            for t in range(config["rounds"] + 1) for metric in ("disagreement", "f1")]
+    frame = pd.DataFrame(rows, columns=["system", "model", "generator", "repetition", "round", "metric", "value"])
+    return frame.astype({"repetition": "int64", "round": "int64", "value": "float64"})
+
+
+def fail_on_seed_44(config: dict) -> pd.DataFrame:
+    if config["seed"] == 44:
+        raise RuntimeError("no")
+    return fake_cell(config)
+
+
+def known_table() -> pd.DataFrame:
+    """Two grid points x 5 seeds x 2 repetitions, one system, rounds 0-1; a NaN in one repetition."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for share in (0.05, 0.2):
+        for seed in range(5):
+            for rep in range(2):
+                for t in (0, 1):
+                    value = float(rng.normal(10 * share + t, 1.0))
+                    if (share, seed, rep, t) == (0.2, 3, 1, 1):
+                        value = np.nan
+                    rows.append((f"c{share}{seed}", seed, share, "lr", "generic", rep, t, "f1", value))
+    return pd.DataFrame(rows, columns=["cell_id", "seed", "recourse_share", "model", "generator", "repetition",
+                                       "round", "metric", "value"])
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.9])
+def test_interval_across_seeds_matches_scipy(confidence):
+    table = known_table()
+    summary = aggregate_seeds(table, ["recourse_share"], confidence=confidence)
+    assert len(summary) == 4
+    for (share, t), part in table.groupby(["recourse_share", "round"]):
+        per_seed = part.groupby("seed")["value"].apply(lambda v: np.nanmean(v.to_numpy())).to_numpy()
+        mean, sem = per_seed.mean(), stats.sem(per_seed)
+        low, high = stats.t.interval(confidence, len(per_seed) - 1, loc=mean, scale=sem)
+        row = summary[(summary["recourse_share"] == share) & (summary["round"] == t)].iloc[0]
+        assert row["n"] == 5  # seeds, not seeds x repetitions
+        assert row["mean"] == pytest.approx(mean, rel=1e-12)
+        assert row["std"] == pytest.approx(np.std(per_seed, ddof=1), rel=1e-12)
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low, rel=1e-12), pytest.approx(high, rel=1e-12))
+    # Hand check of one interval: mean +- t_{0.975, 4} * sd / sqrt(5).
+    values = np.array([1.0, 2.0, 3.0, 4.0, 6.0])
+    table = pd.DataFrame({"seed": range(5), "model": "m", "generator": "g", "round": 0, "metric": "x", "value": values})
+    row = aggregate_seeds(table).iloc[0]
+    half = 2.7764451051977987 * values.std(ddof=1) / np.sqrt(5)
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(3.2 - half), pytest.approx(3.2 + half))
+
+
+def test_one_seed_collapses_the_interval_to_the_mean():
+    table = known_table()
+    row = aggregate_seeds(table[table["seed"] == 0], ["recourse_share"]).iloc[0]
+    assert row["n"] == 1 and row["ci_low"] == row["ci_high"] == row["mean"]
+
+
+def test_bad_confidence_and_missing_columns():
+    with pytest.raises(ConfigError, match="confidence: got 1.5"):
+        aggregate_seeds(known_table(), confidence=1.5)
+    with pytest.raises(ConfigError, match="missing columns"):
+        aggregate_seeds(known_table().drop(columns="seed"))
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(textwrap.dedent(SWEEP))
+    assert run_sweep(load_sweep(path), tmp_path / "store", cell_fn=fake_cell).ok
+    return tmp_path / "store"
+
+
+def test_report_writes_the_table_and_figures_with_bands(store):
+    result = runner.invoke(app, ["report", str(store)])
+    assert result.exit_code == 0, result.output
+    out = store / "report"
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "summary.csv", "summary.md"]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["trajectories_01.png", "trajectories_02.png"]
+    summary = pd.read_csv(out / "summary.csv")
+    expected = aggregate_seeds(load_results(store), ["recourse_share"])
+    pd.testing.assert_frame_equal(summary, expected, check_dtype=False)
+    # 2 grid points x 2 generators x 3 rounds x 2 metrics, each over 3 seeds, with a non-degenerate interval.
+    assert len(summary) == 24 and (summary["n"] == 3).all()
+    assert ((summary["ci_low"] < summary["mean"]) & (summary["mean"] < summary["ci_high"])).all()
+    markdown = (out / "summary.md").read_text()
+    assert "| recourse_share | model | generator | metric | round | mean | 95% CI | seeds |" in markdown
+    assert "trajectories_02.png" in markdown
+
+
+def test_report_of_a_partial_store_says_what_is_missing(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(textwrap.dedent(SWEEP))
+    assert not run_sweep(load_sweep(path), tmp_path / "store", cell_fn=fail_on_seed_44).ok
+    report = report_sweep(tmp_path / "store", tmp_path / "report")
+    assert report.cells_done == 4 and report.cells_total == 6
+    assert "2 of 6 cells are not finished" in report.notes[0]
+    assert (report.summary["n"] == 2).all()
+
+
+def test_report_refuses_a_directory_that_is_not_a_store(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "results store: got" in result.output and "manifest.json" in result.output
+
+
+def test_report_refuses_a_store_without_finished_cells(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(textwrap.dedent(SWEEP).replace("n_seeds = 3", "n_seeds = 1\nseed = 44"))
+    run_sweep(load_sweep(path), tmp_path / "store", cell_fn=fail_on_seed_44)
+    result = runner.invoke(app, ["report", str(tmp_path / "store")])
+    assert result.exit_code == 2 and "at least one finished cell" in result.output
+
+
+def test_report_output_that_is_a_file(store, tmp_path):
+    (tmp_path / "taken").write_text("")
+    result = runner.invoke(app, ["report", str(store), "--out", str(tmp_path / "taken")])
+    assert result.exit_code == 2 and "existing file" in result.output
