@@ -141,6 +141,10 @@ def markdown(device: torch.device, setup: Setup, sections: list[dict], args: arg
         "100 epochs): the context's `LatentCache` keeps it (one VAE per model, shared by revise and clue), so the "
         "first latent generator's warm-up call pays for the training and no timed call includes it; the warm-up "
         "column shows each generator's untimed first call",
+        "- threads: with torch's default of one intra-op thread per core, every small op synchronises its threads; "
+        "when other processes keep the cores busy those waits stall, and the same call can take 10-100x longer "
+        "than with one thread (seen on this 2-core machine). On a shared machine the one-thread table is the more "
+        "reliable one",
         "- CF/s counts B x K counterfactuals, valid or not; validity = share with p(y=1) >= 0.5; converged = share "
         "of individuals meeting their generator's convergence rule; mean steps = iterations per individual (cap 100)",
         "- clue has no target class (it minimises predictive entropy), so its validity is low by design; eccco "

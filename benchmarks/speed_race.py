@@ -374,6 +374,10 @@ def markdown(setup: Setup, results: list[dict], args: argparse.Namespace, comman
         f"- recourse_sim: `generate_counterfactuals(model, factuals, name, reference, "
         f"settings=SearchSettings(n_counterfactuals=K))`, all {setup.factuals.shape[0]:,} factuals in one call; "
         f"median of {args.repeats} timed calls after one warm-up (each call's seconds are in the CSV)",
+        "- threads: with torch's default of one intra-op thread per core, every small op synchronises its threads; "
+        "when other processes keep the cores busy those waits stall, and the same call can take 10-100x longer "
+        "than with one thread (seen on this 2-core machine). On a shared machine the one-thread table is the more "
+        "reliable one",
         "- CF/s counts every counterfactual produced (B x K for recourse_sim, one per query for dice-ml), valid or "
         "not; individuals/s counts factuals explained; validity = share of counterfactuals with p(y=1) >= 0.5 "
         "(a dice-ml query that returns none counts as invalid); mean p and mean L1 distance (in the z-scored "

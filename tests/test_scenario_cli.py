@@ -159,3 +159,14 @@ def test_config_error_message_names_field_value_and_allowed():
     with pytest.raises(ConfigError) as info:
         Scenario.from_dict({"models": ["mlp"], "generators": ["generic"], "recourse_share": 2})
     assert "recourse_share" in str(info.value) and "2" in str(info.value)
+
+
+def test_data_seed_fixes_the_dataset_across_scenario_seeds():
+    def data(seed, data_seed=None):
+        raw = {"seed": seed, "models": ["mlp"], "generators": ["generic"], "data": {"n_samples": 100}}
+        if data_seed is not None:
+            raw["data"]["seed"] = data_seed
+        return Scenario.from_dict(raw).load_data()[0].X
+
+    assert not (data(1) == data(2)).all()
+    assert (data(1, data_seed=7) == data(2, data_seed=7)).all()

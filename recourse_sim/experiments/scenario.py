@@ -35,9 +35,14 @@ def _registered(registry, value: str) -> str:
 
 
 class DataConfig(_Strict):
-    """``name``: a registered dataset (synthetic or shipped real data) or ``"csv"`` with ``path`` and ``target``."""
+    """``name``: a registered dataset (synthetic or shipped real data) or ``"csv"`` with ``path`` and ``target``.
+
+    ``seed`` draws the data and the train/test split; unset, the scenario's seed does. Fixing it keeps one
+    dataset across seeds of the dynamics, as the paper generated its data once.
+    """
 
     name: str = "overlapping"
+    seed: int | None = None
     n_samples: int | None = Field(default=1000, ge=4)
     test_share: float = Field(default=0.2, gt=0.0, lt=1.0)
     path: str | None = None
@@ -198,8 +203,8 @@ class Scenario(_Strict):
 
     # ----------------------------------------------------------------------------------------- building
     def load_data(self):
-        """The dataset and its stratified 80/20 split, drawn from the scenario seed."""
-        rng = np.random.default_rng(self.seed)
+        """The dataset and its stratified split, drawn from ``data.seed`` (default: the scenario seed)."""
+        rng = np.random.default_rng(self.seed if self.data.seed is None else self.data.seed)
         if self.data.name == "csv":
             dataset = load_csv(self.data.path, self.data.target)
             if self.data.n_samples is not None and self.data.n_samples < dataset.n_samples:
