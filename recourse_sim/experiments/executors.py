@@ -23,12 +23,12 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from recourse_sim.device import torch_threads
 from recourse_sim.errors import ConfigError
 
 #: ``cell_fn(config) -> tidy DataFrame``: runs one resolved scenario (see :func:`run_cell`).
@@ -58,25 +58,13 @@ class CellOutcome:
         return self.error is None
 
 
-@contextmanager
-def single_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run_cell(config: dict[str, Any]) -> pd.DataFrame:
     """Run one cell (a resolved scenario, as ``Scenario.model_dump(mode="json")``) and return its tidy table."""
     from recourse_sim.experiments.runner import run_scenario
     from recourse_sim.experiments.scenario import Scenario
 
     scenario = Scenario.from_dict(config, source="cell")
-    with single_thread():
+    with torch_threads(1):
         return run_scenario(scenario).results
 
 
@@ -107,7 +95,7 @@ class SerialExecutor:
     def run(self, tasks: list[CellTask], cell_fn: CellFn) -> Iterator[CellOutcome]:
         for task in tasks:
             try:
-                with single_thread():
+                with torch_threads(1):
                     frame, seconds, cpu = _timed(cell_fn, task.config)
             except Exception as error:  # a failing cell is reported; the others still run
                 yield _failure(task, error)
@@ -204,7 +192,7 @@ class ProcessExecutor:
 
 # ------------------------------------------------------------------------------------------------- Ray
 def _ray_call(cell_fn: CellFn, config: dict[str, Any]) -> tuple[pd.DataFrame, float, float]:
-    with single_thread():
+    with torch_threads(1):
         return _timed(cell_fn, config)
 
 
