@@ -15,10 +15,11 @@ import torch
 
 from recourse_sim.device import resolve_device
 from recourse_sim.errors import ConfigError, DataError
+from recourse_sim.models.base import StackedClassifierMixin
 from recourse_sim.models.network import AdamSettings, StackedMLP
 
 
-class TorchClassifier:
+class TorchClassifier(StackedClassifierMixin):
     """A (stack of) ReLU MLP(s) / ensembles with one logit output; ``p(y=1|x)`` is the good outcome."""
 
     def __init__(
@@ -105,24 +106,6 @@ class TorchClassifier:
             shuffle=self.shuffle, generator=self.generator_,
         )
 
-    @staticmethod
-    def _as_stack(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        X = torch.as_tensor(X, dtype=torch.float32)
-        y = torch.as_tensor(y, dtype=torch.float32)
-        if X.ndim not in (2, 3) or y.shape != X.shape[:-1]:
-            raise DataError(
-                f"fit expects X (n, d) with y (n,) or X (S, n, d) with y (S, n); got X {tuple(X.shape)}, "
-                f"y {tuple(y.shape)}"
-            )
-        if not torch.isfinite(X).all():
-            raise DataError("fit: X contains NaN or inf")
-        stacked = X.ndim == 3
-        return (X, y, True) if stacked else (X.unsqueeze(0), y.unsqueeze(0), False)
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "network_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(X, y) first")
-
     # ---------------------------------------------------------------------------------------- inference
     @property
     def n_systems(self) -> int:
@@ -136,35 +119,6 @@ class TorchClassifier:
         This is the interface the counterfactual search engine uses.
         """
         return self.network_.log_proba(X, systems)
-
-    def _stacked_call(self, X: torch.Tensor) -> torch.Tensor:
-        self._check_fitted()
-        X = torch.as_tensor(X, dtype=torch.float32, device=self.device_)
-        if X.shape[-1] != self.n_features_in_:
-            raise DataError(f"X has {X.shape[-1]} features; the model was fitted on {self.n_features_in_}")
-        if X.ndim == 2:
-            X = X.unsqueeze(0).expand(self.network_.n_systems, -1, -1)
-        with torch.no_grad():
-            p = self.network_.proba(X)
-        return p if self.stacked_ else p.squeeze(0)
-
-    def proba_positive(self, X: torch.Tensor) -> torch.Tensor:
-        """p(y=1|x): (n,) for a single model, (S, n) for a stack (X (n, d) is scored by every system)."""
-        return self._stacked_call(X)
-
-    def predict_proba(self, X: torch.Tensor) -> torch.Tensor:
-        """scikit-learn layout: (..., n, 2) with columns p(y=0), p(y=1)."""
-        p = self.proba_positive(X)
-        return torch.stack([1.0 - p, p], dim=-1)
-
-    def predict(self, X: torch.Tensor) -> torch.Tensor:
-        """Labels at the 0.5 threshold (the reference code's ``round(p)``), as float 0/1."""
-        return (self.proba_positive(X) >= 0.5).float()
-
-    def logits(self, X: torch.Tensor) -> torch.Tensor:
-        """log-odds of the (ensemble-mean) probability."""
-        p = self.proba_positive(X).clamp(1e-7, 1 - 1e-7)
-        return torch.log(p) - torch.log1p(-p)
 
     # ------------------------------------------------------------------------------------------- stacks
     def select_systems(self, systems: torch.Tensor | Sequence[int]) -> TorchClassifier:

@@ -45,6 +45,7 @@ from torch import nn
 
 from recourse_sim.device import resolve_device
 from recourse_sim.errors import ConfigError, DataError
+from recourse_sim.models.base import StackedClassifierMixin
 
 ModuleSource = nn.Module | Callable[[], nn.Module]
 
@@ -56,7 +57,7 @@ def _reset_parameters(module: nn.Module) -> None:
             reset()
 
 
-class ModuleClassifier:
+class ModuleClassifier(StackedClassifierMixin):
     """A stack of S copies of a user's ``nn.Module`` with the scikit-learn/simulation classifier contract.
 
     Parameters
@@ -233,23 +234,6 @@ class ModuleClassifier:
                     loss.backward()
                     optimiser.step()
 
-    @staticmethod
-    def _as_stack(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        X = torch.as_tensor(X, dtype=torch.float32)
-        y = torch.as_tensor(y, dtype=torch.float32)
-        if X.ndim not in (2, 3) or y.shape != X.shape[:-1]:
-            raise DataError(
-                f"fit expects X (n, d) with y (n,) or X (S, n, d) with y (S, n); got X {tuple(X.shape)}, "
-                f"y {tuple(y.shape)}"
-            )
-        if not torch.isfinite(X).all():
-            raise DataError("fit: X contains NaN or inf")
-        return (X, y, True) if X.ndim == 3 else (X.unsqueeze(0), y.unsqueeze(0), False)
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "stacked_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(X, y) first")
-
     def _check_output(self, X: torch.Tensor) -> None:
         with torch.no_grad():
             probe = X[:, :2].to(self.device_)
@@ -309,31 +293,6 @@ class ModuleClassifier:
     def log_proba_stacked(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
         """Differentiable log p(y=1|x): ``X`` (S', N, d) -> (S', N) (the counterfactual engine's interface)."""
         return F.logsigmoid(self.logits_stacked(X, systems))
-
-    def proba_positive(self, X: torch.Tensor) -> torch.Tensor:
-        """p(y=1|x): (n,) for a single model, (S, n) for a stack (X (n, d) is scored by every system)."""
-        self._check_fitted()
-        X = torch.as_tensor(X, dtype=torch.float32, device=self.device_)
-        if X.shape[-1] != self.n_features_in_:
-            raise DataError(f"X has {X.shape[-1]} features; the model was fitted on {self.n_features_in_}")
-        if X.ndim == 2:
-            X = X.unsqueeze(0).expand(self.n_systems, -1, -1)
-        with torch.no_grad():
-            p = torch.sigmoid(self._forward(X))
-        return p if self.stacked_ else p.squeeze(0)
-
-    def predict_proba(self, X: torch.Tensor) -> torch.Tensor:
-        """scikit-learn layout: (..., n, 2) with columns p(y=0), p(y=1)."""
-        p = self.proba_positive(X)
-        return torch.stack([1.0 - p, p], dim=-1)
-
-    def predict(self, X: torch.Tensor) -> torch.Tensor:
-        """Labels at the 0.5 threshold, as float 0/1."""
-        return (self.proba_positive(X) >= 0.5).float()
-
-    def logits(self, X: torch.Tensor) -> torch.Tensor:
-        p = self.proba_positive(X).clamp(1e-7, 1 - 1e-7)
-        return torch.log(p) - torch.log1p(-p)
 
     # ------------------------------------------------------------------------------------------ stacks
     def select_systems(self, systems: torch.Tensor | Sequence[int]) -> ModuleClassifier:
