@@ -362,7 +362,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help="markdown table; '<device>' becomes cpu/cuda; CSV next to it")
     parser.add_argument("--profile-size", type=int, default=0,
                         help="also profile one batched call of this size (K = 1) with torch.profiler")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads on CPU (0: torch's default, one per core)")
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     if args.device == "auto":
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
