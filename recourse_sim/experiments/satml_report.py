@@ -40,16 +40,23 @@ def findings(frame: pd.DataFrame) -> list[Finding]:
     generators = set(table["generator"])
     out: list[Finding] = []
 
-    if "domain_mmd_pvalue" in table:
-        shares = _share_significant(table, "domain_mmd_pvalue")
+    main = table[table["generator"].isin(MAIN_GENERATORS)]  # the paper's Section 5 generators
+    if "domain_mmd_pvalue" in main and not main.empty:
+        shares = _share_significant(main, "domain_mmd_pvalue")
         others = shares.drop("circles", errors="ignore")
-        holds = bool((others >= 0.5).all() and shares.get("circles", 0.0) < others.min()) if "circles" in shares and len(others) else None
-        out.append(Finding("Significant domain shift everywhere except circles (share of model x generator systems with p < 0.05)",
-                           _fmt_shares(shares), holds))
-    if "model_mmd_pvalue" in table:
-        shares = _share_significant(table, "model_mmd_pvalue")
-        out.append(Finding("Significant model shift (PP-MMD on data) in most experiments", _fmt_shares(shares),
-                           bool((shares >= 0.5).mean() >= 0.5)))
+        holds = (bool((others >= 0.5).all() and shares["circles"] < others.min())
+                 if "circles" in shares and len(others) else None)
+        out.append(Finding("Significant domain shift everywhere except circles (share of model x generator "
+                           "systems with p < 0.05; generic, greedy, REVISE, DiCE)", _fmt_shares(shares), holds))
+    if "model_mmd_pvalue" in main and not main.empty:
+        syn = main[main["experiment"].isin(SYNTHETIC)]
+        by_model = syn.groupby("model")["model_mmd_pvalue"].apply(lambda p: float((p < ALPHA).mean()))
+        networks = by_model.drop("logistic_regression", errors="ignore")
+        holds = (bool(by_model["logistic_regression"] >= networks.max())
+                 if "logistic_regression" in by_model and len(networks) else None)
+        out.append(Finding("Model shift on the data (sample PP-MMD) is significant mostly for logistic regression; "
+                           "the paper's neural networks are not significant on linearly separable, circles and "
+                           "moons (share of synthetic systems with p < 0.05)", _fmt_shares(by_model), holds))
 
     synthetic = table[table["experiment"].isin(SYNTHETIC) & (table["generator"] == "generic")]
     if not synthetic.empty and {"logistic_regression", "mlp", "deep_ensemble"} <= set(synthetic["model"]):
