@@ -234,7 +234,9 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
     state = space.initial()
     converged = torch.zeros(S, B, dtype=torch.bool, device=device)
     steps = torch.zeros(S, B, dtype=torch.long, device=device)
-    index = torch.arange(B, device=device)  # active columns of the working batch
+    # Active columns of the working batch: a slice until the first compaction, because indexing with a full
+    # index tensor would copy every per-individual tensor on every step.
+    index: slice | torch.Tensor = slice(None)
     work = state
     for t in range(max(g.max_steps for g in generators) + 1):
         work = work.detach().requires_grad_(True)
@@ -266,7 +268,8 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
             if not keep.any():
                 break
             if keep.sum() * 2 <= keep.numel():  # compact once half the batch is done everywhere
-                index, work = index[keep], work.detach()[:, keep]
+                full = torch.arange(B, device=device)[index]
+                index, work = full[keep], work.detach()[:, keep]
     state[:, index] = work.detach()
     return finish(problem, space, state, converged, steps)
 
