@@ -150,9 +150,10 @@ class RecourseDynamics(mesa.Model):
         )
 
     def _collect_recourse_metrics(self, stack, factual, chosen, p_chosen, steps, valid) -> None:
-        count = valid.sum(1).clamp_min(1)
+        n = valid.sum(1)
+        count = torch.where(n > 0, n.float(), torch.nan)  # a system without recipients has no quality to report
         per_system = {
-            "n_recourse": valid.sum(1).float(),
+            "n_recourse": n.float(),
             "validity": ((p_chosen >= 0.5) & valid).sum(1) / count,
             "recourse_cost": ((chosen - factual).norm(dim=-1) * valid).sum(1) / count,
             "search_steps": (steps * valid).sum(1) / count,
