@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from recourse_sim.errors import ConfigError, RecourseSimError
-from recourse_sim.experiments.scenario import Scenario
+from recourse_sim.experiments.scenario import Scenario, read_toml
 
 #: Keys a sweep file may have on top of a scenario's.
 SWEEP_KEYS = ("n_seeds", "grid")
@@ -124,16 +124,7 @@ class Sweep:
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep (or plain scenario) TOML file; every cell is validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("sweep file", str(path), "an existing TOML file")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("sweep file", str(path), f"valid TOML ({exc})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("sweep file", str(path), f"a UTF-8 text file ({exc})") from None
-    return Sweep.from_dict(raw, source=str(path))
+    return Sweep.from_dict(read_toml(path, "sweep file"), source=str(path))
 
 
 def is_sweep_file(path: str | Path) -> bool:

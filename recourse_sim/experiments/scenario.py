@@ -186,14 +186,7 @@ class Scenario(_Strict):
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Scenario:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("scenario file", str(path), "an existing TOML file")
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("scenario file", str(path), f"valid TOML ({exc})") from None
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_toml(path, "scenario file"), source=str(path))
 
     def to_toml(self) -> str:
         import tomli_w
@@ -231,6 +224,19 @@ class Scenario(_Strict):
             standardize_search=self.search.standardize,
             device=self.device,
         )
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file; a missing, non-UTF-8 or malformed file is one ConfigError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(what, str(path), "an existing TOML file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(what, str(path), f"valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(what, str(path), f"a UTF-8 text file ({exc})") from None
 
 
 def _as_config_error(exc: ValidationError, source: str) -> ConfigError:
