@@ -30,28 +30,6 @@ from recourse_sim.experiments.sweep import StoreWriteError, SweepStore
 runner = CliRunner()
 
 #: 2 shares x 2 thresholds x 2 seeds = 8 real (tiny) cells, ~0.3-0.5 s each on one thread.
-SWEEP = """
-name = "tiny-sweep"
-rounds = 2
-device = "cpu"
-n_seeds = 2
-[data]
-name = "overlapping"
-n_samples = 100
-[[models]]
-name = "logistic_regression"
-epochs = 3
-[[generators]]
-name = "generic"
-[metrics]
-evaluate_every = 1
-permutations = 0
-grid_points = 10
-[grid]
-recourse_share = [0.05, 0.2]
-"generators.generic.threshold" = [0.5, 0.9]
-"""
-
 #: 2 shares x 2 seeds = 4 cells (run with the fast fake cell function where the simulation is not the point).
 SMALL = """
 name = "small"
@@ -73,6 +51,9 @@ grid_points = 10
 [grid]
 recourse_share = [0.05, 0.2]
 """
+
+#: SMALL with a second grid axis and another name: 2 shares x 2 thresholds x 2 seeds = 8 cells.
+SWEEP = SMALL.replace('name = "small"', 'name = "tiny-sweep"') + '"generators.generic.threshold" = [0.5, 0.9]\n'
 
 
 def write(directory: Path, text: str, name: str = "sweep.toml") -> Path:
