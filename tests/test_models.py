@@ -24,6 +24,30 @@ def test_hand_written_gradient_equals_autograd():
     torch.testing.assert_close(grad, flat.grad, atol=1e-6, rtol=1e-5)
 
 
+def test_hand_written_dropout_gradient_equals_autograd_with_the_same_masks():
+    """Inverted dropout after each hidden layer: keep where u >= p, u ~ U[0, 1) drawn layer by layer from the
+    training generator, kept activations scaled by 1 / (1 - p)."""
+    p = 0.3
+    net = StackedMLP(3, 2, 4, (5, 6), dropout=p, generator=torch.Generator().manual_seed(1))
+    X, y = torch.randn(3, 7, 4), (torch.rand(3, 7) > 0.5).float()
+    grad = net._loss_gradient(X, y.unsqueeze(1).unsqueeze(-1), torch.Generator().manual_seed(5))
+    draws = torch.Generator().manual_seed(5)
+    flat = net.flat.clone().requires_grad_(True)
+    twin = net.clone()
+    twin.flat = flat
+    twin._bind_views()
+    h = X.unsqueeze(1)
+    for layer, (W, b) in enumerate(zip(twin.weights, twin.biases)):
+        h = torch.matmul(h, W) + b
+        if layer < len(twin.weights) - 1:
+            keep = torch.rand(h.shape, generator=draws) >= p
+            h = torch.relu(h) * keep / (1 - p)
+    logits = h.squeeze(-1)
+    loss = F.binary_cross_entropy_with_logits(logits, y.unsqueeze(1).expand_as(logits), reduction="none").mean(-1).sum()
+    loss.backward()
+    torch.testing.assert_close(grad, flat.grad, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("hidden,members", [((), 1), ((8,), 1), ((8, 8), 3)])
 def test_stacked_training_equals_separate_training(hidden, members):
     """One stacked step updates S systems exactly as S separate trainings from the same initial weights."""

@@ -165,37 +165,51 @@ class StackedMLP:
                 self._adam_step(grad, m, v, step, adam)
 
     def _loss_gradient(self, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Gradient of the batch-mean BCE-with-logits for every member, flattened like ``self.flat``."""
+        """Gradient of the batch-mean BCE-with-logits for every member, flattened like ``self.flat``.
+
+        Written for few passes over the (S*M, n, hidden) activations, which dominate the cost of retraining
+        the real-data ensembles: the bias add is fused into ``baddbmm``; ReLU and dropout are applied in place
+        as float multiplications (comparisons to bool masks and bool-to-float casts cost several times more on
+        CPU); inverted dropout's ``1 / (1 - p)`` is folded into the next layer's small weight matrix; and the
+        backward gate ``relu'(pre) * keep`` is read back from the stored activation (:func:`_positive`).
+        """
         S, M = self.n_systems, self.n_members
-        h = xb.unsqueeze(1).expand(S, M, *xb.shape[1:])
-        inputs, masks = [], []
+        n = xb.shape[1]
+        scale = 1.0 / (1.0 - self.dropout)
+        h = xb.unsqueeze(1).expand(S, M, n, xb.shape[-1]).reshape(S * M, n, -1)
+        inputs, weights = [], []
         last = len(self.weights) - 1
         for layer, (W, b) in enumerate(zip(self.weights, self.biases)):
+            W = W.reshape(S * M, *W.shape[-2:])
+            if layer > 0 and self.dropout > 0:
+                W = W * scale  # (h * keep * scale) @ W == (h * keep) @ (scale * W)
             inputs.append(h)
-            h = torch.matmul(h, W) + b
+            weights.append(W)
+            h = torch.baddbmm(b.reshape(S * M, 1, -1), h, W)
             if layer < last:
-                h = torch.relu(h)
+                h.relu_()
                 if self.dropout > 0:
-                    keep = torch.rand(h.shape, generator=generator, device=h.device) >= self.dropout
-                    mask = keep / (1.0 - self.dropout)
-                    h = h * mask
-                    masks.append(mask)
-                else:
-                    masks.append(None)
+                    h.mul_(self._keep_mask(h, generator))
         # d BCE / d logit = sigmoid(logit) - y, averaged over the batch.
-        delta = (torch.sigmoid(h) - yb) / xb.shape[1]
+        delta = (torch.sigmoid(h).view(S, M, n, 1) - yb).div_(n).reshape(S * M, n, 1)
         grads: list[torch.Tensor] = []
         for layer in range(last, -1, -1):
             a = inputs[layer]
-            grads.append(delta.sum(2, keepdim=True).reshape(S, -1))
-            grads.append(torch.matmul(a.transpose(-1, -2), delta).reshape(S, -1))
+            grads.append(delta.sum(1).reshape(S, -1))
+            grad_W = torch.bmm(a.transpose(1, 2), delta)
+            if layer > 0 and self.dropout > 0:
+                grad_W.mul_(scale)
+            grads.append(grad_W.reshape(S, -1))
             if layer > 0:
-                delta = torch.matmul(delta, self.weights[layer].transpose(-1, -2))
-                if masks[layer - 1] is not None:
-                    delta = delta * masks[layer - 1]
-                delta = delta * (a > 0)
+                delta = torch.bmm(delta, weights[layer].transpose(1, 2)).mul_(_positive(a))
         grads.reverse()  # now [W0, b0, W1, b1, ...] in flat-buffer order
         return torch.cat(grads, dim=1)
+
+    def _keep_mask(self, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Dropout's keep indicator shaped like ``like``, as floats in {0, 1}: ``u >= p`` for ``u ~ U[0, 1)``
+        drawn from ``generator``, computed as ``floor(u + 1 - p)`` in place (no bool mask)."""
+        u = torch.rand(like.shape, generator=generator, device=like.device)
+        return u.add_(1.0 - self.dropout).floor_()
 
     def _adam_step(self, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, adam: AdamSettings) -> None:
         m.lerp_(grad, 1.0 - adam.beta1)
@@ -204,3 +218,9 @@ class StackedMLP:
         bias2 = 1.0 - adam.beta2**step
         denom = (v / bias2).sqrt_().add_(adam.eps)
         self.flat.addcdiv_(m, denom, value=-adam.lr / bias1)
+
+
+def _positive(a: torch.Tensor) -> torch.Tensor:
+    """``1[a > 0]`` as floats for ``a >= 0`` (post-ReLU activations): ``ceil(min(a, 1))``, in float arithmetic,
+    about 4x faster on CPU than ``(a > 0).float()``."""
+    return torch.clamp(a, max=1.0).ceil_()
