@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from recourse_sim.cli import app
 from recourse_sim.errors import ConfigError
-from recourse_sim.experiments import load_results, load_sweep, read_manifest, run_sweep
+from recourse_sim.experiments import load_results, load_sweep, read_manifest, run_sweep, run_sweeps
 from recourse_sim.experiments import executors as executors_module
 from recourse_sim.experiments.executors import run_cell
 from recourse_sim.experiments.sweep import StoreWriteError, SweepStore
@@ -212,6 +212,30 @@ def test_worker_process_crash_is_reported_and_the_other_cells_finish(tmp_path):
     # Rerunning retries only the failed cell.
     again = run_sweep(sweep, tmp_path / "store", cell_fn=fake_cell)
     assert again.ran == [crashed.id] and again.skipped == 3 and again.ok
+
+
+def test_run_sweeps_shares_one_queue_in_the_given_order_and_keeps_each_store_its_own(tmp_path):
+    first = load_sweep(write(tmp_path, SMALL))
+    # The same sweep under another name: equal configs, so equal cell ids in both stores.
+    second = load_sweep(write(tmp_path, SMALL.replace('name = "small"', 'name = "small-2"'), "second.toml"))
+    seen: list[tuple[str, int]] = []
+
+    def recording_cell(config: dict) -> pd.DataFrame:
+        seen.append((config["name"], config["seed"]))
+        return fake_cell(config)
+
+    results = run_sweeps([(second, tmp_path / "b"), (first, tmp_path / "a")], cell_fn=recording_cell)
+    assert [name for name, _ in seen] == ["small-2"] * 4 + ["small"] * 4  # the sweeps in the order given
+    assert [r.done for r in results] == [4, 4] and all(r.ok for r in results)
+    for sweep, store in ((first, "a"), (second, "b")):
+        alone = run_sweep(sweep, tmp_path / f"{store}-alone", cell_fn=fake_cell)
+        assert alone.ok
+        pd.testing.assert_frame_equal(load_results(tmp_path / store), load_results(tmp_path / f"{store}-alone"))
+    # Two workers over both stores: same stores; a rerun of either finds everything done.
+    parallel = run_sweeps([(first, tmp_path / "pa"), (second, tmp_path / "pb")], workers=2, cell_fn=fake_cell)
+    assert [r.done for r in parallel] == [4, 4]
+    pd.testing.assert_frame_equal(load_results(tmp_path / "pa"), load_results(tmp_path / "a"))
+    assert run_sweeps([(first, tmp_path / "pa")], cell_fn=fake_cell)[0].skipped == 4
 
 
 def test_failing_cell_is_reported_by_the_cli_and_retried_on_rerun(tmp_path, monkeypatch):

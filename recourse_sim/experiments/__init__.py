@@ -4,7 +4,7 @@ from recourse_sim.experiments.runner import RunResult, run_scenario, write_outpu
 from recourse_sim.experiments.scenario import Scenario
 from recourse_sim.experiments.summary import summarise
 from recourse_sim.experiments.grid import Cell, Sweep, load_sweep
-from recourse_sim.experiments.sweep import SweepResult, SweepStore, load_results, read_manifest, run_sweep
+from recourse_sim.experiments.sweep import SweepResult, SweepStore, load_results, read_manifest, run_sweep, run_sweeps
 from recourse_sim.experiments.report import Report, aggregate_seeds, report_sweep
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "report_sweep",
     "run_scenario",
     "run_sweep",
+    "run_sweeps",
     "summarise",
     "write_outputs",
 ]

@@ -17,7 +17,7 @@ from recourse_sim.experiments.satml import satml_sweeps
 from recourse_sim.experiments.satml_report import report_markdown
 from recourse_sim.experiments.store import check_output_dir, write_results
 from recourse_sim.experiments.summary import summarise
-from recourse_sim.experiments.sweep import run_sweep
+from recourse_sim.experiments.sweep import run_sweeps
 from recourse_sim.plotting import plot_final_bars, plot_trajectories
 
 #: The paper's figures: domain and model shift, disagreement, decisiveness and performance over rounds.
@@ -44,14 +44,16 @@ def reproduce_satml(
     out = check_output_dir(Path(out))
     sweeps = satml_sweeps(quick, only)  # validates every experiment before anything runs
     start = time.perf_counter()
+    # One queue for both families: a worker done with its real-data cell goes on with synthetic ones.
+    runs = run_sweeps([(sweep, out / family) for family, sweep in sweeps.items()], workers=workers, force=force,
+                      progress=progress)
+    seconds = time.perf_counter() - start
     frames, failed = [], {}
-    for family, sweep in sweeps.items():
-        result = run_sweep(sweep, out / family, workers=workers, force=force, progress=progress)
+    for result in runs:
         failed.update(result.failed)
         frame = result.results()
         if not frame.empty:
             frames.append(frame.rename(columns={"data.name": "experiment"}))
-    seconds = time.perf_counter() - start
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not results.empty:
         write_report(results, out, seconds, quick)

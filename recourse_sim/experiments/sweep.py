@@ -25,7 +25,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -385,34 +385,71 @@ def run_sweep(
     With ``workers > 1`` in a script, call it under ``if __name__ == "__main__":`` (worker processes are
     spawned and import the main module).
     """
-    if not isinstance(sweep, Sweep):
-        sweep = load_sweep(sweep)
+    return run_sweeps([(sweep, out)], executor=executor, workers=workers, address=address, force=force,
+                      progress=progress, cell_fn=cell_fn)[0]
+
+
+def run_sweeps(
+    jobs: Sequence[tuple[Sweep | str | Path, str | Path]],
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    force: bool = False,
+    progress: bool = False,
+    cell_fn: CellFn | None = None,
+) -> list[SweepResult]:
+    """Run several ``(sweep, out)`` pairs through *one* executor, as :func:`run_sweep` runs one.
+
+    The unfinished cells of all stores form one queue, in the order given (the sweeps in order, each one's
+    cells in grid order), so a worker that finishes early takes the next cell of any sweep instead of idling
+    until the slowest cell of its own sweep ends. Put the longest cells first for the shortest wall time.
+    Each store is opened (and locked) before any cell runs and records only its own cells.
+    """
+    sweeps = [(sweep if isinstance(sweep, Sweep) else load_sweep(sweep), Path(out)) for sweep, out in jobs]
     runner = make_executor(executor, workers, address)  # argument errors before touching the disk
-    check_data(sweep)
-    store = SweepStore.open(out, sweep, force=force)
-    result = SweepResult(Path(out), sweep, skipped=0, warnings=list(store.warnings))
-    start = time.perf_counter()
+    for sweep, _ in sweeps:
+        check_data(sweep)
+    stores: list[SweepStore] = []
     try:
-        todo = [cell for cell in sweep.cells if not store.is_done(cell.id)]
-        result.skipped = len(sweep.cells) - len(todo)
-        cells = {cell.id: cell for cell in todo}
-        with tqdm(total=len(sweep.cells), initial=result.skipped, unit="cell", desc=sweep.name,
-                  disable=not progress, dynamic_ncols=True) as bar:
-            if todo:
+        for sweep, out in sweeps:
+            stores.append(SweepStore.open(out, sweep, force=force))
+        return _run_stores(stores, runner, progress, cell_fn or _executors.run_cell)
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _run_stores(stores: list[SweepStore], runner: Any, progress: bool, cell_fn: CellFn) -> list[SweepResult]:
+    results, queue = [], {}  # queue: task id -> (store, result, cell); ids are unique across stores
+    for number, store in enumerate(stores):
+        result = SweepResult(store.root, store.sweep, skipped=0, warnings=list(store.warnings))
+        todo = [cell for cell in store.sweep.cells if not store.is_done(cell.id)]
+        result.skipped = len(store.sweep.cells) - len(todo)
+        queue.update({f"{number}:{cell.id}": (store, result, cell) for cell in todo})
+        results.append(result)
+    start = time.perf_counter()
+    total = sum(len(store.sweep.cells) for store in stores)
+    name = stores[0].sweep.name if len(stores) == 1 else " + ".join(store.sweep.name for store in stores)
+    try:
+        with tqdm(total=total, initial=total - len(queue), unit="cell", desc=name, disable=not progress,
+                  dynamic_ncols=True) as bar:
+            if queue:
                 with runner:
-                    tasks = [CellTask(cell.id, cell.config) for cell in todo]
-                    for outcome in runner.run(tasks, cell_fn or _executors.run_cell):
-                        cell = cells[outcome.id]
+                    tasks = [CellTask(task_id, cell.config) for task_id, (_, _, cell) in queue.items()]
+                    for outcome in runner.run(tasks, cell_fn):
+                        store, result, cell = queue[outcome.id]
                         store.record(cell, outcome)
                         if outcome.ok:
                             result.ran.append(cell.id)
                         else:
                             result.failed[cell.id] = outcome.error or "failed"
-                            bar.set_postfix(failed=len(result.failed))
+                            bar.set_postfix(failed=sum(len(r.failed) for r in results))
                             if progress:
                                 bar.write(f"cell {cell.id} ({cell.describe()}) failed: {outcome.error}")
                         bar.update(1)
     finally:
-        store.close()
-        result.seconds = time.perf_counter() - start
-    return result
+        seconds = time.perf_counter() - start
+        for result in results:
+            result.seconds = seconds
+    return results
