@@ -142,6 +142,29 @@ def test_one_hot_groups_stay_valid(four_d):
     assert torch.all(group.sum(-1) == 1)
 
 
+def test_project_each_equals_projecting_one_trial_per_feature():
+    """The greedy search's shortcut: feature j's landing point when it alone moves, against the definition
+    (project d trial points, trial j moving feature j only, and read feature j). Two one-hot groups, bounds,
+    monotone and immutable features; moved values on a coarse lattice so argmax ties occur."""
+    from recourse_sim.generators.constraints import FeatureConstraints
+
+    schema = FeatureSchema(
+        ("a", "inc", "dec", "fixed", "g0", "g1", "g2", "h0", "h1"),
+        mutability=("both", "increase", "decrease", "none", "both", "both", "both", "none", "none"),
+        lower=(-1, -9, -9, -9, 0, 0, 0, 0, 0), upper=(1, 9, 9, 9, 1, 1, 1, 1, 1),
+        categorical_groups=((4, 5, 6), (7, 8)),
+    )
+    constraints = FeatureConstraints.from_schema(schema)
+    generator = torch.Generator().manual_seed(0)
+    lattice = torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0])
+    factual = constraints.project(lattice[torch.randint(0, 5, (400, 9), generator=generator)], torch.zeros(9))
+    x = constraints.project(lattice[torch.randint(0, 5, (400, 9), generator=generator)], factual)
+    moved = lattice[torch.randint(0, 5, (400, 9), generator=generator)]
+    trials = x.unsqueeze(-2) + torch.diag_embed(moved - x)  # (n, d, d): row j has feature j moved
+    expected = torch.diagonal(constraints.project(trials, factual.unsqueeze(-2)), dim1=-2, dim2=-1)
+    torch.testing.assert_close(constraints.project_each(x, moved, factual), expected, rtol=0, atol=0)
+
+
 def test_factuals_outside_bounds_are_refused(fitted_mlp_4d, four_d):
     schema = FeatureSchema(four_d.schema.names, lower=(0.0, -9, -9, -9), upper=(9, 9, 9, 9))
     from recourse_sim.errors import DataError

@@ -47,13 +47,13 @@ class GreedySpace(FeatureSpace):
 
     def allowed_moves(self, work: torch.Tensor, move: torch.Tensor, index) -> torch.Tensor:
         """(S, B', K, d): would moving feature j alone by ``move[..., j]`` change it after projection?"""
-        d = work.shape[-1]
-        trial = work.unsqueeze(-2) + torch.diag_embed(move)  # (S, B', K, d, d): row j moves feature j only
         ctx = self.problem.context
-        factual = self.problem.factual[:, index].unsqueeze(2).unsqueeze(3)
-        projected = ctx.standardizer.transform(ctx.constraints.project(ctx.standardizer.inverse_transform(trial), factual))
-        changed = torch.diagonal(projected, dim1=-2, dim2=-1) - work
-        return (changed.abs() > _MOVE_TOLERANCE) & (move != 0) & self.mutable.view(*(1,) * 3, d)
+        factual = self.problem.factual[:, index].unsqueeze(2)
+        standardizer = ctx.standardizer
+        landed = ctx.constraints.project_each(standardizer.inverse_transform(work),
+                                              standardizer.inverse_transform(work + move), factual)
+        changed = standardizer.transform(landed) - work
+        return (changed.abs() > _MOVE_TOLERANCE) & (move != 0) & self.mutable
 
     def step(self, grad: torch.Tensor, work: torch.Tensor, index) -> torch.Tensor:
         S, B, K, d = work.shape
