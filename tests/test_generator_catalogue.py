@@ -3,6 +3,7 @@ rule, DiCE diversity, CLUE's entropy objective, the ECCCo conformal penalty and 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -372,8 +373,6 @@ def test_vae_contract_and_lazy_cache(easy, easy_models):
     torch.testing.assert_close(first.counterfactuals, again.counterfactuals, atol=0, rtol=0)
     fresh = generate_counterfactuals(clf, factual, "revise", easy, vae=LatentCache(epochs=2), max_steps=5)
     assert torch.equal(first.counterfactuals, fresh.counterfactuals)
-    import dataclasses
-
     from recourse_sim.generators import search
 
     moved = dataclasses.replace(make_context(easy, vae=cache), data_X=(easy.X + 0.1).unsqueeze(0))
@@ -381,6 +380,44 @@ def test_vae_contract_and_lazy_cache(easy, easy_models):
     search(clf, factual.unsqueeze(0), [GENERATORS["revise"](max_steps=2)], moved)
     assert cache._entries[clf][(0,)][0] is trained
     assert any(not torch.equal(a, b) for a, b in zip(params, trained.params_.values()))  # refitted
+
+
+def test_latent_cache_prepare_trains_the_vaes_of_several_searches_as_one_stack(easy, easy_models):
+    """A simulation round: prepare() fits one joint VAE stack for two model stacks' latent systems; each
+    search then gets its slice without training; moved data refits the joint stack once."""
+    from recourse_sim.generators import search
+
+    cache = LatentCache(epochs=2)
+    context = make_context(easy, vae=cache)
+    models = [easy_models["mlp"], easy_models["logistic_regression"]]
+    factual = _negatives(models[0], easy, 4).unsqueeze(0)
+    spec = GENERATORS["revise"](max_steps=2)
+
+    def prepare(X, seed):
+        Z = context.standardizer.transform(X).unsqueeze(0)
+        cache.prepare([(model, torch.tensor([0]), Z) for model in models], seed=seed)
+        return cache._joint[1]
+
+    joint = prepare(easy.X, seed=1)
+    assert joint.n_systems == 2
+    for block, model in enumerate(models):
+        entry = cache._entries[model][(0,)][0]
+        before = {k: v.clone() for k, v in entry.params_.items()}
+        search(model, factual, [spec], context)
+        assert cache._entries[model][(0,)][0] is entry  # used as prepared: no new VAE
+        assert all(torch.equal(before[k], v) and torch.equal(v[0], joint.params_[k][block])
+                   for k, v in entry.params_.items())  # not retrained, and it is its block of the joint stack
+    snapshot = {k: v.clone() for k, v in joint.params_.items()}
+    assert prepare(easy.X, seed=2) is joint  # same data: nothing to train
+    assert all(torch.equal(snapshot[k], v) for k, v in joint.params_.items())
+    moved = easy.X + 0.1
+    assert prepare(moved, seed=3) is joint  # warm start on the moved data, not a fresh fit
+    assert any(not torch.equal(snapshot[k], v) for k, v in joint.params_.items())
+    entry = cache._entries[models[1]][(0,)][0]
+    assert all(torch.equal(v[0], joint.params_[k][1]) for k, v in entry.params_.items())
+    moved_context = dataclasses.replace(context, data_X=moved.unsqueeze(0))
+    search(models[1], factual, [spec], moved_context)
+    assert cache._entries[models[1]][(0,)][0] is entry
 
 
 def test_engine_yloss_and_new_fields_are_validated():

@@ -19,7 +19,8 @@ Where the VAE comes from (``SearchContext.vae``):
   different data for that model — in a simulation, the population moved — it warm-starts ``refit`` for
   ``retrain_epochs`` = 10 epochs first: the paper's "retrained 10 epochs per round". Because
   ``dataclasses.replace`` keeps the same cache object, the simulation's per-round contexts share it: one cache
-  per run;
+  per run. The simulation also calls :meth:`LatentCache.prepare` each round, which trains the VAEs of all its
+  model stacks as one stack before the searches ask for them;
 - ``None``: a throw-away VAE is trained on ``data_X`` for this call only.
 """
 
@@ -48,15 +49,13 @@ class LatentCache:
         self.vae_params = vae_params
         self._entries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._by_id: dict[int, dict] = {}  # for models that cannot be weakly referenced
+        self._joint: tuple[list, VAE, torch.Tensor] | None = None  # see prepare()
 
     def get(self, problem: SearchProblem, seed: int) -> VAE:
         """A VAE stack over ``problem.systems``, trained on (or refitted to) their current data, as described
         in the module docstring; ``seed`` seeds a fresh one."""
         data = _training_data(problem.context).index_select(0, problem.systems)
-        try:
-            per_model = self._entries.setdefault(problem.model, {})
-        except TypeError:
-            per_model = self._by_id.setdefault(id(problem.model), {})
+        per_model = self._per_model(problem.model)
         key = tuple(problem.systems.tolist())
         entry = per_model.get(key)
         if entry is None or entry[1].shape != data.shape:
@@ -67,6 +66,38 @@ class LatentCache:
                 vae.refit(data)
         per_model[key] = (vae, data.clone())
         return vae
+
+
+    def prepare(self, searches: Sequence[tuple[object, torch.Tensor, torch.Tensor]], seed: int) -> None:
+        """Bring the VAEs of several upcoming searches up to date in *one* stacked training.
+
+        ``searches`` holds ``(model, systems, data)`` per upcoming search, as :meth:`get` will see it:
+        ``systems`` the latent systems of that search and ``data`` their current data, standardised. A
+        simulation calls this once per round before its per-model-stack searches, so the VAEs of all stacks
+        train as one stack (one optimiser step serves every system, instead of one step per stack): a fresh
+        fit (seeded with ``seed``) the first time or when the searches change, else a warm-started ``refit``
+        when the data moved. Each search's slice of the stack is then filed where :meth:`get` finds it.
+        """
+        keys = [(id(model), tuple(systems.tolist())) for model, systems, _ in searches]
+        data = torch.cat([part for *_, part in searches])
+        if self._joint is None or self._joint[0] != keys or self._joint[2].shape != data.shape:
+            joint = VAE(**({"device": str(data.device), "seed": seed} | dict(self.vae_params))).fit(data)
+        else:
+            joint = self._joint[1]
+            if not torch.equal(self._joint[2], data):
+                joint.refit(data)
+        self._joint = (keys, joint, data.clone())
+        start = 0
+        for (model, systems, part), (_, key) in zip(searches, keys):
+            block = torch.arange(start, start + part.shape[0], device=joint.device_)
+            self._per_model(model)[key] = (joint.select_systems(block), part.clone())
+            start += part.shape[0]
+
+    def _per_model(self, model: object) -> dict:
+        try:
+            return self._entries.setdefault(model, {})
+        except TypeError:
+            return self._by_id.setdefault(id(model), {})
 
 
 def _training_data(context: SearchContext) -> torch.Tensor:

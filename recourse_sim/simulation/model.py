@@ -19,6 +19,7 @@ import torch
 from recourse_sim.device import resolve_device, torch_threads
 from recourse_sim.generators.api import make_context
 from recourse_sim.generators.engine import search
+from recourse_sim.generators.latent import LatentCache
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.models.classifier import TorchClassifier
 from recourse_sim.simulation.config import SimulationConfig, System
@@ -111,6 +112,7 @@ class RecourseDynamics(mesa.Model):
             predicted_negative, self.repetition_groups, self.config.recourse_share, self.rng
         )
         if rows.shape[1] > 0:
+            self._prepare_latent_models()
             for stack in self.stacks:
                 self._recourse(stack, rows[stack.systems], valid[stack.systems])
         for stack in self.stacks:
@@ -121,6 +123,21 @@ class RecourseDynamics(mesa.Model):
             self._collect_shift_metrics()
         if last:
             self.running = False
+
+    def _prepare_latent_models(self) -> None:
+        """Train (round 1) or refit the VAEs of every stack's latent systems (REVISE, CLUE) as one stack, on
+        their current data, before the per-stack searches use them (see ``LatentCache.prepare``)."""
+        if not isinstance(self.context.vae, LatentCache):
+            return
+        searches = []
+        for stack in self.stacks:
+            latent = [i for i, g in enumerate(stack.generators) if g.strategy == "latent"]
+            if latent:
+                local = torch.tensor(latent, device=self.device)
+                data = self.context.standardizer.transform(self.population.X[stack.systems[local]])
+                searches.append((stack.classifier, local, data))
+        if searches:
+            self.context.vae.prepare(searches, seed=self._draw_seed())
 
     def _recourse(self, stack: ModelStack, rows: torch.Tensor, valid: torch.Tensor) -> None:
         """Batched search for one stack; each recipient implements one of its K counterfactuals at random."""
