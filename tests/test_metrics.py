@@ -75,6 +75,17 @@ def test_kernel_matches_scipy(d):
     np.testing.assert_allclose(got.numpy(), np.exp(-2 * scipy_cdist(x[:, :1], y[:, :1], "sqeuclidean")), rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_of_distant_points_is_tiny_but_never_subnormal(dtype):
+    """Far pairs underflow exp(); the kernel floors them at e * tiny (subnormals make later products slow)."""
+    x = torch.zeros(3, 29, dtype=dtype)
+    y = torch.full((4, 29), 10.0, dtype=dtype)
+    tiny = torch.finfo(dtype).tiny
+    K = gaussian_kernel(x, y)
+    assert torch.all(K >= tiny) and torch.all(K <= 3 * tiny)
+    assert torch.all(gaussian_kernel(x, x) == 1)
+
+
 def test_permutation_test_detects_shift():
     g = _gen(0)
     x, y = torch.randn(200, generator=g), torch.randn(200, generator=g) + 1.0
