@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -91,7 +92,20 @@ BAD = {
     "empty generators": (TINY.split("[[generators]]")[0] + "generators = []\n[metrics]\npermutations = 5\n", "generators"),
     "malformed toml": ("name = [unclosed", "valid TOML"),
     "duplicate labels": (TINY.replace('name = "gravitational"', 'name = "generic"'), "duplicate labels"),
+    "negative vae epochs": (TINY + "[vae]\nepochs = -1\n", "vae.epochs"),
+    "unknown vae key": (TINY + "[vae]\nepoch = 250\n", "did you mean 'epochs'"),
 }
+
+
+def test_vae_table_reaches_the_latent_generators_cache():
+    """``[vae]`` sets the VAE of REVISE/CLUE; omitted, the VAE's defaults (100 epochs) apply."""
+    from recourse_sim.simulation.model import RecourseDynamics
+
+    assert Scenario.from_toml(embedded("satml/credit_default")).vae.epochs == 250  # the reference's real-data setting
+    assert Scenario.from_toml(embedded("satml/moons")).vae.epochs == 100
+    scenario = Scenario.from_dict(tomllib.loads(TINY + "[vae]\nepochs = 7\nlatent_dim = 2\n"))
+    params = RecourseDynamics(scenario.build(), seed=0).context.vae.vae_params
+    assert params["epochs"] == 7 and params["latent_dim"] == 2 and params["hidden_size"] == 32
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

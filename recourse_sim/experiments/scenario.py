@@ -140,6 +140,20 @@ class SearchConfig(_Strict):
     standardize: bool = True
 
 
+class VAEConfig(_Strict):
+    """The VAE behind the latent generators (REVISE, CLUE), trained on each latent system's data at its first
+    search and refitted each round (see :class:`recourse_sim.models.vae.VAE`; CounterfactualExplanations.jl
+    v0.1.5 defaults). The SaTML 2023 real-data experiments use ``epochs = 250``."""
+
+    hidden_size: int = Field(default=32, ge=1)
+    latent_dim: int | None = Field(default=None, ge=1)
+    epochs: int = Field(default=100, ge=0)
+    batch_size: int = Field(default=50, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0.0)
+    decoder_weight_decay: float = Field(default=0.01, ge=0.0)
+    retrain_epochs: int = Field(default=10, ge=0)
+
+
 class Scenario(_Strict):
     """One experiment: a dataset, models x generators x repetitions, and the dynamics' parameters.
 
@@ -158,6 +172,7 @@ class Scenario(_Strict):
     generators: list[GeneratorConfig] = Field(min_length=1)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    vae: VAEConfig = Field(default_factory=VAEConfig)
 
     @field_validator("models", "generators", mode="before")
     @classmethod
@@ -222,6 +237,7 @@ class Scenario(_Strict):
             ),
             metrics=MetricSettings(**self.metrics.model_dump()),
             standardize_search=self.search.standardize,
+            vae=self.vae.model_dump(exclude_none=True),
             device=self.device,
         )
 

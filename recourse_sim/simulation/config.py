@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from recourse_sim.data.dataset import Dataset
 from recourse_sim.errors import ConfigError
@@ -46,6 +46,8 @@ class SimulationConfig:
     - each chosen individual gets K counterfactuals (``search.n_counterfactuals`` = 5) and implements one at
       random; its label becomes the model's prediction at the counterfactual;
     - each system's classifier is then retrained (warm start, ``model.retrain_epochs`` = 10).
+
+    ``vae`` holds the parameters of the VAE behind latent generators (REVISE, CLUE); empty: ``VAE``'s defaults.
     """
 
     train: Dataset
@@ -58,6 +60,7 @@ class SimulationConfig:
     search: SearchSettings = field(default_factory=SearchSettings)
     metrics: MetricSettings = field(default_factory=MetricSettings)
     standardize_search: bool = True
+    vae: Mapping[str, Any] = field(default_factory=dict)  # VAE(**vae) for latent generators; {}: its defaults
     device: str = "auto"
 
     def __post_init__(self) -> None:

@@ -67,7 +67,8 @@ class RecourseDynamics(mesa.Model):
         train, test = config.train, config.test
         X_train, y_train = train.X.to(self.device), train.y.to(self.device)
         self.population = Population.replicate(X_train, y_train, len(self.systems))
-        self.context = make_context(train, self.device, standardize=config.standardize_search)
+        self.context = make_context(train, self.device, standardize=config.standardize_search,
+                                    vae=LatentCache(**config.vae))
         self.context.constraints.check_factuals(X_train, train.schema.names)
         self.evaluator = ShiftEvaluator(
             torch.cat([X_train, test.X.to(self.device)]), torch.cat([y_train, test.y.to(self.device)]),
