@@ -67,7 +67,6 @@ class LatentCache:
         per_model[key] = (vae, data.clone())
         return vae
 
-
     def prepare(self, searches: Sequence[tuple[object, torch.Tensor, torch.Tensor]], seed: int) -> None:
         """Bring the VAEs of several upcoming searches up to date in *one* stacked training.
 

@@ -128,8 +128,6 @@ class RecourseDynamics(mesa.Model):
     def _prepare_latent_models(self) -> None:
         """Train (round 1) or refit the VAEs of every stack's latent systems (REVISE, CLUE) as one stack, on
         their current data, before the per-stack searches use them (see ``LatentCache.prepare``)."""
-        if not isinstance(self.context.vae, LatentCache):
-            return
         searches = []
         for stack in self.stacks:
             latent = [i for i, g in enumerate(stack.generators) if g.strategy == "latent"]
