@@ -72,21 +72,13 @@ class FeatureConstraints:
         With ``straight_through`` the one-hot projection passes gradients to the relaxed values
         (straight-through estimator), so a gradient search can still flip a category.
         """
-        if "bounds" in self.active:
-            x = torch.maximum(torch.minimum(x, self.upper), self.lower)
+        x = self._clamp(x)
         for group in self.groups:
             relaxed = x[..., group]
             hard = F.one_hot(relaxed.argmax(-1), group.numel()).to(x.dtype)
             hard = relaxed + (hard - relaxed).detach() if straight_through else hard
             x = _scatter_columns(x, group, hard)
-        factual = factual.expand_as(x)
-        if "increase" in self.active:
-            x = torch.where(self.increase_only, torch.maximum(x, factual), x)
-        if "decrease" in self.active:
-            x = torch.where(self.decrease_only, torch.minimum(x, factual), x)
-        if "none" in self.active:
-            x = torch.where(self.immutable, factual, x)
-        return x
+        return self._actionable(x, factual)
 
     def project_each(self, x: torch.Tensor, moved: torch.Tensor, factual: torch.Tensor) -> torch.Tensor:
         """Where each feature lands when it alone moves: ``out[..., j] = project(x with x_j <- moved_j)[..., j]``.
@@ -97,19 +89,27 @@ class FeatureConstraints:
         value wins the group's ``argmax`` against the group's other columns (ties go to the lower index).
         Used by the greedy search to find the moves the constraints allow.
         """
-        if "bounds" in self.active:
-            x = torch.maximum(torch.minimum(x, self.upper), self.lower)
-            moved = torch.maximum(torch.minimum(moved, self.upper), self.lower)
+        x, moved = self._clamp(x), self._clamp(moved)
         for group in self.groups:
             moved = moved.index_copy(-1, group, _wins_group(x[..., group], moved[..., group]))
-        factual = factual.expand_as(moved)
+        return self._actionable(moved, factual)
+
+    def _clamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Bounds, feature by feature (the first step of a projection)."""
+        if "bounds" in self.active:
+            x = torch.maximum(torch.minimum(x, self.upper), self.lower)
+        return x
+
+    def _actionable(self, x: torch.Tensor, factual: torch.Tensor) -> torch.Tensor:
+        """Increase-only, decrease-only and immutable features relative to ``factual`` (the last step)."""
+        factual = factual.expand_as(x)
         if "increase" in self.active:
-            moved = torch.where(self.increase_only, torch.maximum(moved, factual), moved)
+            x = torch.where(self.increase_only, torch.maximum(x, factual), x)
         if "decrease" in self.active:
-            moved = torch.where(self.decrease_only, torch.minimum(moved, factual), moved)
+            x = torch.where(self.decrease_only, torch.minimum(x, factual), x)
         if "none" in self.active:
-            moved = torch.where(self.immutable, factual, moved)
-        return moved
+            x = torch.where(self.immutable, factual, x)
+        return x
 
     def step_mask(self) -> torch.Tensor:
         """1 for features the search may move, 0 for immutable ones (saves gradient work on them)."""
