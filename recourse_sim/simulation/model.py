@@ -38,6 +38,7 @@ class ModelStack:
     classifier: TorchClassifier
     systems: torch.Tensor  # global system indices, in stack order
     generators: list[GeneratorSpec]
+    latent: torch.Tensor  # stack positions of the systems whose generator searches a VAE's latent space
 
 
 class RecourseDynamics(mesa.Model):
@@ -98,7 +99,9 @@ class RecourseDynamics(mesa.Model):
         generators = [self.config.generators[self.systems[i].generator] for i in systems.tolist()]
         self.evaluator.set_reference(name, classifier)
         self.initial_classifiers[name] = classifier.select_systems(torch.arange(len(systems)))
-        return ModelStack(name, classifier, systems, generators)
+        latent = torch.tensor([i for i, g in enumerate(generators) if g.strategy == "latent"], dtype=torch.long,
+                              device=self.device)
+        return ModelStack(name, classifier, systems, generators, latent)
 
     # ------------------------------------------------------------------------------------------- a round
     @torch_threads(1)  # small tensors: parallelism comes from stacking systems (see device.torch_threads)
@@ -128,13 +131,9 @@ class RecourseDynamics(mesa.Model):
     def _prepare_latent_models(self) -> None:
         """Train (round 1) or refit the VAEs of every stack's latent systems (REVISE, CLUE) as one stack, on
         their current data, before the per-stack searches use them (see ``LatentCache.prepare``)."""
-        searches = []
-        for stack in self.stacks:
-            latent = [i for i, g in enumerate(stack.generators) if g.strategy == "latent"]
-            if latent:
-                local = torch.tensor(latent, device=self.device)
-                data = self.context.standardizer.transform(self.population.X[stack.systems[local]])
-                searches.append((stack.classifier, local, data))
+        standardize = self.context.standardizer.transform
+        searches = [(stack.classifier, stack.latent, standardize(self.population.X[stack.systems[stack.latent]]))
+                    for stack in self.stacks if len(stack.latent)]
         if searches:
             self.context.vae.prepare(searches, seed=self._draw_seed())
 
