@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +28,36 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+class _Signal:
+    signum = signal.SIGINT
+
+
+@contextmanager
+def _interruptible() -> Iterator[_Signal]:
+    """SIGTERM handled like Ctrl-C (a KeyboardInterrupt), so a killed run or sweep keeps its finished work and
+    stops its workers; ``received.signum`` says which signal came (exit status 128 + signum)."""
+    received = _Signal()
+
+    def handler(signum: int, frame: object) -> None:
+        received.signum = signum
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(message: str, received: _Signal) -> None:
+    typer.secho(message, fg=typer.colors.YELLOW, err=True)
+    raise typer.Exit(code=128 + int(received.signum))
+
+
 def _load(scenario: Path | None):
     from recourse_sim.experiments import Scenario
     from recourse_sim.scenarios import embedded
@@ -36,16 +69,32 @@ def _load(scenario: Path | None):
 def run(
     scenario: Annotated[Path | None, typer.Argument(help="Scenario TOML file (default: the embedded default scenario).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: runs/<scenario name>).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into --out even if it holds files recourse-sim did "
+                                        "not write (they are kept; a previous run's files are replaced).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Run a scenario and write results (parquet + CSV), summary, figures and the resolved scenario."""
-    from recourse_sim.experiments import run_scenario
+    """Run a scenario and write results (parquet + CSV), summary, figures and the resolved scenario.
 
-    try:
-        parsed = _load(scenario)
-        result = run_scenario(parsed, out=out or Path("runs") / parsed.name, progress=not quiet)
-    except RecourseSimError as error:
-        _fail(error)
+    The results table is written round by round to a hidden staging directory next to --out; Ctrl-C (or
+    SIGTERM) keeps the finished rounds there and says where.
+    """
+    from recourse_sim.experiments import run_scenario
+    from recourse_sim.experiments.runner import RunInterrupted
+
+    with _interruptible() as received:
+        try:
+            parsed = _load(scenario)
+            result = run_scenario(parsed, out=out or Path("runs") / parsed.name, progress=not quiet, force=force)
+        except RecourseSimError as error:
+            _fail(error)
+        except RunInterrupted as stop:
+            _interrupted(str(stop), received)
+        except KeyboardInterrupt:
+            _interrupted("interrupted before the first round; nothing was written", received)
+        except OSError as error:  # a full disk, a permission lost mid-run: one line, and what was kept
+            notes = " ".join(getattr(error, "__notes__", []))
+            typer.secho(f"error: could not write the results: {error}. {notes}".strip(), fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1)
     typer.echo(f"{len(result.dynamics.systems)} systems x {result.dynamics.round} rounds in {result.seconds:.1f} s")
     typer.echo(f"results written to {result.out}")
 
@@ -58,8 +107,11 @@ def validate(scenario: Annotated[Path, typer.Argument(help="Scenario or sweep TO
     if is_sweep_file(scenario):
         _validate_sweep(scenario)
         return
+    from recourse_sim.experiments.runner import preflight
+
     try:
         parsed = _load(scenario)
+        preflight(parsed)  # every check `run` makes before simulating: writable, memory, data loaded and split
     except RecourseSimError as error:
         _fail(error)
     typer.echo(parsed.to_toml())
@@ -100,24 +152,24 @@ def sweep(
     from recourse_sim.experiments.sweep import read_manifest, run_sweep
 
     store = out
-    try:
-        parsed = load_sweep(file)
-        store = out or Path("runs") / parsed.name
-        if not quiet:
-            typer.echo(f"{parsed.name}: {parsed.shape()} -> {store}", err=True)
-        result = run_sweep(parsed, store, executor=executor.value, workers=workers, address=ray_address,
-                           force=force, progress=not quiet)
-    except RecourseSimError as error:
-        _fail(error)
-    except KeyboardInterrupt:
-        done = "?"
+    with _interruptible() as received:
         try:
-            done = sum(e["status"] == "done" for e in read_manifest(store)["cells"])
-        except (RecourseSimError, OSError, TypeError):
-            pass
-        typer.secho(f"interrupted: {done} finished cells are kept in {store}; rerun the same command to resume",
-                    fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(code=130)
+            parsed = load_sweep(file)
+            store = out or Path("runs") / parsed.name
+            if not quiet:
+                typer.echo(f"{parsed.name}: {parsed.shape()} -> {store}", err=True)
+            result = run_sweep(parsed, store, executor=executor.value, workers=workers, address=ray_address,
+                               force=force, progress=not quiet)
+        except RecourseSimError as error:
+            _fail(error)
+        except KeyboardInterrupt:
+            done = "?"
+            try:
+                done = sum(e["status"] == "done" for e in read_manifest(store)["cells"])
+            except (RecourseSimError, OSError, TypeError):
+                pass
+            _interrupted(f"interrupted: {done} finished cells are kept in {store}; rerun the same command to resume",
+                         received)
     for warning in result.warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"{result.done} of {result.total} cells done ({result.skipped} already in the store, "
@@ -219,14 +271,23 @@ def reproduce(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Reproduce a paper's experiments: resumable sweeps, a results store, paper-style figures and report.md."""
+    from recourse_sim.errors import ConfigError
     from recourse_sim.experiments.reproduce import reproduce_satml
-    from recourse_sim.experiments.satml import output_dir_default
+    from recourse_sim.experiments.satml import EXPERIMENTS, output_dir_default
 
-    try:
-        result = reproduce_satml(out or output_dir_default(quick), quick=quick, workers=workers, only=only,
-                                 force=force, progress=not quiet)
-    except RecourseSimError as error:
-        _fail(error)
+    unknown = [name for name in only or [] if name not in EXPERIMENTS]
+    if unknown:
+        _fail(ConfigError("--only", unknown[0], f"one of {', '.join(EXPERIMENTS)}"))
+    store = out or output_dir_default(quick)
+    with _interruptible() as received:
+        try:
+            result = reproduce_satml(store, quick=quick, workers=workers, only=only, force=force,
+                                     progress=not quiet)
+        except RecourseSimError as error:
+            _fail(error)
+        except KeyboardInterrupt:
+            _interrupted(f"interrupted: finished experiments are kept in {store}; rerun the same command to resume",
+                         received)
     typer.echo(f"{result.results['experiment'].nunique() if not result.results.empty else 0} experiments in "
                f"{result.seconds / 60:.1f} min; report: {result.out / 'report.md'}")
     if result.failed:

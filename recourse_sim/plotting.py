@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from recourse_sim.experiments.summary import summarise
+from recourse_sim.generators.control import CONTROL
 
 # Okabe & Ito (2008) colour-blind-safe palette.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -58,7 +59,8 @@ def _colours(labels: Sequence[str]) -> dict[str, str]:
 def plot_trajectories(
     frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, path: str | Path | None = None
 ) -> plt.Figure:
-    """Mean trajectory per generator over rounds with a 95% CI band across repetitions."""
+    """Mean trajectory per generator over rounds with a 95% CI band across repetitions; the no-recourse control
+    (generator ``"none"``) is the dashed grey line."""
     metrics = [m for m in metrics if m in set(frame["metric"])]
     summary = summarise(frame[frame["metric"].isin(metrics)])
     models = list(dict.fromkeys(frame["model"]))
@@ -74,6 +76,10 @@ def plot_trajectories(
             for generator, colour in colours.items():
                 line = part[part["generator"] == generator]
                 if line.empty:
+                    continue
+                if generator == CONTROL:  # the no-recourse control: what retraining alone does
+                    ax.plot(line["round"], line["mean"], ls="--", color="0.25", lw=1.2, label=f"{generator} (control)")
+                    ax.fill_between(line["round"], line["ci_low"], line["ci_high"], color="0.5", alpha=0.15, lw=0)
                     continue
                 ax.plot(line["round"], line["mean"], marker="o", ms=3, color=colour, label=generator)
                 ax.fill_between(line["round"], line["ci_low"], line["ci_high"], color=colour, alpha=0.2, lw=0)

@@ -99,8 +99,25 @@ def test_select_systems_copies_are_independent(overlapping, vectorize):
 
 
 def test_two_class_logits_and_pretrained_module(overlapping):
-    clf = make(module=TwoLogits).fit(overlapping.X, overlapping.y)
+    """A module returning two class logits (N, 2): p(y = 1) must be softmax(out)[:, 1], computed here with
+    ``torch.softmax`` on a pretrained module with known weights (``epochs=0, reinitialize=False``). Column 1 is
+    the good outcome; a swapped difference (``out[:, 0] - out[:, 1]``) would give 1 - p, off by |1 - 2p| (up to
+    0.9 on these points) against a tolerance of float32 rounding (assert_close's 1.3e-6 relative)."""
+    two = TwoLogits().eval()
+    with torch.no_grad():
+        two.linear.weight.copy_(torch.tensor([[1.0, -0.5], [-2.0, 1.5]]))
+        two.linear.bias.copy_(torch.tensor([0.3, -0.2]))
+    pretrained = ModuleClassifier(two, epochs=0, reinitialize=False, device="cpu").fit(overlapping.X, overlapping.y)
+    with torch.no_grad():
+        expected = torch.softmax(two(overlapping.X), dim=-1)[:, 1]
+    assert (expected - 0.5).abs().max() > 0.4  # points on both sides, far from 1/2: a swap is visible
+    torch.testing.assert_close(pretrained.proba_positive(overlapping.X), expected)
+    torch.testing.assert_close(pretrained.predict(overlapping.X), (expected >= 0.5).float())
+    # Trained from scratch it learns the labels (the overlapping blobs: > 85 % for any linear rule worth its
+    # name; a classifier that learned the wrong class as positive scores < 15 %).
+    clf = make(module=TwoLogits, epochs=20).fit(overlapping.X, overlapping.y)
     assert clf.proba_positive(overlapping.X).shape == (len(overlapping.X),)
+    assert (clf.predict(overlapping.X) == overlapping.y).float().mean() > 0.85
     module = small_net().eval()
     kept = ModuleClassifier(module, epochs=0, reinitialize=False, device="cpu").fit(overlapping.X, overlapping.y)
     with torch.no_grad():

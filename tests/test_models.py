@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -60,15 +61,41 @@ def test_stacked_training_equals_separate_training(hidden, members):
         torch.testing.assert_close(net.flat[0], stack.flat[s], atol=1e-6, rtol=1e-5)
 
 
-def test_sklearn_contract_and_learning(overlapping):
+def test_sklearn_contract_and_learning():
+    """The scikit-learn contract, and learning judged on held-out data against scikit-learn's own
+    ``LogisticRegression`` (lbfgs, the exact optimum of the same model family) as the independent baseline.
+
+    Data: 2-D Gaussian inputs labelled by a known line with 5 % label noise, 600 training and 2,000 test
+    rows. Margins: test accuracy within 2 points of sklearn's (both ~0.93; 2 points = 40 test rows, far more
+    than Adam's residual gap after 20 epochs, far less than a sign or class-column error, which scores ~0.07),
+    and the learned decision direction within ~8 degrees of sklearn's (cosine > 0.99).
+    """
+    from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(2600, 2)).astype(np.float32)
+    y = (X @ np.array([1.5, -1.0]) + 0.4 > 0).astype(np.float32)
+    flip = rng.random(len(y)) < 0.05
+    y[flip] = 1 - y[flip]
+    X_train, y_train, X_test, y_test = X[:600], y[:600], X[600:], y[600:]
+
     model = LogisticRegression(epochs=20, seed=0, device="cpu")
     assert not hasattr(model, "network_")
-    assert model.fit(overlapping.X, overlapping.y) is model
-    proba = model.predict_proba(overlapping.X)
-    assert proba.shape == (overlapping.n_samples, 2)
-    torch.testing.assert_close(proba.sum(1), torch.ones(overlapping.n_samples))
-    assert (model.predict(overlapping.X) == overlapping.y).float().mean() > 0.8
+    assert model.fit(torch.tensor(X_train), torch.tensor(y_train)) is model
     assert model.get_params()["epochs"] == 20
+    proba = model.predict_proba(torch.tensor(X_test))
+    assert proba.shape == (len(X_test), 2)
+    torch.testing.assert_close(proba.sum(1), torch.ones(len(X_test)))
+    torch.testing.assert_close(proba[:, 1], model.proba_positive(torch.tensor(X_test)))  # column 1 = p(y = 1)
+    ours = (model.predict(torch.tensor(X_test)).numpy() == y_test).mean()
+
+    reference = SkLogisticRegression(C=1e4).fit(X_train, y_train)
+    theirs = reference.score(X_test, y_test)
+    assert theirs > 0.9  # the baseline itself is sound
+    assert ours >= theirs - 0.02, (ours, theirs)
+    w = model.network_.weights[0][0, 0, :, 0].numpy()
+    cosine = w @ reference.coef_[0] / (np.linalg.norm(w) * np.linalg.norm(reference.coef_[0]))
+    assert cosine > 0.99, cosine
 
 
 def test_refit_is_a_warm_start(overlapping):

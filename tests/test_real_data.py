@@ -101,6 +101,10 @@ def test_credit_default_columns_and_groups():
     assert int(full.X[:, names.index("EDUCATION_others")].sum()) == 123 + 345
     assert int(full.X[:, names.index("MARRIAGE_others")].sum()) == 323 + 54
     assert int(full.y.sum()) == 23_364  # 1 = no default (the flipped target)
+    # SEX: code 1 = male (11,888 rows), 2 = female (18,112), per the data card; a swap of the codes under the
+    # same column names exchanges the totals (tests/test_independent_truth.py recomputes them from the raw CSV).
+    assert int(full.X[:, names.index("SEX_male")].sum()) == 11_888
+    assert int(full.X[:, names.index("SEX_female")].sum()) == 18_112
 
 
 def test_gmsc_and_housing_full_targets_match_provenance():
@@ -174,15 +178,20 @@ def test_same_seed_same_sample_other_seed_other_sample(name):
     assert not torch.equal(a.X, c.X)
 
 
-def test_same_rows_as_balanced_subsample_of_the_full_data():
-    full = real.california_housing(None, np.random.default_rng(0))
+def test_a_sample_is_a_balanced_draw_of_raw_rows_standardised_on_the_sample():
+    """Independent truth from the raw CSV: 500 rows per class drawn from the file (in a random order), each
+    feature z-scored with the *sample's* mean and standard deviation (ddof = 1)."""
     sample = real.california_housing(1000, np.random.default_rng(5))
-    reference = full.balanced_subsample(1000, np.random.default_rng(5))
-    # Same rows, so the sample is the reference re-standardised: correlation 1 per column.
-    for j in range(full.n_features):
-        r = np.corrcoef(sample.X[:, j].numpy(), reference.X[:, j].numpy())[0, 1]
-        assert r == pytest.approx(1.0, abs=1e-6)
-    assert torch.equal(sample.y, reference.y)
+    raw = pd.read_csv(resources.files("recourse_sim.data") / "files" / "california_housing.csv.gz")
+    value = raw.pop("MedHouseVal")
+    label = (value >= value.median()).to_numpy()
+    rows = real._balanced_index(label.astype(int), 1000, np.random.default_rng(5))
+    assert sorted(np.bincount(label[rows].astype(int))) == [500, 500]
+    picked = raw.iloc[rows]
+    expected = ((picked - picked.mean()) / picked.std(ddof=1)).to_numpy(dtype=np.float32)
+    np.testing.assert_allclose(sample.X.numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(sample.y.numpy(), label[rows].astype(np.float32))
+    assert not (np.diff(rows) > 0).all()  # the rows come in a random order, not the file's
 
 
 @pytest.mark.parametrize("bad", [0, 1, -5, 2.5, True, "5000"])

@@ -60,10 +60,24 @@ def test_cli_run_writes_every_output(tmp_path):
 
 
 def test_rerun_replaces_previous_outputs(tmp_path):
+    """A second run into the same directory replaces the first run's outputs as a whole: the tables hold the
+    second scenario's rows only (its model and its 3 rounds), its resolved scenario is written, and files only
+    the first run produced (its model's population plot) are gone. Margin: exact (names, row sets)."""
     out = tmp_path / "out"
-    for _ in range(2):
-        assert runner.invoke(app, ["run", str(write(tmp_path, TINY)), "--out", str(out), "-q"]).exit_code == 0
-    assert (out / "results.parquet").exists()
+    first = write(tmp_path, TINY, "first.toml")
+    second = write(tmp_path, TINY.replace("rounds = 2", "rounds = 3").replace(
+        'name = "logistic_regression"\nepochs = 5', 'name = "mlp"\nhidden_sizes = [4]\nepochs = 2'), "second.toml")
+    assert runner.invoke(app, ["run", str(first), "--out", str(out), "-q"]).exit_code == 0
+    assert (out / "population_logistic_regression.png").exists()
+    result = runner.invoke(app, ["run", str(second), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert "population_mlp.png" in names and "population_logistic_regression.png" not in names
+    for frame in (pd.read_parquet(out / "results.parquet"), pd.read_csv(out / "results.csv")):
+        assert set(frame["model"]) == {"mlp"}
+        assert sorted(frame["round"].unique()) == [0, 1, 2, 3]
+    assert Scenario.from_toml(out / "scenario.toml") == Scenario.from_toml(second)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging or retired leftovers
 
 
 def test_embedded_default_matches_the_repository_copy():
@@ -152,7 +166,11 @@ def test_failure_mid_run_leaves_no_partial_output(tmp_path, monkeypatch):
     out = tmp_path / "out"
     with pytest.raises(OSError):
         runner_module.run_scenario(Scenario.from_toml(write(tmp_path, TINY)), out=out)
-    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "scenario.toml"]
+    assert not out.exists()
+    # Issue 16: the finished rounds are kept in the staging directory (and nothing else is left behind).
+    (staging,) = [p for p in tmp_path.iterdir() if p.name != "scenario.toml"]
+    assert staging.name.startswith(".out.") and staging.name.endswith(".partial")
+    assert (staging / "results.csv").exists()
 
 
 def test_python_api_returns_a_dataframe():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,13 +17,15 @@ class Dataset:
     """Binary classification data: ``X`` (n, d) float32, ``y`` (n,) float32 in {0, 1}; 1 = the good outcome.
 
     Validated on construction: shapes agree with each other and with the schema, no NaN/inf, binary labels
-    with both classes present, no constant feature.
+    with both classes present, no constant feature (except in a part of a dataset, ``is_part``: a rare one-hot
+    level may be absent from a 20 % test split, which is no fault of the data).
     """
 
     X: torch.Tensor
     y: torch.Tensor
     schema: FeatureSchema
     name: str = "custom"
+    is_part: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         X = torch.as_tensor(self.X, dtype=torch.float32)
@@ -54,7 +56,7 @@ class Dataset:
                 f"dataset {self.name!r}: target must be binary 0/1 with both classes present; "
                 f"got values {sorted(labels)}"
             )
-        if X.shape[0] > 1:
+        if X.shape[0] > 1 and not self.is_part:
             constant = (X.max(0).values == X.min(0).values).nonzero().flatten().tolist()
             if constant:
                 names = [self.schema.names[j] for j in constant]
@@ -80,6 +82,8 @@ class Dataset:
             raise DataError(
                 f"dataset {name!r}: target column {target!r} is missing; columns are {list(frame.columns)}"
             )
+        if len(frame) == 0:
+            raise DataError(f"dataset {name!r}: no data rows (only a header with columns {list(frame.columns)})")
         features = frame.drop(columns=[target])
         non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
         if non_numeric:
@@ -89,6 +93,10 @@ class Dataset:
             )
         if frame[target].isna().any():
             raise DataError(f"dataset {name!r}: target column {target!r} has missing values")
+        if not pd.api.types.is_numeric_dtype(frame[target]):
+            values = sorted(map(str, frame[target].unique()))[:5]
+            raise DataError(f"dataset {name!r}: target column {target!r} must hold 0/1 (1 = the good outcome); got "
+                            f"values {values}: map them to 0/1 first, e.g. frame[{target!r}].map({{...: 1, ...: 0}})")
         schema = schema or FeatureSchema.unconstrained([str(c) for c in features.columns])
         if tuple(schema.names) != tuple(str(c) for c in features.columns):
             raise DataError(
@@ -109,13 +117,18 @@ class Dataset:
 
     def subset(self, index: np.ndarray | torch.Tensor) -> Dataset:
         index = torch.as_tensor(index, dtype=torch.long)
-        return Dataset(self.X[index], self.y[index], self.schema, self.name)
+        return Dataset(self.X[index], self.y[index], self.schema, self.name, is_part=True)
+
+    def shuffled(self, rng: np.random.Generator) -> Dataset:
+        """The same rows in a random order drawn from ``rng``."""
+        return self.subset(rng.permutation(self.n_samples))
 
     def stratified_split(self, test_share: float, rng: np.random.Generator) -> tuple[Dataset, Dataset]:
         """Stratified train/test split with ``floor(test_share * n_c)`` test rows per class ``c``.
 
         AlgorithmicRecourseDynamics.jl v0.1.2 takes ``floor(0.2 * N / 2)`` per class of the balanced data
-        (synthetic: 800/200).
+        (synthetic: 800/200). Both parts come back in a random order: batch-1 training without shuffling
+        visits rows in order, so no order (e.g. one class after the other) may survive the split.
         """
         y = self.y.numpy()
         test = []
@@ -123,16 +136,17 @@ class Dataset:
             members = np.flatnonzero(y == label)
             n_test = int(np.floor(test_share * members.size))
             test.append(rng.choice(members, size=n_test, replace=False))
-        test_index = np.sort(np.concatenate(test))
+        test_index = np.concatenate(test)
         train_index = np.setdiff1d(np.arange(self.n_samples), test_index)
-        return self.subset(train_index), self.subset(test_index)
+        return self.subset(rng.permutation(train_index)), self.subset(rng.permutation(test_index))
 
     def balanced_subsample(self, n_samples: int, rng: np.random.Generator) -> Dataset:
-        """Random undersample to ``n_samples`` rows with equal classes (fewer if a class is too small)."""
+        """Random undersample to ``n_samples`` rows with equal classes (fewer if a class is too small), in a
+        random order."""
         y = self.y.numpy()
         per_class = min(n_samples // 2, *(int((y == c).sum()) for c in (0.0, 1.0)))
         index = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in (0.0, 1.0)])
-        return self.subset(np.sort(index))
+        return self.subset(rng.permutation(index))
 
 
 @dataclass(frozen=True)

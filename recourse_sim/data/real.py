@@ -74,10 +74,11 @@ def _check_n_samples(n_samples: int | None) -> None:
 
 
 def _balanced_index(y: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Row indices of a class-balanced undersample; the same draw as ``Dataset.balanced_subsample``."""
+    """Row indices of a class-balanced undersample in a random order; the same draw as
+    ``Dataset.balanced_subsample``."""
     per_class = min(n_samples // 2, *(int((y == c).sum()) for c in (0, 1)))
     index = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in (0, 1)])
-    return np.sort(index)
+    return rng.permutation(index)
 
 
 def _one_hot(
@@ -118,8 +119,9 @@ def _prepare(
     _check_n_samples(n_samples)
     groups = groups or {}
     y = frame[target].to_numpy()
-    if n_samples is not None:
-        frame = frame.iloc[_balanced_index(y, n_samples, rng)]
+    # Rows in a random order either way: the shipped files keep their sources' order, which may follow the label.
+    order = rng.permutation(len(y)) if n_samples is None else _balanced_index(y, n_samples, rng)
+    frame = frame.iloc[order]
     features = frame.drop(columns=[target]).astype(float)
     parent = {column: g for g, columns in groups.items() for column in columns}
     continuous = [c for c in features.columns if c not in parent]
@@ -277,6 +279,11 @@ def load_csv(
         raise DataError(f"dataset {name!r}: CSV file {str(path)!r} does not exist")
     try:
         frame = pd.read_csv(path)
+        header = [] if frame.columns.empty else pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0].tolist()
     except (ValueError, OSError, UnicodeDecodeError) as error:  # pandas' parser errors are ValueErrors
         raise DataError(f"dataset {name!r}: cannot read {str(path)!r} as CSV: {error}") from error
+    repeated = sorted({str(c) for c in header if header.count(c) > 1})
+    if repeated:  # pandas would silently rename them to "a.1", ...
+        raise DataError(f"dataset {name!r}: CSV {str(path)!r} has duplicate column names {repeated}; give every "
+                        "column a distinct name")
     return Dataset.from_frame(frame, target, schema, name)

@@ -5,6 +5,10 @@ Altmeyer et al. (2023) generate 1,000 samples (500 per class) in R^2 with MLJBas
 - ``overlapping``: the same with ``cluster_std=0.5``;
 - ``circles``: ``make_circles(noise=0.15, factor=0.01)``: label 0 at radius 0.01, label 1 on the unit circle;
 - ``moons``: MLJ's ``make_moons(noise=0.1, xshift=1, yshift=0.3)`` (not scikit-learn's).
+
+Rows are returned in a random order drawn from ``rng`` (like MLJ's generators, which shuffle): the classes are
+never stacked one after the other, because batch-1 training in row order on class-sorted rows biases every
+model (Altmeyer et al.'s reference code shuffles too).
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from recourse_sim.data.schema import FeatureSchema
 _SCHEMA_2D = FeatureSchema.unconstrained(("x1", "x2"))
 
 
-def _two_classes(X0: np.ndarray, X1: np.ndarray, name: str) -> Dataset:
+def _two_classes(X0: np.ndarray, X1: np.ndarray, name: str, rng: np.random.Generator) -> Dataset:
+    """Both classes in one dataset, rows in a random order (see the module docstring)."""
     X = np.concatenate([X0, X1]).astype(np.float32)
     y = np.concatenate([np.zeros(len(X0)), np.ones(len(X1))]).astype(np.float32)
-    return Dataset(X, y, _SCHEMA_2D, name)
+    order = rng.permutation(len(y))
+    return Dataset(X[order], y[order], _SCHEMA_2D, name)
 
 
 def _blobs(n_samples: int, rng: np.random.Generator, cluster_std: float, name: str) -> Dataset:
@@ -28,7 +34,7 @@ def _blobs(n_samples: int, rng: np.random.Generator, cluster_std: float, name: s
     n0 = n_samples // 2
     X0 = centres[0] + cluster_std * rng.standard_normal((n0, 2))
     X1 = centres[1] + cluster_std * rng.standard_normal((n_samples - n0, 2))
-    return _two_classes(X0, X1, name)
+    return _two_classes(X0, X1, name, rng)
 
 
 def linearly_separable(n_samples: int, rng: np.random.Generator) -> Dataset:
@@ -48,7 +54,7 @@ def circles(n_samples: int, rng: np.random.Generator, noise: float = 0.15, facto
     ring = np.stack([np.cos(theta), np.sin(theta)], axis=1)
     ring[:n0] *= factor
     ring += noise * rng.standard_normal(ring.shape)
-    return _two_classes(ring[:n0], ring[n0:], "circles")
+    return _two_classes(ring[:n0], ring[n0:], "circles", rng)
 
 
 def moons(
@@ -60,4 +66,4 @@ def moons(
     X0 = np.stack([np.cos(theta[:n0]), np.sin(theta[:n0])], axis=1)
     X1 = np.stack([xshift + np.cos(theta[n0:]), yshift - np.sin(theta[n0:])], axis=1)
     X = np.concatenate([X0, X1]) + noise * rng.standard_normal((n_samples, 2))
-    return _two_classes(X[:n0], X[n0:], "moons")
+    return _two_classes(X[:n0], X[n0:], "moons", rng)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -104,9 +106,40 @@ class SerialExecutor:
 
 
 # ------------------------------------------------------------------------------------ local processes
-def _init_worker() -> None:
-    # The parent handles Ctrl-C (and stops the workers); a worker only ever runs cells, single-threaded.
+def _die_with_parent(parent: int) -> None:
+    """End this worker when its parent process ends, however it ends (``kill -9`` included): on Linux the
+    kernel sends SIGKILL (``PR_SET_PDEATHSIG``); everywhere a daemon thread checks the parent every second.
+    Without this, workers of a killed sweep run on as orphans, holding the output pipes of whoever started it."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="recourse-sim-parent-watch", daemon=True).start()
+
+
+def _init_worker(parent: int | None = None) -> None:
+    # The parent handles Ctrl-C and SIGTERM (and stops the workers); a worker only ever runs cells,
+    # single-threaded, and never outlives its parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _die_with_parent(parent)
+    from tqdm.auto import tqdm
+
+    # Workers draw no progress bars: a thread lock instead of tqdm's default cross-process one, whose named
+    # semaphore a stopped worker would leave behind ("resource_tracker: ... leaked semaphore objects").
+    tqdm.set_lock(threading.RLock())
     import torch
 
     torch.set_num_threads(1)
@@ -132,7 +165,7 @@ class ProcessExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
         self._pool = ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_init_worker)
+                                         initializer=_init_worker, initargs=(os.getpid(),))
         return self._pool
 
     def _stop(self, terminate: bool) -> None:
@@ -140,10 +173,16 @@ class ProcessExecutor:
         if pool is None:
             return
         if terminate:  # interrupted or failed: do not wait for the running cells
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            for process in processes:
                 if process.is_alive():
                     process.terminate()
-        pool.shutdown(wait=not terminate, cancel_futures=True)
+            for process in processes:  # reap them, so the pool's queues are released (no "leaked semaphore")
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.kill()
+                    process.join(timeout=5)
+        pool.shutdown(wait=True, cancel_futures=True)
 
     def run(self, tasks: list[CellTask], cell_fn: CellFn) -> Iterator[CellOutcome]:
         from concurrent.futures import FIRST_COMPLETED, wait

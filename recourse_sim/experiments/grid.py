@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from recourse_sim.errors import ConfigError, RecourseSimError
-from recourse_sim.experiments.scenario import Scenario, read_toml
+from recourse_sim.experiments.scenario import Scenario, read_toml, resolve_data_path
 
 #: Keys a sweep file may have on top of a scenario's.
 SWEEP_KEYS = ("n_seeds", "grid")
@@ -123,8 +123,23 @@ class Sweep:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Read and validate a sweep (or plain scenario) TOML file; every cell is validated."""
-    return Sweep.from_dict(read_toml(path, "sweep file"), source=str(path))
+    """Read and validate a sweep (or plain scenario) TOML file; every cell is validated. A relative CSV
+    ``data.path`` (also in ``[grid]``) is resolved against the file's directory, as in a scenario file."""
+    raw = resolve_data_path(read_toml(path, "sweep file"), Path(path).parent)
+    grid = raw.get("grid")
+    if isinstance(grid, dict):
+        nested = grid.get("data") if isinstance(grid.get("data"), dict) else {}
+        paths = grid.get("data.path", nested.get("path"))
+        if isinstance(paths, list):
+            resolved = [str(Path(path).parent / p) if isinstance(p, str) and not Path(p).is_absolute() else p
+                        for p in paths]
+            grid = dict(grid)
+            if "data.path" in grid:
+                grid["data.path"] = resolved
+            else:
+                grid["data"] = {**grid["data"], "path": resolved}
+            raw = {**raw, "grid": grid}
+    return Sweep.from_dict(raw, source=str(path))
 
 
 def is_sweep_file(path: str | Path) -> bool:
@@ -137,7 +152,17 @@ def is_sweep_file(path: str | Path) -> bool:
 
 
 def check_data(sweep: Sweep) -> None:
-    """Load every distinct dataset of the sweep once (per seed), so bad data fails before any cell runs."""
+    """Load every distinct dataset of the sweep once (per seed), so bad data fails before any cell runs; check
+    that every cell can be written back as TOML and that its estimated memory fits (as ``run`` does)."""
+    from recourse_sim.experiments.runner import check_memory, check_writable_scenario
+
+    for cell in sweep.cells:
+        try:
+            check_writable_scenario(cell.scenario)
+            check_memory(cell.scenario)
+        except ConfigError as error:
+            field = f"{sweep.source}: {error.field} ({cell.describe()})"
+            raise ConfigError(field, error.value, error.allowed) from None
     seen: set[str] = set()
     for cell in sweep.cells:
         key = json.dumps([cell.config["data"], cell.seed], sort_keys=True)

@@ -1,7 +1,9 @@
 """``recourse-sim reproduce satml``: run the SaTML 2023 grid as resumable sweeps, then write the report.
 
-Layout of ``OUT``: ``synthetic/`` and ``real/`` (sweep stores: rerunning resumes), ``results.parquet``
-(all experiments, with an ``experiment`` column), ``summary.csv``, ``figures/`` and ``report.md``.
+Layout of ``OUT``: ``synthetic/``, ``real/`` and ``real_unconstrained/`` (sweep stores: rerunning resumes),
+``results.parquet`` (all experiments, with an ``experiment`` column), ``summary.csv`` (mean and CI over
+repetitions), ``effects.csv`` (the effects attributable to recourse: system - paired control, mean, CI and paired
+p-value), ``figures/`` and ``report.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from recourse_sim.experiments.satml import satml_sweeps
+from recourse_sim.experiments.attribution import paired_effects, summarise_effects
+from recourse_sim.experiments.satml import experiment_name, satml_sweeps
 from recourse_sim.experiments.satml_report import report_markdown
 from recourse_sim.experiments.store import check_output_dir, write_results
 from recourse_sim.experiments.summary import summarise
@@ -49,11 +52,13 @@ def reproduce_satml(
                       progress=progress)
     seconds = time.perf_counter() - start
     frames, failed = [], {}
-    for result in runs:
+    for family, result in zip(sweeps, runs):
         failed.update(result.failed)
         frame = result.results()
         if not frame.empty:
-            frames.append(frame.rename(columns={"data.name": "experiment"}))
+            frame = frame.rename(columns={"data.name": "experiment"})
+            frame["experiment"] = [experiment_name(family, name) for name in frame["experiment"]]
+            frames.append(frame)
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not results.empty:
         write_report(results, out, seconds, quick)
@@ -66,6 +71,7 @@ def write_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool) 
     figures_dir.mkdir(parents=True, exist_ok=True)
     write_results(results, out)
     summarise(results, by=["experiment", "model", "generator", "round", "metric"]).to_csv(out / "summary.csv", index=False)
+    summarise_effects(paired_effects(results)).to_csv(out / "effects.csv", index=False)
     figures = []
     for experiment, frame in results.groupby("experiment", sort=True):
         for kind, plot in (("trajectories", plot_trajectories), ("final", plot_final_bars)):

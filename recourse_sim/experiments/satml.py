@@ -62,6 +62,12 @@ def output_dir_default(quick: bool) -> Path:
 
 #: Real data first: its cells take several times longer, and the sweeps share one queue of cells.
 FAMILIES = {"real": REAL, "synthetic": SYNTHETIC}
+#: An ablation beyond the paper: the real experiments without the data cards' actionability constraints (the
+#: reference code had none), generic recourse and its control only, to tell whether the constraints or the search
+#: budget keep real-data counterfactuals from being valid. Reported as experiment ``<dataset>_unconstrained``.
+ABLATIONS = {"real_unconstrained": REAL}
+ABLATION_GENERATORS = ("generic", "none")
+UNCONSTRAINED_SUFFIX = "_unconstrained"
 
 
 def satml_sweeps(quick: bool = False, only: Sequence[str] | None = None) -> dict[str, Sweep]:
@@ -73,11 +79,20 @@ def satml_sweeps(quick: bool = False, only: Sequence[str] | None = None) -> dict
     """
     selected = set(only or EXPERIMENTS)
     sweeps = {}
-    for family, names in FAMILIES.items():
+    for family, names in {**FAMILIES, **ABLATIONS}.items():
         members = [n for n in names if n in selected]
         if not members:
             continue
-        base = satml_scenarios(quick, only=[members[0]])[0]
-        base = base.model_copy(update={"name": f"satml_{family}" + ("_quick" if quick else "")})
+        raw = satml_scenarios(quick, only=[members[0]])[0].model_dump(mode="json", exclude_none=True)
+        raw["name"] = f"satml_{family}" + ("_quick" if quick else "")
+        if family in ABLATIONS:
+            raw["data"]["constraints"] = False
+            raw["generators"] = [g for g in raw["generators"] if g.get("label", g["name"]) in ABLATION_GENERATORS]
+        base = Scenario.from_dict(raw, source=f"satml/{family}")
         sweeps[family] = Sweep(base=base, axes={"data.name": members}, source=f"satml/{family}")
     return sweeps
+
+
+def experiment_name(family: str, dataset: str) -> str:
+    """The ``experiment`` label of a family's cell in the combined results table."""
+    return dataset + UNCONSTRAINED_SUFFIX if family in ABLATIONS else dataset

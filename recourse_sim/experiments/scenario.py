@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,8 @@ from recourse_sim.simulation.config import MetricSettings, SimulationConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: a string is never converted to a number (rounds = "2" is refused, not read as 2)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 def _registered(registry, value: str) -> str:
@@ -38,15 +40,22 @@ class DataConfig(_Strict):
     """``name``: a registered dataset (synthetic or shipped real data) or ``"csv"`` with ``path`` and ``target``.
 
     ``seed`` draws the data and the train/test split; unset, the scenario's seed does. Fixing it keeps one
-    dataset across seeds of the dynamics, as the paper generated its data once.
+    dataset across seeds of the dynamics, as the paper generated its data once. Rows are always shuffled
+    (seeded) when the data are generated or loaded.
+
+    ``constraints = false`` drops the actionability constraints of a shipped real dataset's data card
+    (mutability and bounds; one-hot groups stay): the SaTML reference code had none, so this separates their
+    effect on validity from the search budget's. Datasets without a data card have no constraints anyway.
     """
 
     name: str = "overlapping"
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0)
     n_samples: int | None = Field(default=1000, ge=4)
     test_share: float = Field(default=0.2, gt=0.0, lt=1.0)
     path: str | None = None
     target: str | None = None
+    constraints: bool = True
+
 
     @model_validator(mode="after")
     def _check_source(self) -> DataConfig:
@@ -129,6 +138,15 @@ class MetricsConfig(_Strict):
     length_scale: float = Field(default=0.5, gt=0.0)
     grid_points: int = Field(default=1000, ge=2)
     definitions: Literal["code", "paper"] = "code"
+    domain_reference: Literal["held_out", "initial"] = "held_out"
+    domain_length_scale: float | Literal["median"] = "median"
+
+    @field_validator("domain_length_scale")
+    @classmethod
+    def _positive_length_scale(cls, value):
+        if value != "median" and not value > 0:
+            raise ValueError(f"domain_length_scale must be 'median' or a number > 0; got {value!r}")
+        return value
 
 
 class SearchConfig(_Strict):
@@ -162,7 +180,7 @@ class Scenario(_Strict):
     """
 
     name: str = "scenario"
-    seed: int = 42
+    seed: int = Field(default=42, ge=0)
     rounds: int = Field(default=20, ge=1)
     repetitions: int = Field(default=1, ge=1)
     recourse_share: float = Field(default=0.05, gt=0.0, le=1.0)
@@ -173,6 +191,14 @@ class Scenario(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     vae: VAEConfig = Field(default_factory=VAEConfig)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:  # Python users get the same one-line error as a scenario file
+            raise _InitError(exc) from None
+
+    _check_slug = field_validator("name")(lambda cls, v: _slug(v))
 
     @field_validator("models", "generators", mode="before")
     @classmethod
@@ -201,7 +227,8 @@ class Scenario(_Strict):
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Scenario:
-        return cls.from_dict(read_toml(path, "scenario file"), source=str(path))
+        """A scenario file; a relative CSV ``data.path`` is resolved against the file's directory."""
+        return cls.from_dict(resolve_data_path(read_toml(path, "scenario file"), Path(path).parent), source=str(path))
 
     def to_toml(self) -> str:
         import tomli_w
@@ -217,8 +244,13 @@ class Scenario(_Strict):
             dataset = load_csv(self.data.path, self.data.target)
             if self.data.n_samples is not None and self.data.n_samples < dataset.n_samples:
                 dataset = dataset.balanced_subsample(self.data.n_samples, rng)
+            else:
+                dataset = dataset.shuffled(rng)  # a user's file may be sorted by its label
         else:
-            dataset = DATASETS[self.data.name](self.data.n_samples, rng)
+            loader = DATASETS[self.data.name]
+            options = {"constraints": False} if not self.data.constraints and _accepts(loader, "constraints") else {}
+            dataset = loader(self.data.n_samples, rng, **options)
+        check_split(dataset, self.data.test_share, "data.path" if self.data.name == "csv" else "data.n_samples")
         return dataset.stratified_split(self.data.test_share, rng)
 
     def build(self) -> SimulationConfig:
@@ -242,6 +274,55 @@ class Scenario(_Strict):
         )
 
 
+def _accepts(function, keyword: str) -> bool:
+    return keyword in inspect.signature(function).parameters
+
+
+#: Smallest split a simulation accepts: per class, at least this many training rows and one test row.
+MIN_TRAIN_PER_CLASS = 4
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _slug(name: Any) -> str:
+    """A scenario name becomes the directory ``runs/<name>``: a safe slug, never a path."""
+    if not isinstance(name, str) or not _SLUG.fullmatch(name) or ".." in name:
+        raise ValueError("a slug of 1-100 letters, digits, '.', '_' or '-' starting with a letter or digit (it "
+                         "names the output directory runs/<name>; no '/', '..' or empty name)")
+    return name
+
+
+class _InitError(ConfigError):
+    """``Scenario(...)`` refused; keeps pydantic's error so that validating a file names the file instead.
+    (Pydantic runs a model's own ``__init__`` during ``model_validate`` too.)"""
+
+    def __init__(self, exc: ValidationError) -> None:
+        first = _as_config_error(exc, "Scenario")
+        super().__init__(first.field, first.value, first.allowed)
+        self.validation = exc
+
+
+def check_split(dataset: Any, test_share: float, field: str) -> None:
+    """Refuse a train/test split with fewer than MIN_TRAIN_PER_CLASS training rows or no test row in a class."""
+    counts = [int((dataset.y == c).sum()) for c in (0.0, 1.0)]
+    tests = [int(np.floor(test_share * n)) for n in counts]
+    trains = [n - t for n, t in zip(counts, tests)]
+    if min(trains) >= MIN_TRAIN_PER_CLASS and min(tests) >= 1:
+        return
+    short = "data.test_share" if min(tests) >= 1 and test_share >= 0.5 else field
+    value = {"data.test_share": test_share, "data.n_samples": dataset.n_samples}.get(short, f"{dataset.n_samples} rows")
+    raise ConfigError(short, value, f"a split with at least {MIN_TRAIN_PER_CLASS} training rows and 1 test row per "
+                      f"class; {dataset.n_samples} rows ({counts[0]} / {counts[1]} per class) at test_share "
+                      f"{test_share} give {trains[0]} / {trains[1]} training and {tests[0]} / {tests[1]} test rows")
+
+
+def resolve_data_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``raw`` with a relative ``data.path`` made relative to ``base`` (the scenario file's directory)."""
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and not Path(data["path"]).is_absolute():
+        raw = {**raw, "data": {**data, "path": str(base / data["path"])}}
+    return raw
+
+
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     """Parse a TOML file; a missing, non-UTF-8 or malformed file is one ConfigError naming it."""
     path = Path(path)
@@ -258,6 +339,8 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
 def _as_config_error(exc: ValidationError, source: str) -> ConfigError:
     """The first pydantic error as one ConfigError naming the dotted field path."""
     error = exc.errors()[0]
+    if isinstance(error.get("ctx", {}).get("error"), _InitError):
+        return _as_config_error(error["ctx"]["error"].validation, source)
     field = ".".join(str(p) for p in error["loc"]) or "scenario"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":

@@ -14,11 +14,25 @@ import pandas as pd
 from recourse_sim.errors import ConfigError
 
 
+#: What ``recourse-sim run`` writes into its output directory (``population_<model>.png`` besides).
+RUN_FILES = ("results.parquet", "results.csv", "summary.csv", "scenario.toml", "run.json", "trajectories.png")
+RUN_MARKER = "run.json"
+
+
+def is_run_file(name: str) -> bool:
+    return name in RUN_FILES or (name.startswith("population_") and name.endswith(".png"))
+
+
 def check_output_dir(out: Path) -> Path:
-    """Refuse an output path that is a file or whose parent cannot be written."""
+    """Refuse an output path that is a file, the current directory or one above it, or whose parent cannot be
+    written."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError("out", str(out), "a directory path (this path is an existing file)")
+    here, target = Path.cwd().resolve(), out.resolve()
+    if here == target or here.is_relative_to(target):
+        raise ConfigError("out", str(out), f"a directory that does not contain the current directory {here} "
+                          "(outputs replace their directory); e.g. runs/<name>")
     parent = out.parent if out.parent != Path("") else Path(".")
     existing = next((p for p in [parent, *parent.parents] if p.exists()), Path("."))
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
@@ -34,16 +48,60 @@ def atomic_directory(out: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         yield staging
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, retired / out.name)
-            os.replace(staging, out)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        _swap(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_run_dir(out: Path, force: bool = False) -> Path:
+    """:func:`check_output_dir`, and refuse a non-empty directory that is not a previous run (our ``run.json``
+    and only files a run writes) unless ``force``: nothing a run did not write is ever deleted."""
+    out = check_output_dir(out)
+    if not out.is_dir() or force:
+        return out
+    names = sorted(p.name for p in out.iterdir())
+    foreign = [name for name in names if not is_run_file(name)]
+    if names and (foreign or RUN_MARKER not in names):
+        shown = ", ".join((foreign or names)[:5]) + (" ..." if len(foreign or names) > 5 else "")
+        raise ConfigError("out", str(out), f"a new or empty directory, or a previous run (with {RUN_MARKER}); it "
+                          f"holds files recourse-sim did not write ({shown}): choose another --out, or pass --force "
+                          "to write the results into it (other files are kept)")
+    return out
+
+
+def open_staging(out: Path) -> Path:
+    """A new hidden sibling directory ``.<name>.<random>.partial`` that becomes ``out`` on :func:`publish`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+
+
+def publish(staging: Path, out: Path, force: bool = False) -> Path:
+    """Move a finished staging directory to ``out``: in one rename when ``out`` is new, empty or a previous run;
+    with ``force`` into a directory holding other files, file by file (replacing only a run's files)."""
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not names or (RUN_MARKER in names and all(is_run_file(name) for name in names)):
+        _swap(staging, out)
+        return out
+    if not force:
+        check_run_dir(out)  # something appeared in out while the run ran: refuse, keep the staging directory
+    for name in names:
+        if is_run_file(name) and (out / name).is_file():
+            (out / name).unlink()
+    for path in staging.iterdir():
+        os.replace(path, out / path.name)
+    staging.rmdir()
+    return out
+
+
+def _swap(staging: Path, out: Path) -> None:
+    if out.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, retired / out.name)
+        os.replace(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out)
 
 
 def write_results(frame: pd.DataFrame, directory: Path, stem: str = "results") -> list[Path]:

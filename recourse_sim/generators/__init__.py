@@ -6,7 +6,7 @@ arguments (``threshold``, ``lambda_cost``, ...) are the parameters a scenario ma
 
 from __future__ import annotations
 
-from recourse_sim.generators import catalogue, greedy, latent  # greedy/latent register their strategies
+from recourse_sim.generators import catalogue, control, greedy, latent  # these register their strategies
 from recourse_sim.generators.api import generate_counterfactuals, make_context
 from recourse_sim.generators.constraints import FeatureConstraints
 from recourse_sim.generators.engine import STRATEGIES, search
@@ -22,6 +22,7 @@ from recourse_sim.registry import Registry
 GENERATORS: Registry = Registry("generator")
 for _name in ("generic", "wachter", "gravitational", "claproar", "greedy", "revise", "clue", "dice", "eccco"):
     GENERATORS.register(_name, getattr(catalogue, _name))
+GENERATORS.register(control.CONTROL, control.none)
 
 __all__ = [
     "GENERATORS", "STRATEGIES", "ClassifierLoss", "ConformalSetSize", "DPPDiversity", "Distance", "Energy",

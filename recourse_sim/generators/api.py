@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 
 from recourse_sim.data.dataset import Dataset, Standardizer
-from recourse_sim.errors import DataError
+from recourse_sim.errors import ConfigError, DataError
 from recourse_sim.generators.constraints import FeatureConstraints
 from recourse_sim.generators.engine import search
 from recourse_sim.generators.latent import LatentCache
 from recourse_sim.generators.problem import SearchContext, SearchResult, SearchSettings
 from recourse_sim.generators.spec import GeneratorSpec
+from recourse_sim.models.base import NotFittedError
 
 
 def make_context(
@@ -66,10 +67,22 @@ def generate_counterfactuals(
     from recourse_sim.generators import GENERATORS  # the registry lives in the package namespace
 
     spec = GENERATORS[generator](**generator_params) if isinstance(generator, str) else generator
+    if not isinstance(spec, GeneratorSpec):
+        raise ConfigError("generator", generator, f"a GeneratorSpec or one of {', '.join(GENERATORS)}")
+    if generator_params and not isinstance(generator, str):
+        raise ConfigError("generate_counterfactuals", sorted(generator_params),
+                          "generator keywords only with a generator name (a GeneratorSpec is already built)")
+    if not hasattr(model, "device_") or not hasattr(model, "log_proba_stacked"):
+        raise NotFittedError(f"{type(model).__name__} is not a fitted recourse_sim classifier; call fit(X, y) first")
     device = model.device_
     factuals = torch.as_tensor(factuals, dtype=torch.float32, device=device)
     if factuals.ndim != 2 or factuals.shape[1] != reference.n_features:
         raise DataError(f"factuals must have shape (B, {reference.n_features}); got {tuple(factuals.shape)}")
+    bad = ~torch.isfinite(factuals)
+    if bad.any():
+        row, col = (int(v) for v in bad.nonzero()[0])
+        raise DataError(f"factuals: feature {reference.schema.names[col]!r} of row {row} is "
+                        f"{factuals[row, col].item()}; NaN and inf are not allowed")
     context = make_context(reference, device, standardize, vae=vae)
     context.constraints.check_factuals(factuals, reference.schema.names)
     rng = torch.Generator(device=device).manual_seed(seed)

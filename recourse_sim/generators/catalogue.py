@@ -1,9 +1,22 @@
 """The named generators. Each factory returns a :class:`GeneratorSpec` with the paper-era defaults of
 CounterfactualExplanations.jl v0.1.5 as used by Altmeyer et al. (SaTML 2023); every one accepts the decision
-threshold gamma and the search's step size and iteration cap."""
+threshold gamma and the search's step size and iteration cap.
+
+Every factory is wrapped by :func:`_checked`: a keyword of the wrong type (``threshold = "0.9"``), a
+non-finite number (``step_size = inf``) or an unknown keyword is refused with one :class:`ConfigError` naming
+the generator, the keyword, the value and what is allowed; range errors raised by the spec or a term are
+prefixed with the generator's name. A Python call and a scenario file therefore get the same message."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
+import types
+import typing
+from collections.abc import Callable
+
+from recourse_sim.errors import ConfigError
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.generators.terms import (
     ClassifierLoss, ConformalSetSize, Distance, DPPDiversity, Energy, GravitationalPull, L1Distance, MADDistance,
@@ -13,6 +26,48 @@ STEP_SIZE = 0.01  # Descent(0.01) in the reference code
 MAX_STEPS = 100  # T = 100 iterations
 
 
+def _check_type(generator: str, key: str, value: object, annotation: object) -> None:
+    """``float``: a finite real number (an integer is fine); ``int``: an integer; ``X | None``: also None."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    options = typing.get_args(annotation) if union else (annotation,)
+    if value is None and type(None) in options:
+        return
+    field = f"generator[{generator}].{key}"
+    if float in options:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = "; write it without quotes" if isinstance(value, str) else ""
+            raise ConfigError(field, value, f"a number (got {type(value).__name__}{hint})")
+        if not math.isfinite(value):
+            raise ConfigError(field, value, "a finite number")
+    elif int in options and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(field, value, f"an integer (got {type(value).__name__})")
+
+
+def _checked(factory: Callable[..., GeneratorSpec]) -> Callable[..., GeneratorSpec]:
+    """The factory with its keywords checked against its signature (see the module docstring)."""
+    signature = inspect.signature(factory)
+    hints = typing.get_type_hints(factory)
+    name = factory.__name__
+
+    @functools.wraps(factory)
+    def build(*args: object, **kwargs: object) -> GeneratorSpec:
+        unknown = [key for key in kwargs if key not in signature.parameters]
+        if unknown or len(args) > len(signature.parameters):
+            raise ConfigError(f"generator[{name}]", unknown[0] if unknown else args,
+                              f"keywords {', '.join(signature.parameters)}")
+        for key, value in signature.bind(*args, **kwargs).arguments.items():
+            _check_type(name, key, value, hints.get(key))
+        try:
+            return factory(*args, **kwargs)
+        except ConfigError as error:
+            if error.field.startswith("generator["):
+                raise
+            raise ConfigError(f"generator[{name}].{error.field}", error.value, error.allowed) from None
+
+    return build
+
+
+@_checked
 def generic(
     threshold: float = 0.5, lambda_cost: float = 0.1, step_size: float = STEP_SIZE, max_steps: int = MAX_STEPS
 ) -> GeneratorSpec:
@@ -25,6 +80,7 @@ def generic(
     )
 
 
+@_checked
 def wachter(
     threshold: float = 0.5, lambda_cost: float = 0.1, step_size: float = STEP_SIZE, max_steps: int = MAX_STEPS
 ) -> GeneratorSpec:
@@ -35,6 +91,7 @@ def wachter(
     )
 
 
+@_checked
 def gravitational(
     threshold: float = 0.5,
     lambda_cost: float = 0.1,
@@ -58,6 +115,7 @@ def gravitational(
     )
 
 
+@_checked
 def claproar(
     threshold: float = 0.5,
     lambda_cost: float = 0.1,
@@ -80,6 +138,7 @@ def claproar(
     )
 
 
+@_checked
 def greedy(
     threshold: float = 0.5, epsilon: float = 0.1, n: int = 10, step_size: float | None = None,
     max_steps: int = MAX_STEPS,
@@ -97,6 +156,7 @@ def greedy(
     )
 
 
+@_checked
 def revise(
     threshold: float = 0.5, lambda_cost: float = 0.1, step_size: float = STEP_SIZE, max_steps: int = MAX_STEPS
 ) -> GeneratorSpec:
@@ -114,6 +174,7 @@ def revise(
     )
 
 
+@_checked
 def clue(
     threshold: float = 0.5, lambda_cost: float = 0.1, step_size: float = STEP_SIZE, max_steps: int = MAX_STEPS
 ) -> GeneratorSpec:
@@ -131,6 +192,7 @@ def clue(
     )
 
 
+@_checked
 def dice(
     threshold: float = 0.5,
     lambda_cost: float = 0.1,
@@ -149,6 +211,7 @@ def dice(
     )
 
 
+@_checked
 def eccco(
     threshold: float = 0.5,
     lambda_cost: float = 0.1,

@@ -14,6 +14,7 @@ Convergence = Literal["threshold", "threshold_and_small_step", "threshold_and_sm
 CONVERGENCE_RULES = ("threshold", "threshold_and_small_step", "threshold_and_small_gradient")
 YLoss = Literal["bce", "entropy"]
 YLOSSES = ("bce", "entropy")
+CONTROL_STRATEGY = "none"  # the no-recourse control (generators/control.py): recipients do not move
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class GeneratorSpec:
       reference code;
     - ``strategy``: how the state moves: ``"gradient"`` descent in the standardised feature space,
       ``"greedy"`` single-feature moves (Schut et al. 2021), ``"latent"`` descent in a VAE's latent space
-      (REVISE, CLUE).
+      (REVISE, CLUE); ``"none"`` the no-recourse control (recipients do not move, see ``control.py``).
     """
 
     name: str
@@ -73,6 +74,11 @@ class GeneratorSpec:
             raise ConfigError(f"generator[{self.name}].max_steps", self.max_steps, "an integer >= 0")
         if not self.tolerance > 0:
             raise ConfigError(f"generator[{self.name}].tolerance", self.tolerance, "a number > 0")
+
+    @property
+    def moves(self) -> bool:
+        """Whether recipients act on this generator's counterfactuals (False only for the no-recourse control)."""
+        return self.strategy != CONTROL_STRATEGY
 
     @property
     def terms(self) -> tuple[tuple[float, ObjectiveTerm], ...]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from recourse_sim.errors import ConfigError
 from recourse_sim.generators.problem import SearchBatch, SearchProblem
 
 _EPS = 1e-12
@@ -71,6 +72,10 @@ class GravitationalPull(ObjectiveTerm):
     """
 
     n_neighbours: int = 50
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_neighbours, bool) or not isinstance(self.n_neighbours, int) or self.n_neighbours < 1:
+            raise ConfigError("n_neighbours", self.n_neighbours, "an integer >= 1 (target-class rows averaged)")
 
     def prepare(self, problem: SearchProblem) -> torch.Tensor:
         ctx = problem.context
@@ -207,6 +212,14 @@ class ConformalSetSize(ObjectiveTerm):
     coverage: float = 0.95
     temperature: float = 0.1
     kappa: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.coverage < 1.0:
+            raise ConfigError("coverage", self.coverage, "a share in (0, 1) (the conformal coverage, e.g. 0.95)")
+        if not 0.0 < self.temperature < math.inf:
+            raise ConfigError("temperature", self.temperature, "a finite number > 0 (the set-size smoothing)")
+        if not 0.0 <= self.kappa < math.inf:
+            raise ConfigError("kappa", self.kappa, "a finite number >= 0")
 
     def prepare(self, problem: SearchProblem) -> torch.Tensor:
         ctx = problem.context

@@ -10,7 +10,7 @@ tables can refer to them by string.
 
 from __future__ import annotations
 
-from recourse_sim.metrics.mmd import MMDTest, gaussian_kernel, mmd2_unbiased, mmd_permutation_test
+from recourse_sim.metrics.mmd import MMDTest, gaussian_kernel, median_length_scale, mmd2_unbiased, mmd_permutation_test
 from recourse_sim.metrics.model_shift import decisiveness, disagreement, grid_points, perturbation
 from recourse_sim.metrics.performance import accuracy, f1_score
 from recourse_sim.metrics.recourse import recourse_cost, validity
@@ -25,6 +25,7 @@ __all__ = [
     "f1_score",
     "gaussian_kernel",
     "grid_points",
+    "median_length_scale",
     "mmd2_unbiased",
     "mmd_permutation_test",
     "perturbation",
@@ -35,8 +36,9 @@ __all__ = [
 METRICS: Registry[str] = Registry("metric")
 
 for _name, _description in {
-    "domain_mmd": "Unbiased MMD^2 between the initial positives (train+test at t=0) and the current training "
-    "positives (Gaussian kernel, l=0.5, <=1000 samples per side)",
+    "domain_mmd": "Unbiased MMD^2 between the current training positives and the never-moved held-out (test) "
+    "positives (default; Gaussian kernel, median-heuristic length-scale, <=1000 samples per side); "
+    "domain_reference='initial': the reference code's initial positives (train+test at t=0) vs current positives",
     "domain_mmd_pvalue": "Permutation p-value of domain_mmd (100 permutations, share of null >= observed)",
     "model_mmd": "Unbiased MMD^2 between the initial and current models' predicted probabilities on the "
     "initial X (PP-MMD)",

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from recourse_sim.errors import DataError
+from recourse_sim.errors import DataError, RecourseSimError
+
+
+class NotFittedError(RecourseSimError, RuntimeError):
+    """A model was used before ``fit`` (a package error, and a RuntimeError as scikit-learn's is)."""
 
 
 class StackedClassifierMixin:
@@ -26,11 +30,15 @@ class StackedClassifierMixin:
             )
         if not torch.isfinite(X).all():
             raise DataError("fit: X contains NaN or inf")
+        if not ((y == 0) | (y == 1)).all():
+            values = torch.unique(y).tolist()
+            raise DataError(f"fit: y must hold binary labels 0/1 (1 = the good outcome); got values "
+                            f"{values[:10]}{' ...' if len(values) > 10 else ''}")
         return (X, y, True) if X.ndim == 3 else (X.unsqueeze(0), y.unsqueeze(0), False)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "stacked_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(X, y) first")
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(X, y) first")
 
     def proba_positive(self, X: torch.Tensor) -> torch.Tensor:
         """p(y=1|x): (n,) for a single model, (S, n) for a stack (X (n, d) is scored by every system)."""

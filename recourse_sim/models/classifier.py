@@ -19,6 +19,10 @@ from recourse_sim.models.base import StackedClassifierMixin
 from recourse_sim.models.network import AdamSettings, StackedMLP
 
 
+PARAMS = ("hidden_sizes", "n_members", "dropout", "epochs", "batch_size", "learning_rate", "retrain_epochs",
+          "retrain_batch_size", "shuffle", "device", "seed")
+
+
 class TorchClassifier(StackedClassifierMixin):
     """A (stack of) ReLU MLP(s) / ensembles with one logit output; ``p(y=1|x)`` is the good outcome."""
 
@@ -35,7 +39,10 @@ class TorchClassifier(StackedClassifierMixin):
         shuffle: bool = False,
         device: str = "auto",
         seed: int | None = None,
+        **unknown: object,
     ) -> None:
+        if unknown:  # one package error instead of Python's TypeError
+            raise ConfigError(type(self).__name__, next(iter(unknown)), f"keywords {', '.join(PARAMS)}")
         self.hidden_sizes = tuple(hidden_sizes)
         self.n_members = n_members
         self.dropout = dropout
@@ -65,9 +72,7 @@ class TorchClassifier(StackedClassifierMixin):
             raise ConfigError("model.learning_rate", self.learning_rate, "a number > 0")
 
     def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in (
-            "hidden_sizes", "n_members", "dropout", "epochs", "batch_size", "learning_rate",
-            "retrain_epochs", "retrain_batch_size", "shuffle", "device", "seed")}
+        return {k: getattr(self, k) for k in PARAMS}
 
     # ----------------------------------------------------------------------------------------- fitting
     def fit(self, X: torch.Tensor, y: torch.Tensor) -> TorchClassifier:

@@ -37,6 +37,7 @@ off everywhere else (prediction, counterfactual search, metrics).
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -98,7 +99,12 @@ class ModuleClassifier(StackedClassifierMixin):
         reinitialize: bool = True,
         device: str = "auto",
         seed: int | None = None,
+        **unknown: object,
     ) -> None:
+        if unknown:  # one package error instead of Python's TypeError
+            allowed = ", ".join(p for p in inspect.signature(ModuleClassifier.__init__).parameters if p not in (
+                "self", "unknown"))
+            raise ConfigError("ModuleClassifier", next(iter(unknown)), f"keywords {allowed}")
         self.module = module
         self.epochs = epochs
         self.batch_size = batch_size

@@ -71,9 +71,12 @@ class RecourseDynamics(mesa.Model):
         self.context = make_context(train, self.device, standardize=config.standardize_search,
                                     vae=LatentCache(**config.vae))
         self.context.constraints.check_factuals(X_train, train.schema.names)
+        # The metrics draw from their own generator, so measuring (how often, how many permutations) never
+        # changes the dynamics, and systems added to a run leave the others' searches as they were.
+        metrics_rng = torch.Generator(device=self.device).manual_seed(self._draw_seed())
         self.evaluator = ShiftEvaluator(
             torch.cat([X_train, test.X.to(self.device)]), torch.cat([y_train, test.y.to(self.device)]),
-            test.X.to(self.device), test.y.to(self.device), config.metrics, self.torch_rng,
+            test.X.to(self.device), test.y.to(self.device), config.metrics, metrics_rng,
         )
         self.initial_classifiers: dict[str, TorchClassifier] = {}
         self.stacks = [self._initial_stack(name, template) for name, template in config.models.items()]
@@ -81,6 +84,10 @@ class RecourseDynamics(mesa.Model):
             torch.tensor([s.index for s in self.systems if s.repetition == r], device=self.device)
             for r in range(config.repetitions)
         ]
+        # No-recourse controls (generator "none") share their repetition's recipients but do not vote on who
+        # the candidates are, so adding a control leaves the other systems' recipients unchanged.
+        self.is_control = torch.tensor([not config.generators[s.generator].moves for s in self.systems],
+                                     dtype=torch.bool, device=self.device)
         self.datacollector = mesa.DataCollector(tables={"metrics": METRIC_COLUMNS})
         self._collect_shift_metrics()
 
@@ -112,6 +119,8 @@ class RecourseDynamics(mesa.Model):
         predicted_negative = torch.zeros_like(pop.y, dtype=torch.bool)
         for stack in self.stacks:
             predicted_negative[stack.systems] = stack.classifier.predict(pop.X[stack.systems]) == 0
+        if not self.is_control.all():
+            predicted_negative[self.is_control] = True
         rows, valid = choose_recipients(
             predicted_negative, self.repetition_groups, self.config.recourse_share, self.rng
         )
@@ -119,11 +128,14 @@ class RecourseDynamics(mesa.Model):
             self._prepare_latent_models()
             for stack in self.stacks:
                 self._recourse(stack, rows[stack.systems], valid[stack.systems])
+        last = self.round == self.config.rounds
+        evaluate = self.round % self.config.metrics.evaluate_every == 0 or last
         for stack in self.stacks:
+            if evaluate and self.config.metrics.definitions == "paper":  # theta_{t-1}: before this round's refit
+                self.evaluator.remember_parameters(stack.name, stack.classifier)
             stack.classifier.refit(pop.X[stack.systems], pop.y[stack.systems])
         self._collect_reliability()
-        last = self.round == self.config.rounds
-        if self.round % self.config.metrics.evaluate_every == 0 or last:
+        if evaluate:
             self._collect_shift_metrics()
         if last:
             self.running = False
@@ -146,13 +158,18 @@ class RecourseDynamics(mesa.Model):
             stack.classifier, factual, stack.generators, context, settings=self.config.search, generator=self.torch_rng,
         )
         S, B, K, d = result.counterfactuals.shape
-        pick = torch.from_numpy(self.rng.integers(0, K, size=(S, B))).to(self.device)
+        # Which copy each recipient implements; drawn for the acting systems only, so a control leaves the
+        # other systems' draws unchanged.
+        acting = ~self.is_control[stack.systems]
+        pick = torch.zeros(S, B, dtype=torch.long, device=self.device)
+        pick[acting] = torch.from_numpy(self.rng.integers(0, K, size=(int(acting.sum()), B))).to(self.device)
         chosen = torch.gather(result.counterfactuals, 2, pick.view(S, B, 1, 1).expand(-1, -1, 1, d)).squeeze(2)
         p_chosen = torch.gather(result.proba, 2, pick.unsqueeze(-1)).squeeze(-1)
         # Non-converged counterfactuals still move; the new label is the model's prediction there.
         new_label = (p_chosen >= 0.5).float()
         system_rows = stack.systems.view(S, 1).expand(S, B)
-        pop.move(system_rows[valid], rows[valid], chosen[valid], new_label[valid], self.round)
+        moving = valid & acting.view(S, 1)  # a control's recipients stay where they are
+        pop.move(system_rows[moving], rows[moving], chosen[moving], new_label[moving], self.round)
         self._collect_recourse_metrics(stack, factual, chosen, p_chosen, result.steps, valid)
 
     # --------------------------------------------------------------------------------------- collection
@@ -166,7 +183,9 @@ class RecourseDynamics(mesa.Model):
 
     def _collect_recourse_metrics(self, stack, factual, chosen, p_chosen, steps, valid) -> None:
         n = valid.sum(1)
-        count = torch.where(n > 0, n.float(), torch.nan)  # a system without recipients has no quality to report
+        # A system without recipients, or a control (whose recipients do not act), has no recourse quality.
+        acted = (n > 0) & ~self.is_control[stack.systems]
+        count = torch.where(acted, n.float(), torch.nan)
         per_system = {
             "n_recourse": n.float(),
             "validity": ((p_chosen >= 0.5) & valid).sum(1) / count,
