@@ -227,6 +227,12 @@ def test_shift_metrics_equal_a_recomputation_from_the_population(definitions):
     assert reported["disagreement"] == pytest.approx(float(disagreement(initial.proba_positive(X0),
                                                                         stack.classifier.proba_positive(X0))[0]))
     assert reported["f1"] == pytest.approx(float(f1_score(config.test.y, stack.classifier.predict(config.test.X)[0])))
+    p0, p_now = initial.proba_positive(X0)[0], stack.classifier.proba_positive(X0)[0]
+    if definitions == "paper":  # mean (p_t - 0.5)^2 over the initial X (the paper's text)
+        expected_decisiveness = float(((p_now - 0.5) ** 2).mean())
+    else:  # | ||p_0 - 0.5||_2 - ||p_t - 0.5||_2 | (the reference code)
+        expected_decisiveness = abs(float((p0 - 0.5).norm()) - float((p_now - 0.5).norm()))
+    assert reported["decisiveness"] == pytest.approx(expected_decisiveness, rel=1e-5)
     reference = previous if definitions == "paper" else list(initial.parameters_stacked())
     expected = perturbation(stack.classifier.parameters_stacked(), reference, definition=definitions, stacked=True)
     assert reported["perturbation"] == pytest.approx(float(expected[0]), rel=1e-6)
@@ -269,3 +275,27 @@ def test_relabelling_uses_the_pre_refit_model_at_the_implemented_counterfactual(
         assert pop.y[0, row].item() == label
         labels.append(label)
     assert 0 < np.mean(labels) < 1  # both outcomes occur, so "always 1" cannot pass
+
+
+def test_a_non_finite_counterfactual_is_not_implemented_and_is_counted(monkeypatch):
+    """A diverged search (NaN or inf) must not poison the population: that recipient stays, is counted in
+    ``n_nonfinite`` and left out of validity and cost; the others move as usual."""
+    import recourse_sim.simulation.model as simulation
+
+    def diverging(model, factual, generators, context, **kwargs):
+        result = search(model, factual, generators, context, **kwargs)
+        result.counterfactuals[:, 0] = float("nan")  # the first recipient of every system, all K copies
+        return result
+
+    search = simulation.search
+    monkeypatch.setattr(simulation, "search", diverging)
+    scenario = _scenario(["generic"], rounds=1, repetitions=1)
+    dynamics = RecourseDynamics(scenario.build(), seed=scenario.seed)
+    before = dynamics.population.X.clone()
+    dynamics.step()
+    frame = dynamics.results().set_index("metric")["value"]
+    assert torch.isfinite(dynamics.population.X).all()
+    assert frame["n_nonfinite"] == 1 and frame["n_recourse"] > 1
+    moved = int((before[0] != dynamics.population.X[0]).any(1).sum())
+    assert 0 < moved <= frame["n_recourse"] - 1
+    assert np.isfinite(frame["recourse_cost"]) and 0 <= frame["validity"] <= 1

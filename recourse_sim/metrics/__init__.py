@@ -55,6 +55,8 @@ for _name, _description in {
     "validity": "Share of this round's counterfactuals classified in the target class",
     "recourse_cost": "Mean Euclidean distance between factuals and their counterfactuals",
     "n_recourse": "Number of individuals given recourse this round",
+    "n_nonfinite": "Recipients whose chosen counterfactual was not a finite point (a diverged search); they do "
+    "not move and are left out of validity and cost",
     "search_steps": "Mean number of counterfactual search iterations this round",
     **{
         f"reliability_lag{lag}": f"Share of individuals whose latest recourse was {lag} round(s) ago that the "

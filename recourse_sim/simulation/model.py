@@ -168,9 +168,13 @@ class RecourseDynamics(mesa.Model):
         # Non-converged counterfactuals still move; the new label is the model's prediction there.
         new_label = (p_chosen >= 0.5).float()
         system_rows = stack.systems.view(S, 1).expand(S, B)
-        moving = valid & acting.view(S, 1)  # a control's recipients stay where they are
+        # A control's recipients stay where they are, and so does anyone whose counterfactual is not a finite
+        # point (a search that diverged): it cannot be implemented, and one non-finite row would poison the
+        # retraining. Such rows are counted (``n_nonfinite``), never silently dropped.
+        finite = torch.isfinite(chosen).all(-1)
+        moving = valid & acting.view(S, 1) & finite
         pop.move(system_rows[moving], rows[moving], chosen[moving], new_label[moving], self.round)
-        self._collect_recourse_metrics(stack, factual, chosen, p_chosen, result.steps, valid)
+        self._collect_recourse_metrics(stack, factual, chosen, p_chosen, result.steps, valid, finite)
 
     # --------------------------------------------------------------------------------------- collection
     def _add_row(self, system: int, metric: str, value: float) -> None:
@@ -181,16 +185,19 @@ class RecourseDynamics(mesa.Model):
              "round": self.round, "metric": metric, "value": value},
         )
 
-    def _collect_recourse_metrics(self, stack, factual, chosen, p_chosen, steps, valid) -> None:
-        n = valid.sum(1)
+    def _collect_recourse_metrics(self, stack, factual, chosen, p_chosen, steps, valid, finite) -> None:
+        implemented = valid & finite
+        n = implemented.sum(1)
         # A system without recipients, or a control (whose recipients do not act), has no recourse quality.
         acted = (n > 0) & ~self.is_control[stack.systems]
         count = torch.where(acted, n.float(), torch.nan)
+        cost = torch.where(implemented, (chosen - factual).norm(dim=-1), 0.0)
         per_system = {
-            "n_recourse": n.float(),
-            "validity": ((p_chosen >= 0.5) & valid).sum(1) / count,
-            "recourse_cost": ((chosen - factual).norm(dim=-1) * valid).sum(1) / count,
-            "search_steps": (steps * valid).sum(1) / count,
+            "n_recourse": valid.sum(1).float(),
+            "n_nonfinite": (valid & ~finite).sum(1).float(),
+            "validity": ((p_chosen >= 0.5) & implemented).sum(1) / count,
+            "recourse_cost": cost.sum(1) / count,
+            "search_steps": (steps * implemented).sum(1) / count,
         }
         values = {k: v.tolist() for k, v in per_system.items()}
         for local, system in enumerate(stack.systems.tolist()):
