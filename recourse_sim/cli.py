@@ -221,7 +221,7 @@ def dashboard(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "localhost",
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open a browser tab.")] = False,
 ) -> None:
-    """Serve the interactive dashboard (Mesa SolaraViz) on http://HOST:PORT; needs the viz extra.
+    """Serve the interactive dashboard (a Solara page on the Mesa model) on http://HOST:PORT; needs the viz extra.
 
     Runs ``solara run recourse_sim.viz.dashboard`` in a subprocess until interrupted (Ctrl-C). Solara's
     front-end files are fetched once into its local asset cache with npm when missing (see
@@ -247,6 +247,7 @@ def dashboard(
         ensure_assets(quiet=True)
     except RuntimeError as error:
         typer.secho(f"warning: {error}", fg=typer.colors.YELLOW, err=True)
+    port = _serving_port(host, port)
     command = [sys.executable, "-m", "solara", "run", "recourse_sim.viz.dashboard", "--port", str(port),
                "--host", host, "--production", "--open" if open_browser else "--no-open"]
     typer.echo(f"dashboard on http://{host}:{port}/ (Ctrl-C stops it)")
@@ -255,6 +256,19 @@ def dashboard(
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code=code)
+
+
+def _serving_port(host: str, port: int) -> int:
+    """``port``, or for 0 a port that is free on ``host`` now (so the address printed is the real one)."""
+    if port != 0:
+        return port
+    import socket
+
+    family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
 
 class Paper(str, Enum):
     satml = "satml"

@@ -175,7 +175,7 @@ def test_dashboard_model_steps_and_draws(dashboard_module, tmp_path):
     params = dashboard_module.model_params(dashboard_module.base_scenario(tiny_scenario(tmp_path)))
     values = dashboard_module.initial_values(params)
     assert values["generator"] == "gravitational" and values["lambda_extcost"] == 2.0 and values["rounds"] == 10
-    assert params["generator"]["values"] == list(GENERATORS)
+    assert params["generator"]["values"][0] == "gravitational" and set(params["generator"]["values"]) == set(GENERATORS)
     model = dashboard_module.DashboardDynamics(**(values | {"scenario": str(tiny_scenario(tmp_path))}))
     assert model.error is None and model.round == 0
     model.step()
@@ -224,6 +224,145 @@ def test_cli_dashboard_help_and_bad_scenario(tmp_path):
     bad.write_text('rounds = "many"\nmodels = ["mlp"]\ngenerators = ["generic"]\n')
     result = runner.invoke(app, ["dashboard", str(bad)])
     assert result.exit_code == 2
+
+
+# ------------------------------------------------------------------------------- the page, without a browser
+def render_page(dashboard_module, scenario_path: Path):
+    """The dashboard page rendered into widgets (no server, no browser); returns (render context, model)."""
+    import solara
+
+    params, first = dashboard_module.initial_state(str(scenario_path))
+    box, rc = solara.render(solara.AppLayout(children=[dashboard_module.Dashboard(params, first)]),
+                            handle_error=False)
+    return rc
+
+
+def page_text(rc, css_class: str) -> str:
+    import ipyvuetify as v
+
+    return " ".join(str(c) for w in rc.find(v.Html, class_=css_class).widgets for c in w.children)
+
+
+def fast_scenario(tmp_path: Path) -> Path:
+    path = tiny_scenario(tmp_path)
+    path.write_text(path.read_text().replace("rounds = 10", "rounds = 3").replace("epochs = 20", "epochs = 5"))
+    return path
+
+
+def test_a_changed_control_applies_at_once_and_the_page_shows_what_runs(dashboard_module, tmp_path):
+    import ipyvuetify as v
+
+    rc = render_page(dashboard_module, fast_scenario(tmp_path))
+    try:
+        assert "gravitational" in page_text(rc, "recourse-settings")
+        rc.find(v.Btn, children=["Step"]).widget.click()
+        assert page_text(rc, "recourse-status") == "Round 1 of 3 (running)"
+        # the user picks ClaPROAR: it runs from round 0 at once (no Reset), and the settings line says so
+        rc.find(v.Select, label="Generator").widget.v_model = "claproar"
+        assert page_text(rc, "recourse-settings").startswith("claproar · γ = 0.5")
+        assert page_text(rc, "recourse-status") == "Round 0 of 3 (running)"
+        # a slider applies when released; while dragged its label says the value is not applied yet
+        gamma = rc.find(v.Slider, label="γ: decision threshold = 0.50").widget
+        gamma.v_model = 0.7
+        assert rc.find(v.Slider, label="γ: decision threshold = 0.70 (release to apply)").widget is gamma
+        assert "γ = 0.5 " in page_text(rc, "recourse-settings")
+        gamma.fire_event("change", 0.7)
+        assert "γ = 0.7 " in page_text(rc, "recourse-settings")
+        assert rc.find(v.Slider, label="γ: decision threshold = 0.70").widget.v_model == 0.7
+        # the no-recourse control: offered under a name that says what it is; the weights it ignores are disabled
+        generator = rc.find(v.Select, label="Generator").widget
+        assert "none (no recourse, control)" in generator.items
+        generator.v_model = "none (no recourse, control)"
+        assert page_text(rc, "recourse-settings").startswith("none (no recourse, control) · μ = 0.05")
+        disabled = [w.label for w in rc.find(v.Slider).widgets if w.disabled]
+        assert len(disabled) == 3 and all(label.endswith("(not used by none)") for label in disabled)
+    finally:
+        rc.close()
+
+
+def test_play_runs_to_the_end_and_reset_restarts(dashboard_module, tmp_path):
+    import ipyvuetify as v
+
+    rc = render_page(dashboard_module, fast_scenario(tmp_path))
+    try:
+        rc.find(v.Btn, children=["▶"]).widget.click()
+        deadline = time.monotonic() + 120
+        while "finished" not in page_text(rc, "recourse-status") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert page_text(rc, "recourse-status") == "Round 3 of 3 (finished)"
+        rc.find(v.Btn, children=["Reset"]).widget.click()
+        assert page_text(rc, "recourse-status") == "Round 0 of 3 (running)"
+    finally:
+        rc.close()
+
+
+def test_sliders_show_their_values_and_mesa_internals_are_hidden(dashboard_module, tmp_path):
+    import ipyvuetify as v
+
+    spec = {"type": "SliderFloat", "label": "μ: share", "step": 0.01}
+    assert dashboard_module.slider_label(spec, 0.05) == "μ: share = 0.05"
+    assert dashboard_module.slider_label({"type": "SliderInt", "label": "Rounds", "step": 1}, 10) == "Rounds = 10"
+    rc = render_page(dashboard_module, fast_scenario(tmp_path))
+    try:
+        labels = [w.label for w in rc.find(v.Slider).widgets]
+        assert "λ₂: second weight = 2.0" in labels and "Rounds = 3" in labels and "Samples (n) = 200" in labels
+        assert all(" = " in label for label in labels)
+        # nothing from Mesa's SolaraViz that a user cannot act on: page tabs, threads, play/render intervals
+        assert rc.find(v.Tab).widgets == []
+        assert [w.label for w in rc.find(v.Checkbox).widgets] == [f"Fast retraining (batches of "
+                                                                  f"{dashboard_module.FAST_BATCH})"]
+        assert not any("Interval" in label for label in labels)
+    finally:
+        rc.close()
+
+
+def test_every_offered_dataset_runs_at_the_dashboard_defaults(dashboard_module):
+    params = dashboard_module.model_params(dashboard_module.base_scenario())
+    offered = params["dataset"]["values"]
+    assert set(offered) == set(DATASETS)
+    for name in offered:
+        model = dashboard_module.DashboardDynamics(**(dashboard_module.initial_values(params)
+                                                      | {"dataset": name, "rounds": 1, "fast_retraining": True}))
+        assert model.error is None and model.controls["dataset"] == name, (name, model.error)
+        model.step()
+        assert model.error is None and model.round == 1, (name, model.error)
+    # what cannot load at the starting sample size is not offered
+    assert dashboard_module.offered_datasets(dashboard_module.base_scenario(), n_samples=4) == []
+
+
+def test_a_scenario_with_several_generators_offers_all_of_them(dashboard_module):
+    from recourse_sim.scenarios import embedded
+
+    base = dashboard_module.base_scenario(embedded("default"))  # generic, generic_gamma0.9, ..., none
+    keys = dashboard_module.generator_keys(base)
+    assert keys[:5] == ["generic", "generic_gamma0.9", "gravitational", "claproar", "none"]
+    assert set(keys) == set(GENERATORS) | {"generic_gamma0.9"}
+    (note,) = dashboard_module.scenario_notes(base)
+    assert "5 generators" in note and "starts with the first, generic" in note
+    controls = dashboard_module.initial_values(dashboard_module.model_params(base))
+    chosen = dashboard_module.controls_for_generator(base, controls, "generic_gamma0.9")
+    assert chosen["generator"] == "generic_gamma0.9" and chosen["threshold"] == 0.9
+    scenario = dashboard_module.dashboard_scenario(base, **{k: v for k, v in chosen.items() if k != "scenario"})
+    assert scenario.generators[0].name == "generic" and scenario.generators[0].params["threshold"] == 0.9
+    assert dashboard_module.generator_text(base, "none") == "none (no recourse, control)"
+    assert dashboard_module.scenario_notes(dashboard_module.base_scenario()) == []
+
+
+def test_cli_dashboard_port_0_prints_the_real_port(monkeypatch):
+    import subprocess as subprocess_module
+
+    import recourse_sim.viz.assets as assets
+
+    calls = []
+    monkeypatch.setattr(assets, "ensure_assets", lambda quiet=True: None)
+    monkeypatch.setattr(subprocess_module, "call", lambda command, env=None: calls.append(command) or 0)
+    result = CliRunner().invoke(app, ["dashboard", "--port", "0", "--host", "127.0.0.1"])
+    assert result.exit_code == 0, result.output
+    (command,) = calls
+    port = int(command[command.index("--port") + 1])
+    assert port > 0 and f"http://127.0.0.1:{port}/" in result.output
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # it was free
 
 
 # ------------------------------------------------------------------------------------------- in a browser
@@ -287,13 +426,12 @@ def test_dashboard_in_headless_chromium(tmp_path):
             try:
                 page = browser.new_page(viewport={"width": 1500, "height": 1000})
                 page.goto(f"http://127.0.0.1:{port}/", timeout=60_000)
-                page.get_by_text("Step: 0").wait_for(timeout=60_000)
+                page.locator(".recourse-status").get_by_text("Round 0 of 10").wait_for(timeout=60_000)
                 page.locator(".recourse-metrics img").first.wait_for(timeout=60_000)
                 step = page.get_by_role("button", name="Step")
                 for n in range(1, 4):
                     step.click()
-                    page.get_by_text(f"Step: {n}", exact=True).wait_for(timeout=60_000)
-                page.get_by_text("Round 3 of 10").wait_for(timeout=60_000)
+                    page.locator(".recourse-status").get_by_text(f"Round {n} of 10").wait_for(timeout=60_000)
                 page.wait_for_function(
                     "() => [...document.querySelectorAll('.recourse-metrics img, .recourse-population img')]"
                     ".every(img => img.complete && img.naturalWidth > 0)", timeout=30_000)
@@ -302,7 +440,8 @@ def test_dashboard_in_headless_chromium(tmp_path):
                 assert metrics.count() >= 1 and metrics.first.is_visible()
                 assert page.locator(".recourse-population img").first.is_visible()
                 assert "λ₂ (extcost) = 2" in page.locator(".recourse-settings").first.inner_text()
-                assert page.get_by_text("Step: 3", exact=True).is_visible()
+                assert page.get_by_text("Use Threads").count() == 0 and page.get_by_text("Page 0").count() == 0
+                assert page.get_by_text("λ₂: second weight = 2.0").count() == 1  # sliders show their values
             finally:
                 browser.close()
     finally:

@@ -1,5 +1,5 @@
-"""Interactive and explanatory tooling: search-path tracing, counterfactual quality tables and the Mesa
-SolaraViz dashboard.
+"""Interactive and explanatory tooling: search-path tracing, counterfactual quality tables and the
+dashboard (a Solara page on the Mesa model).
 
 The dashboard (:mod:`recourse_sim.viz.dashboard`) needs the ``viz`` extra (``pip install -e ".[viz]"``);
 importing this package does not.
