@@ -56,7 +56,6 @@ class DataConfig(_Strict):
     target: str | None = None
     constraints: bool = True
 
-
     @model_validator(mode="after")
     def _check_source(self) -> DataConfig:
         if self.name == "csv":

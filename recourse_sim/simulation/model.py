@@ -87,7 +87,7 @@ class RecourseDynamics(mesa.Model):
         # No-recourse controls (generator "none") share their repetition's recipients but do not vote on who
         # the candidates are, so adding a control leaves the other systems' recipients unchanged.
         self.is_control = torch.tensor([not config.generators[s.generator].moves for s in self.systems],
-                                     dtype=torch.bool, device=self.device)
+                                       dtype=torch.bool, device=self.device)
         self.datacollector = mesa.DataCollector(tables={"metrics": METRIC_COLUMNS})
         self._collect_shift_metrics()
 
