@@ -101,6 +101,17 @@ def test_run_replaces_a_previous_run_but_not_one_a_user_added_files_to(tmp_path)
     assert (out / "notes.md").read_text() == "my notes"
 
 
+def test_a_previous_run_with_a_control_is_replaced(tmp_path):
+    """A run with the no-recourse control also writes effects.csv; a rerun must recognise it as its own."""
+    with_control = TINY.replace('[[generators]]\nname = "generic"', '[[generators]]\nname = "generic"\n'
+                                '[[generators]]\nname = "none"')
+    assert 'name = "none"' in with_control
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, with_control, "--out", str(out)).exit_code == 0
+    assert (out / "effects.csv").exists()
+    assert run_cli(tmp_path, with_control, "--out", str(out)).exit_code == 0
+
+
 def test_an_empty_directory_is_used(tmp_path):
     (tmp_path / "empty").mkdir()
     assert run_cli(tmp_path, TINY, "--out", str(tmp_path / "empty")).exit_code == 0

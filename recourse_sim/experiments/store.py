@@ -15,7 +15,8 @@ from recourse_sim.errors import ConfigError
 
 
 #: What ``recourse-sim run`` writes into its output directory (``population_<model>.png`` besides).
-RUN_FILES = ("results.parquet", "results.csv", "summary.csv", "scenario.toml", "run.json", "trajectories.png")
+RUN_FILES = ("results.parquet", "results.csv", "summary.csv", "effects.csv", "scenario.toml", "run.json",
+             "trajectories.png")
 RUN_MARKER = "run.json"
 
 
