@@ -299,3 +299,23 @@ def test_a_non_finite_counterfactual_is_not_implemented_and_is_counted(monkeypat
     moved = int((before[0] != dynamics.population.X[0]).any(1).sum())
     assert 0 < moved <= frame["n_recourse"] - 1
     assert np.isfinite(frame["recourse_cost"]) and 0 <= frame["validity"] <= 1
+
+
+def test_pairing_by_model_shares_recipients_within_a_model_only():
+    """``pairing = "model"``: the generators of one model share their recipients, drawn from the rows that model's
+    systems all predict negative, while another model no longer vetoes them (the reference pairs across models)."""
+    scenario = _scenario(["generic", "none"], rounds=1, repetitions=1, pairing="model",
+                         models=[{"name": "logistic_regression", "epochs": 20},
+                                 {"name": "mlp", "hidden_sizes": [8], "epochs": 10}])
+    dynamics = RecourseDynamics(scenario.build(), seed=scenario.seed)
+    assert [g.tolist() for g in dynamics.recipient_groups] == [[0, 1], [2, 3]]
+    negative = {stack.name: (stack.classifier.predict(dynamics.population.X[stack.systems]) == 0).all(0)
+                for stack in dynamics.stacks}
+    dynamics.step()
+    frame = dynamics.results()
+    n = frame[frame["metric"] == "n_recourse"].set_index("system")["value"]
+    for stack in dynamics.stacks:
+        expected = round(0.2 * int(negative[stack.name].sum()))
+        assert n[f"{stack.name}/generic/rep0"] == n[f"{stack.name}/none/rep0"] == expected
+    moved = dynamics.population.recourse_round[0] == 1
+    assert negative["logistic_regression"][moved].all()

@@ -183,6 +183,7 @@ class Scenario(_Strict):
     rounds: int = Field(default=20, ge=1)
     repetitions: int = Field(default=1, ge=1)
     recourse_share: float = Field(default=0.05, gt=0.0, le=1.0)
+    pairing: Literal["repetition", "model"] = "repetition"
     device: str = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     models: list[ModelConfig] = Field(min_length=1)
@@ -262,6 +263,7 @@ class Scenario(_Strict):
             rounds=self.rounds,
             repetitions=self.repetitions,
             recourse_share=self.recourse_share,
+            pairing=self.pairing,
             search=SearchSettings(
                 n_counterfactuals=self.search.n_counterfactuals, init_noise=self.search.init_noise,
                 rescale_step_by_k=self.search.rescale_step_by_k,

@@ -18,6 +18,7 @@ from recourse_sim.models.classifier import TorchClassifier
 
 Definitions = Literal["code", "paper"]
 DomainReference = Literal["held_out", "initial"]
+Pairing = Literal["repetition", "model"]
 LengthScale = float | Literal["median"]
 
 
@@ -66,6 +67,10 @@ class SimulationConfig:
 
     - ``recourse_share`` mu = 0.05 of the candidates (training rows predicted negative by every system of the
       repetition) receive recourse each round, the same individuals for every system (paired comparison);
+    - ``pairing = "repetition"`` (the reference code's ``intersect_=true``): the candidates are the rows predicted
+      negative by every system of the repetition, across models; ``"model"``: by every system of one model in the
+      repetition, so the generators of a model stay paired while models no longer veto each other's candidates
+      (on circles, logistic regression's half-plane and the networks' inner disc share almost no one);
     - each chosen individual gets K counterfactuals (``search.n_counterfactuals`` = 5) and implements one at
       random; its label becomes the model's prediction at the counterfactual;
     - each system's classifier is then retrained (warm start, ``model.retrain_epochs`` = 10).
@@ -80,6 +85,7 @@ class SimulationConfig:
     rounds: int = 50
     repetitions: int = 1
     recourse_share: float = 0.05
+    pairing: Pairing = "repetition"
     search: SearchSettings = field(default_factory=SearchSettings)
     metrics: MetricSettings = field(default_factory=MetricSettings)
     standardize_search: bool = True
@@ -93,6 +99,8 @@ class SimulationConfig:
             raise ConfigError("repetitions", self.repetitions, "an integer >= 1")
         if not 0.0 < self.recourse_share <= 1.0:
             raise ConfigError("recourse_share", self.recourse_share, "a share in (0, 1]")
+        if self.pairing not in ("repetition", "model"):
+            raise ConfigError("pairing", self.pairing, "'repetition' or 'model'")
         if not self.models:
             raise ConfigError("models", dict(self.models), "at least one model")
         if not self.generators:

@@ -80,9 +80,13 @@ class RecourseDynamics(mesa.Model):
         )
         self.initial_classifiers: dict[str, TorchClassifier] = {}
         self.stacks = [self._initial_stack(name, template) for name, template in config.models.items()]
-        self.repetition_groups = [
-            torch.tensor([s.index for s in self.systems if s.repetition == r], device=self.device)
-            for r in range(config.repetitions)
+        # Who shares recipients: every system of a repetition (the reference protocol), or of one model in it.
+        by_model = config.pairing == "model"
+        keys = dict.fromkeys((s.repetition, s.model if by_model else None) for s in self.systems)
+        self.recipient_groups = [
+            torch.tensor([s.index for s in self.systems if (s.repetition, s.model if by_model else None) == key],
+                         device=self.device)
+            for key in keys
         ]
         # No-recourse controls (generator "none") share their repetition's recipients but do not vote on who
         # the candidates are, so adding a control leaves the other systems' recipients unchanged.
@@ -119,10 +123,12 @@ class RecourseDynamics(mesa.Model):
         predicted_negative = torch.zeros_like(pop.y, dtype=torch.bool)
         for stack in self.stacks:
             predicted_negative[stack.systems] = stack.classifier.predict(pop.X[stack.systems]) == 0
-        if not self.is_control.all():
-            predicted_negative[self.is_control] = True
+        for members in self.recipient_groups:  # controls do not vote unless a group has nothing else
+            control = self.is_control[members]
+            if not control.all():
+                predicted_negative[members[control]] = True
         rows, valid = choose_recipients(
-            predicted_negative, self.repetition_groups, self.config.recourse_share, self.rng
+            predicted_negative, self.recipient_groups, self.config.recourse_share, self.rng
         )
         if rows.shape[1] > 0:
             self._prepare_latent_models()
