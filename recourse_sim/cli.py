@@ -209,7 +209,7 @@ def list_(what: Annotated[Catalogue, typer.Argument(help="Which registry to list
     registry = {"generators": GENERATORS, "models": MODELS, "datasets": DATASETS, "metrics": METRICS}[what.value]
     for name in registry:
         entry = registry[name]
-        doc = entry if isinstance(entry, str) else (entry.__doc__ or "").strip().splitlines()[0]
+        doc = getattr(entry, "description", None) or (entry.__doc__ or "").strip().splitlines()[0]
         typer.echo(f"{name:24s} {doc}")
 
 

@@ -41,6 +41,9 @@ class Registry(Mapping[str, T], Generic[T]):
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"one of {allowed}{hint}"
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._entries))
 

@@ -8,7 +8,9 @@ missing, where one is not installed. It saves a screenshot under the test's tmp 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import inspect
 import os
 import shutil
 import signal
@@ -23,21 +25,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
-from recourse_sim import DATASETS, GENERATORS, GeneratorSpec
+from recourse_sim import DATASETS, GENERATORS, GeneratorSpec, SimulationConfig
 from recourse_sim.cli import app
-from recourse_sim.plotting import (
-    GeneratorPanel,
+from recourse_sim.metrics import metric_label
+from recourse_sim.reporting import (
     Projection,
-    metric_label,
     plot_generator_grid,
     plot_population_snapshot,
     plot_trajectory_grid,
 )
-from recourse_sim.viz import compare_generators, implausibility, trace_search
+from recourse_sim.viz import compare_generators, trace_search
 
 HAS_VIZ = importlib.util.find_spec("solara") is not None
 needs_viz = pytest.mark.skipif(not HAS_VIZ, reason="the dashboard needs the viz extra: pip install -e '.[viz]'")
@@ -116,14 +116,6 @@ def test_trace_search_record_equals_rerun(overlapping, fitted_lr):
         np.testing.assert_allclose(recorded[-1], rerun[-1], atol=1e-5)
 
 
-def test_implausibility_is_mean_distance_to_k_nearest_targets():
-    X = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [9.0, 9.0]])
-    y = torch.tensor([1.0, 1.0, 1.0, 0.0])
-    value = implausibility(torch.tensor([[0.0, 0.0]]), X, y, k=2)
-    assert value.shape == (1,) and value[0] == pytest.approx(0.5)
-    assert implausibility(torch.zeros(2, 3, 2), X, y, k=100).shape == (2, 3)  # k capped at the 3 targets
-
-
 def test_compare_generators_covers_the_registry_and_survives_failures(overlapping, fitted_lr, tmp_path):
     factuals = overlapping.X[fitted_lr.predict(overlapping.X) == 0][:2]
     broken = ("broken", GeneratorSpec("broken", strategy="no_such_strategy"))
@@ -184,7 +176,7 @@ def test_dashboard_model_steps_and_draws(dashboard_module, tmp_path):
     frame = model.results()
     assert {"domain_mmd", "model_mmd", "accuracy", "validity"} <= set(frame["metric"])
     assert sorted(frame[frame.metric == "model_mmd"]["round"].unique()) == [0, 1, 2]  # every round
-    assert "λ₂ (extcost) = 2" in model.settings_line()
+    assert "lambda_extcost = 2 · n_neighbours = 50" in model.settings_line()
     assert len(dashboard_module.population_figure(model).axes) == 2
     assert len(dashboard_module.metrics_figure(model).axes) == 4
 
@@ -195,16 +187,81 @@ def test_dashboard_falls_back_when_the_controls_cannot_be_built(dashboard_module
     assert model.controls["threshold"] == 0.5 and model.system.generator.startswith("generic")
 
 
-def test_every_registered_generator_maps_onto_the_controls(dashboard_module):
+def numeric_defaults(name: str) -> dict:
+    """Generator ``name``'s numeric keyword defaults, read from its factory's signature (their one home)."""
+    return {keyword: p.default for keyword, p in inspect.signature(GENERATORS[name]).parameters.items()
+            if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)}
+
+
+def test_every_generator_keyword_default_is_reachable_from_the_dashboard(dashboard_module):
+    """For every registered generator, every numeric keyword of its factory has a control that starts at the
+    signature's default, and both ends of the control's range reach the generator the scenario builds."""
     base = dashboard_module.base_scenario()
+    start = dashboard_module.initial_values(dashboard_module.model_params(base))
+    start.pop("scenario")
+    assert numeric_defaults("eccco").keys() >= {"lambda_energy", "lambda_set_size", "coverage", "temperature"}
+    assert "n_neighbours" in numeric_defaults("gravitational")
     for name in GENERATORS:
-        params = dashboard_module.generator_parameters(name, 0.7, 0.2, 3.0)
-        scenario = dashboard_module.dashboard_scenario(
-            base, dataset="moons", n_samples=200, model="mlp", generator=name, recourse_share=0.1, rounds=5,
-            seed=1, fast_retraining=True, **{"threshold": 0.7, "lambda_cost": 0.2, "lambda_extcost": 3.0})
-        spec = scenario.generators[0]
-        assert spec.name == name and spec.params == params
-        assert scenario.models[0].retrain_batch_size == dashboard_module.FAST_BATCH
+        defaults = numeric_defaults(name)
+        offered = dashboard_module.generator_controls(base, name)  # the sliders the page shows for it
+        assert list(offered) == list(defaults), name
+        controls = dashboard_module.controls_for_generator(base, start, name)  # what picking it does
+        for keyword, default in defaults.items():
+            spec = offered[keyword]
+            assert controls[keyword] == default and spec["value"] == default, (name, keyword)
+            assert spec["type"] == ("SliderInt" if isinstance(default, int) else "SliderFloat"), (name, keyword)
+            assert spec["min"] <= default <= spec["max"] and spec["step"] > 0, (name, keyword)
+            for value in {spec["min"], spec["max"]} - {default}:
+                scenario = dashboard_module.dashboard_scenario(base, **(controls | {keyword: value}))
+                (entry,) = scenario.generators
+                # every numeric keyword is passed, each at its control's value
+                assert entry.name == name and entry.params == defaults | {keyword: value}, (name, keyword)
+                built = entry.build()
+                assert built == GENERATORS[name](**{keyword: value}), (name, keyword, value)
+                assert built != GENERATORS[name](), (name, keyword, value)  # the value makes a difference
+        assert dashboard_module.generator_parameters(name, controls) == defaults
+    # spot checks against the spec's fields
+    eccco = dashboard_module.dashboard_scenario(base, **(dashboard_module.controls_for_generator(base, start, "eccco")
+                                                         | {"lambda_set_size": 0.3, "threshold": 0.7}))
+    spec = eccco.generators[0].build()
+    assert spec.threshold == 0.7 and [weight for weight, _ in spec.extcosts] == [0.5, 0.3]
+    # no generator keyword shadows one of the dashboard's own controls; a typo is refused
+    assert not dashboard_module.all_generator_keywords() & set(dashboard_module.SCENARIO_CONTROLS)
+    with pytest.raises(TypeError, match="lamda_cost"):
+        dashboard_module.dashboard_scenario(base, **(start | {"lamda_cost": 0.2}))
+
+
+def test_the_model_takes_any_generator_keyword_and_shows_every_one_it_passes(dashboard_module):
+    model = dashboard_module.DashboardDynamics(generator="eccco", lambda_set_size=0.3, n_samples=100, rounds=1,
+                                               fast_retraining=True)
+    assert model.error is None and model.controls["lambda_set_size"] == 0.3
+    (spec,) = model.config.generators.values()
+    assert spec == GENERATORS["eccco"](**(numeric_defaults("eccco") | {"lambda_set_size": 0.3}))
+    line = model.settings_line()
+    for keyword, default in numeric_defaults("eccco").items():
+        shown = {"threshold": "γ", "lambda_cost": "λ₁"}.get(keyword, keyword)
+        assert f"{shown} = {0.3 if keyword == 'lambda_set_size' else default:g}" in line, (keyword, line)
+    # picking another generator loads its own defaults and drops ECCCo's keywords; its own keywords apply
+    gravitational = dashboard_module.rebuild(model, generator="gravitational")
+    assert "lambda_set_size" not in gravitational.controls and gravitational.controls["n_neighbours"] == 50
+    moved = dashboard_module.rebuild(gravitational, n_neighbours=7)
+    (spec,) = moved.config.generators.values()
+    assert spec.extcosts[0][1].n_neighbours == 7 and "n_neighbours = 7" in moved.settings_line()
+
+
+def test_the_dashboard_starts_from_the_settings_homes(dashboard_module):
+    """No default is re-typed: dynamics from the embedded default scenario and SimulationConfig, generator
+    values from the factory's signature."""
+    from recourse_sim.experiments import Scenario
+    from recourse_sim.scenarios import embedded
+
+    default = Scenario.from_toml(embedded("default"))
+    rounds = next(f.default for f in dataclasses.fields(SimulationConfig) if f.name == "rounds")
+    model = dashboard_module.DashboardDynamics(n_samples=100, fast_retraining=True)
+    c = model.controls
+    assert (c["rounds"], c["recourse_share"], c["seed"]) == (rounds, default.recourse_share, default.seed)
+    assert (c["model"], c["generator"]) == (default.models[0].name, default.generators[0].name)
+    assert {k: c[k] for k in numeric_defaults("generic")} == numeric_defaults("generic")
 
 
 def test_dashboard_on_higher_dimensional_data_uses_pca(dashboard_module):
@@ -269,13 +326,23 @@ def test_a_changed_control_applies_at_once_and_the_page_shows_what_runs(dashboar
         gamma.fire_event("change", 0.7)
         assert "γ = 0.7 " in page_text(rc, "recourse-settings")
         assert rc.find(v.Slider, label="γ: decision threshold = 0.70").widget.v_model == 0.7
-        # the no-recourse control: offered under a name that says what it is; the weights it ignores are disabled
+        # ECCCo: its own sliders appear at its defaults, and its set-size weight applies at once
+        rc.find(v.Select, label="Generator").widget.v_model = "eccco"
+        labels = [w.label for w in rc.find(v.Slider).widgets]
+        assert {"lambda_energy = 0.50", "lambda_set_size = 0.10", "coverage = 0.95",
+                "temperature = 0.10"} <= set(labels)
+        assert not any(label.startswith("lambda_extcost") for label in labels)
+        rc.find(v.Slider, label="lambda_set_size = 0.10").widget.fire_event("change", 0.3)
+        assert "lambda_set_size = 0.3 · coverage = 0.95" in page_text(rc, "recourse-settings")
+        assert rc.find(v.Slider, label="lambda_set_size = 0.30").widget.v_model == 0.3
+        # the no-recourse control: offered under a name that says what it is; it has no sliders of its own
         generator = rc.find(v.Select, label="Generator").widget
         assert "none (no recourse, control)" in generator.items
         generator.v_model = "none (no recourse, control)"
         assert page_text(rc, "recourse-settings").startswith("none (no recourse, control) · μ = 0.05")
-        disabled = [w.label for w in rc.find(v.Slider).widgets if w.disabled]
-        assert len(disabled) == 3 and all(label.endswith("(not used by none)") for label in disabled)
+        labels = [w.label for w in rc.find(v.Slider).widgets]
+        assert not any(label.startswith(("γ", "λ", "lambda", "step_size")) for label in labels)
+        assert "has no settings of its own" in page_text(rc, "recourse-no-keywords")
     finally:
         rc.close()
 
@@ -305,7 +372,8 @@ def test_sliders_show_their_values_and_mesa_internals_are_hidden(dashboard_modul
     rc = render_page(dashboard_module, fast_scenario(tmp_path))
     try:
         labels = [w.label for w in rc.find(v.Slider).widgets]
-        assert "λ₂: second weight = 2.0" in labels and "Rounds = 3" in labels and "Samples (n) = 200" in labels
+        assert "lambda_extcost = 2.0" in labels and "n_neighbours = 50" in labels
+        assert "Rounds = 3" in labels and "Samples (n) = 200" in labels
         assert all(" = " in label for label in labels)
         # nothing from Mesa's SolaraViz that a user cannot act on: page tabs, threads, play/render intervals
         assert rc.find(v.Tab).widgets == []
@@ -439,9 +507,11 @@ def test_dashboard_in_headless_chromium(tmp_path):
                 metrics = page.locator(".recourse-metrics img")
                 assert metrics.count() >= 1 and metrics.first.is_visible()
                 assert page.locator(".recourse-population img").first.is_visible()
-                assert "λ₂ (extcost) = 2" in page.locator(".recourse-settings").first.inner_text()
+                assert "lambda_extcost = 2" in page.locator(".recourse-settings").first.inner_text()
                 assert page.get_by_text("Use Threads").count() == 0 and page.get_by_text("Page 0").count() == 0
-                assert page.get_by_text("λ₂: second weight = 2.0").count() == 1  # sliders show their values
+                assert page.get_by_text("lambda_extcost = 2.0").count() == 1  # sliders show their values
+                # every keyword of the generator has its own slider
+                assert page.get_by_text("n_neighbours = 50", exact=True).count() == 1
             finally:
                 browser.close()
     finally:

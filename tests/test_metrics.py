@@ -16,6 +16,7 @@ from recourse_sim.metrics import (
     disagreement,
     f1_score,
     gaussian_kernel,
+    implausibility,
     grid_points,
     mmd2_unbiased,
     mmd_permutation_test,
@@ -321,6 +322,16 @@ def test_validity_and_cost():
 def test_registry_lists_reported_metrics():
     assert {"domain_mmd", "model_mmd_grid_pvalue", "f1_change", "search_steps"} <= set(METRICS)
     assert {f"reliability_lag{k}" for k in (0, 1, 5, 10)} <= set(METRICS)
-    assert all(isinstance(METRICS[name], str) and METRICS[name] for name in METRICS)
+    # one table: every metric has a description and a figure label (units where it has one)
+    assert all(METRICS[name].description and METRICS[name].label for name in METRICS)
+    assert METRICS["recourse_cost"].unit == "feature units" and METRICS["f1"].unit is None
     with pytest.raises(ConfigError, match="did you mean 'disagreement'"):
         METRICS["disagrement"]
+
+
+def test_implausibility_is_mean_distance_to_k_nearest_targets():
+    X = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [9.0, 9.0]])
+    y = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    value = implausibility(torch.tensor([[0.0, 0.0]]), X, y, k=2)
+    assert value.shape == (1,) and value[0] == pytest.approx(0.5)
+    assert implausibility(torch.zeros(2, 3, 2), X, y, k=100).shape == (2, 3)  # k capped at the 3 targets

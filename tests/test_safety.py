@@ -6,7 +6,6 @@ Every case here failed before the fix; docs/bad_inputs.md lists each bad input w
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

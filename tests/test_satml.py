@@ -9,8 +9,8 @@ import pytest
 
 from recourse_sim.experiments import Scenario, run_scenario
 from recourse_sim.experiments.satml import EXPERIMENTS, FAMILIES, REAL, satml_scenarios, satml_sweeps
-from recourse_sim.experiments.attribution import paired_effects
-from recourse_sim.experiments.satml_report import findings
+from recourse_sim.reporting.attribution import paired_effects
+from recourse_sim.reporting.satml import findings
 from recourse_sim.scenarios import embedded
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -93,7 +93,7 @@ def test_shipped_scenarios_validate(path):
 BAD = {
     "unknown generator": (TINY.replace('name = "gravitational"', 'name = "gravitatonal"'), "did you mean 'gravitational'"),
     "unknown dataset": (TINY.replace('name = "overlapping"', 'name = "overlaping"'), "did you mean 'overlapping'"),
-    "unknown model": (TINY.replace('name = "logistic_regression"', 'name = "svm"'), "model: got 'svm'"),
+    "unknown model": (TINY.replace('name = "logistic_regression"', 'name = "svm"'), "models.0.name: got 'svm'"),
     "negative rounds": (TINY.replace("rounds = 2", "rounds = -1"), "rounds"),
     "mu zero": (TINY.replace("rounds = 2", "rounds = 2\nrecourse_share = 0"), "recourse_share"),
     "mu above one": (TINY.replace("rounds = 2", "rounds = 2\nrecourse_share = 1.5"), "recourse_share"),
@@ -115,8 +115,8 @@ def test_vae_table_reaches_the_latent_generators_cache():
     """``[vae]`` sets the VAE of REVISE/CLUE; omitted, the VAE's defaults (100 epochs) apply."""
     from recourse_sim.simulation.model import RecourseDynamics
 
-    assert Scenario.from_toml(embedded("satml/credit_default")).vae.epochs == 250  # the reference's real-data setting
-    assert Scenario.from_toml(embedded("satml/moons")).vae.epochs == 100
+    assert Scenario.from_toml(embedded("satml/credit_default")).vae["epochs"] == 250  # the reference's real-data setting
+    assert Scenario.from_toml(embedded("satml/moons")).vae["epochs"] == 100
     scenario = Scenario.from_dict(tomllib.loads(TINY + "[vae]\nepochs = 7\nlatent_dim = 2\n"))
     params = RecourseDynamics(scenario.build(), seed=0).context.vae.vae_params
     assert params["epochs"] == 7 and params["latent_dim"] == 2 and params["hidden_size"] == 32

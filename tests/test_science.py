@@ -11,7 +11,7 @@ from scipy import stats
 
 from recourse_sim.data import DATASETS
 from recourse_sim.experiments import Scenario, run_scenario
-from recourse_sim.experiments.attribution import paired_effects, summarise_effects
+from recourse_sim.reporting.attribution import paired_effects, summarise_effects
 from recourse_sim.metrics import disagreement, f1_score, median_length_scale, mmd2_unbiased, perturbation
 from recourse_sim.simulation import MetricSettings, RecourseDynamics
 from recourse_sim.simulation.evaluation import ShiftEvaluator

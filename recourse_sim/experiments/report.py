@@ -20,7 +20,7 @@ import pandas as pd
 
 from recourse_sim.errors import ConfigError
 from recourse_sim.experiments.store import atomic_directory
-from recourse_sim.experiments.summary import summarise
+from recourse_sim.reporting.summary import summarise
 from recourse_sim.experiments.sweep import REPORT, load_results, read_manifest
 
 SYSTEM = ["model", "generator"]
@@ -62,7 +62,7 @@ def report_sweep(results_dir: str | Path, out: str | Path | None = None, confide
     the store at ``results_dir``."""
     import matplotlib.pyplot as plt
 
-    from recourse_sim.plotting import plot_trajectories
+    from recourse_sim.reporting.trajectories import plot_trajectories
 
     results_dir = Path(results_dir)
     manifest = read_manifest(results_dir)

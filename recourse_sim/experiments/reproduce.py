@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from recourse_sim.experiments.attribution import paired_effects, summarise_effects
+from recourse_sim.reporting.attribution import paired_effects, summarise_effects
 from recourse_sim.experiments.satml import experiment_name, satml_sweeps
-from recourse_sim.experiments.satml_report import report_markdown
+from recourse_sim.reporting.satml import report_markdown
 from recourse_sim.experiments.store import check_output_dir, write_results
-from recourse_sim.experiments.summary import summarise
+from recourse_sim.reporting.summary import summarise
 from recourse_sim.experiments.sweep import run_sweeps
-from recourse_sim.plotting import plot_final_bars, plot_trajectories
+from recourse_sim.reporting.comparisons import plot_final_bars
+from recourse_sim.reporting.trajectories import plot_trajectories
 
 #: The paper's figures: domain and model shift, disagreement, decisiveness and performance over rounds.
 PAPER_METRICS = ("domain_mmd", "model_mmd", "model_mmd_grid", "disagreement", "decisiveness", "f1")

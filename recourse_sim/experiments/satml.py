@@ -11,16 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from recourse_sim.errors import ConfigError
 from recourse_sim.experiments.grid import Sweep
 from recourse_sim.experiments.scenario import Scenario
-from recourse_sim.scenarios import embedded
+from recourse_sim.scenarios import SATML_REAL, SATML_SYNTHETIC, UNCONSTRAINED_SUFFIX, embedded
 
-SYNTHETIC = ("overlapping", "linearly_separable", "circles", "moons")
-# In the order the full grid queues them: longest first (measured), so two workers finish close together.
-REAL = ("credit_default", "california_housing", "give_me_some_credit")
+SYNTHETIC, REAL = SATML_SYNTHETIC, SATML_REAL
 EXPERIMENTS = SYNTHETIC + REAL
 
 #: ``--quick``: 10 rounds, 2 repetitions, 400 synthetic / 800 real samples, metrics every 5 rounds.
@@ -48,14 +44,6 @@ def satml_scenarios(quick: bool = False, only: Sequence[str] | None = None) -> l
     return scenarios
 
 
-def final_round_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean over repetitions of each metric at the final round, one row per experiment x model x generator."""
-    last = frame.groupby("experiment")["round"].transform("max")
-    final = frame[frame["round"] == last]
-    table = final.pivot_table(index=["experiment", "model", "generator"], columns="metric", values="value", aggfunc="mean")
-    return table.reset_index()
-
-
 def output_dir_default(quick: bool) -> Path:
     return Path("runs") / ("satml_quick" if quick else "satml")
 
@@ -67,7 +55,6 @@ FAMILIES = {"real": REAL, "synthetic": SYNTHETIC}
 #: budget keep real-data counterfactuals from being valid. Reported as experiment ``<dataset>_unconstrained``.
 ABLATIONS = {"real_unconstrained": REAL}
 ABLATION_GENERATORS = ("generic", "none")
-UNCONSTRAINED_SUFFIX = "_unconstrained"
 
 
 def satml_sweeps(quick: bool = False, only: Sequence[str] | None = None) -> dict[str, Sweep]:

@@ -12,10 +12,12 @@ import inspect
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator,
+)
 
 from recourse_sim.data import DATASETS
 from recourse_sim.data.real import load_csv
@@ -23,7 +25,11 @@ from recourse_sim.errors import ConfigError, RecourseSimError
 from recourse_sim.generators import GENERATORS
 from recourse_sim.generators.problem import SearchSettings
 from recourse_sim.models import MODELS
-from recourse_sim.simulation.config import MetricSettings, SimulationConfig
+from recourse_sim.models.vae import VAE
+from recourse_sim.settings import check_keywords, defaults, from_table, signature_defaults
+from recourse_sim.simulation.config import (
+    DEFAULT_SEED, MetricSettings, Pairing, SimulationConfig, check_dynamics,
+)
 
 
 class _Strict(BaseModel):
@@ -66,30 +72,32 @@ class DataConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
-    """A registered model and its hyper-parameters (unset ones keep the class defaults, see models/)."""
+class ModelConfig(BaseModel):
+    """A registered model; any further key is a keyword of its class (``hidden_sizes``, ``epochs``...), whose
+    signature holds the defaults (see models/). ``device`` and ``seed`` come from the scenario."""
 
+    model_config = ConfigDict(extra="allow")
     name: str
     label: str | None = None
-    hidden_sizes: list[int] | None = None
-    n_members: int | None = Field(default=None, ge=1)
-    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
-    epochs: int | None = Field(default=None, ge=1)
-    batch_size: int | None = Field(default=None, ge=1)
-    learning_rate: float | None = Field(default=None, gt=0.0)
-    retrain_epochs: int | None = Field(default=None, ge=0)
-    retrain_batch_size: int | None = Field(default=None, ge=1)
-    shuffle: bool | None = None
 
     _check_name = field_validator("name")(lambda cls, v: _registered(MODELS, v))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_params(self) -> ModelConfig:
+        check_keywords("model", MODELS[self.name], self.params, exclude=_RUN_OWNED)
+        self.build("cpu")  # range checks live in the model; surface them now
+        return self
 
     @property
     def key(self) -> str:
         return self.label or self.name
 
     def build(self, device: str):
-        params = self.model_dump(exclude={"name", "label"}, exclude_none=True)
-        return MODELS[self.name](device=device, **params)
+        return MODELS[self.name](device=device, **self.params)
 
 
 class GeneratorConfig(BaseModel):
@@ -107,13 +115,7 @@ class GeneratorConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_params(self) -> GeneratorConfig:
-        allowed = list(inspect.signature(GENERATORS[self.name]).parameters)
-        for key in self.params:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"unknown parameter {key!r} for generator {self.name!r}; allowed: "
-                                 f"{', '.join(allowed)}{hint}")
+        check_keywords(f"generator[{self.name}]", GENERATORS[self.name], self.params)
         self.build()  # range checks live in GeneratorSpec; surface them now
         return self
 
@@ -128,69 +130,52 @@ class GeneratorConfig(BaseModel):
         return GENERATORS[self.name](**self.params)
 
 
-class MetricsConfig(_Strict):
-    """See :class:`recourse_sim.simulation.MetricSettings` for the meaning and the paper's values."""
-
-    evaluate_every: int = Field(default=10, ge=1)
-    permutations: int = Field(default=100, ge=0)
-    mmd_samples: int = Field(default=1000, ge=2)
-    length_scale: float = Field(default=0.5, gt=0.0)
-    grid_points: int = Field(default=1000, ge=2)
-    definitions: Literal["code", "paper"] = "code"
-    domain_reference: Literal["held_out", "initial"] = "held_out"
-    domain_length_scale: float | Literal["median"] = "median"
-
-    @field_validator("domain_length_scale")
-    @classmethod
-    def _positive_length_scale(cls, value):
-        if value != "median" and not value > 0:
-            raise ValueError(f"domain_length_scale must be 'median' or a number > 0; got {value!r}")
-        return value
+def _settings_table(cls: type, prefix: str):
+    """A scenario table read as the settings dataclass ``cls``, the one home of its fields and checks."""
+    return BeforeValidator(lambda table: from_table(cls, table, prefix))
 
 
-class SearchConfig(_Strict):
-    """Counterfactual search settings shared by all generators (see :class:`SearchSettings`)."""
+def _vae_table(table: Any) -> dict[str, Any]:
+    """The ``[vae]`` table: keywords of :class:`~recourse_sim.models.vae.VAE` (the one home of their defaults and
+    checks), resolved with every default written out (``latent_dim`` unset means ``min(8, d)``). The SaTML 2023 real-data experiments use ``epochs = 250``."""
+    if not isinstance(table, dict):
+        raise ConfigError("vae", table, "a table of VAE keywords")
+    check_keywords("vae", VAE, table, exclude=_RUN_OWNED)
+    VAE(**table)
+    resolved = signature_defaults(VAE, exclude=_RUN_OWNED) | table
+    return {key: value for key, value in resolved.items() if value is not None}  # TOML has no None
 
-    n_counterfactuals: int = Field(default=5, ge=1)
-    init_noise: float = Field(default=0.1, ge=0.0)
-    rescale_step_by_k: bool = True
-    standardize: bool = True
 
-
-class VAEConfig(_Strict):
-    """The VAE behind the latent generators (REVISE, CLUE), trained on each latent system's data at its first
-    search and refitted each round (see :class:`recourse_sim.models.vae.VAE`; CounterfactualExplanations.jl
-    v0.1.5 defaults). The SaTML 2023 real-data experiments use ``epochs = 250``."""
-
-    hidden_size: int = Field(default=32, ge=1)
-    latent_dim: int | None = Field(default=None, ge=1)
-    epochs: int = Field(default=100, ge=0)
-    batch_size: int = Field(default=50, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0.0)
-    decoder_weight_decay: float = Field(default=0.01, ge=0.0)
-    retrain_epochs: int = Field(default=10, ge=0)
+#: Keywords of models and the VAE that a scenario sets for them, not the user: the device and the seed.
+_RUN_OWNED = ("device", "seed")
+_DYNAMICS = defaults(SimulationConfig)
 
 
 class Scenario(_Strict):
     """One experiment: a dataset, models x generators x repetitions, and the dynamics' parameters.
 
-    Defaults follow the SaTML 2023 protocol: mu = 0.05, K = 5, seed 42, metrics every 10 rounds (the
-    paper runs 50 rounds; the default here is 20 to keep the quick start under a minute).
+    Each setting has one home, which this schema reads: the dynamics (``rounds``, ``repetitions``,
+    ``recourse_share``, ``pairing``, ``device``) are :class:`SimulationConfig`'s fields, ``[metrics]`` is
+    :class:`MetricSettings`, ``[search]`` is :class:`SearchSettings`, ``[vae]`` and each model's keys are the
+    keywords of the VAE's and the model's constructors, and each generator's keys are its factory's keywords.
+    Defaults follow the SaTML 2023 protocol: 50 rounds, mu = 0.05, K = 5, seed 42, metrics every 10 rounds.
     """
 
     name: str = "scenario"
-    seed: int = Field(default=42, ge=0)
-    rounds: int = Field(default=20, ge=1)
-    repetitions: int = Field(default=1, ge=1)
-    recourse_share: float = Field(default=0.05, gt=0.0, le=1.0)
-    pairing: Literal["repetition", "model"] = "repetition"
-    device: str = "auto"
+    seed: int = Field(default=DEFAULT_SEED, ge=0)
+    rounds: int = _DYNAMICS["rounds"]
+    repetitions: int = _DYNAMICS["repetitions"]
+    recourse_share: float = _DYNAMICS["recourse_share"]
+    pairing: Pairing = _DYNAMICS["pairing"]
+    device: str = _DYNAMICS["device"]
     data: DataConfig = Field(default_factory=DataConfig)
     models: list[ModelConfig] = Field(min_length=1)
     generators: list[GeneratorConfig] = Field(min_length=1)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    vae: VAEConfig = Field(default_factory=VAEConfig)
+    metrics: Annotated[MetricSettings, _settings_table(MetricSettings, "metrics")] = Field(
+        default_factory=MetricSettings)
+    search: Annotated[SearchSettings, _settings_table(SearchSettings, "search")] = Field(
+        default_factory=SearchSettings)
+    vae: Annotated[dict[str, Any], BeforeValidator(_vae_table)] = Field(default_factory=lambda: _vae_table({}))
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -207,6 +192,11 @@ class Scenario(_Strict):
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
+
+    @model_validator(mode="after")
+    def _check_dynamics(self) -> Scenario:
+        check_dynamics(self.rounds, self.repetitions, self.recourse_share, self.pairing)
+        return self
 
     @model_validator(mode="after")
     def _unique_labels(self) -> Scenario:
@@ -264,13 +254,9 @@ class Scenario(_Strict):
             repetitions=self.repetitions,
             recourse_share=self.recourse_share,
             pairing=self.pairing,
-            search=SearchSettings(
-                n_counterfactuals=self.search.n_counterfactuals, init_noise=self.search.init_noise,
-                rescale_step_by_k=self.search.rescale_step_by_k,
-            ),
-            metrics=MetricSettings(**self.metrics.model_dump()),
-            standardize_search=self.search.standardize,
-            vae=self.vae.model_dump(exclude_none=True),
+            search=self.search,
+            metrics=self.metrics,
+            vae=self.vae,
             device=self.device,
         )
 
@@ -351,9 +337,27 @@ def _as_config_error(exc: ValidationError, source: str) -> ConfigError:
         message = f"a known key: {allowed}" + (f" (did you mean {close[0]!r}?)" if close else "")
         return ConfigError(f"{source}: {field}", "unknown key", message)
     cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError) and _names_its_path(cause.field, error["loc"]):
+        return ConfigError(f"{source}: {_path_of(cause.field, error['loc'])}", cause.value, cause.allowed)
     if isinstance(cause, RecourseSimError):
         message = str(cause)
     return ConfigError(f"{source}: {field}", error.get("input"), message)
+
+
+def _names_its_path(reported: str, loc: tuple) -> bool:
+    """Whether an owner's check reported a setting by its scenario path: a top-level key (``rounds``), a
+    settings table's key (``metrics.permutations``) or a model's keyword (``model.epochs`` in ``models.0``).
+    A generator's checks name the generator instead (``generator[eccco].coverage``): kept as they are."""
+    head = reported.split(".")[0]
+    return not loc or head == str(loc[0]) or f"{head}s" == str(loc[0])
+
+
+def _path_of(reported: str, loc: tuple) -> str:
+    where = [str(part) for part in loc]
+    if not where or reported.split(".")[0] == where[0]:
+        return reported
+    setting = reported.split(".", 1)[1] if "." in reported else ""
+    return ".".join([*where, setting] if setting and where[-1] != setting else where)
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

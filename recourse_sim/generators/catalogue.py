@@ -1,18 +1,23 @@
 """The named generators. Each factory returns a :class:`GeneratorSpec` with the paper-era defaults of
-CounterfactualExplanations.jl v0.1.5 as used by Altmeyer et al. (SaTML 2023); every one accepts the decision
-threshold gamma and the search's step size and iteration cap.
+CounterfactualExplanations.jl v0.1.5 as used by Altmeyer et al. (SaTML 2023).
 
-Every factory is wrapped by :func:`_checked`: a keyword of the wrong type (``threshold = "0.9"``), a
-non-finite number (``step_size = inf``) or an unknown keyword is refused with one :class:`ConfigError` naming
-the generator, the keyword, the value and what is allowed; range errors raised by the spec or a term are
-prefixed with the generator's name. A Python call and a scenario file therefore get the same message."""
+A factory states only what makes its generator different (its terms and their weights, its convergence
+rule); the options every search generator shares (:data:`COMMON_OPTIONS`: the decision threshold gamma, the
+step size and the iteration cap, CounterfactualExplanations.jl's common generator fields) are added by
+:func:`generator_factory` with their defaults from :class:`GeneratorSpec`, their one home. A factory that
+departs from a common default (ECCCo's step size 0.05) declares the option itself.
+
+Every factory's keywords are checked by :func:`generator_factory`: a keyword of the wrong type
+(``threshold = "0.9"``), a non-finite number (``step_size = inf``) or an unknown keyword is refused with one
+:class:`ConfigError` naming the generator, the keyword, the value and what is allowed; range errors raised by
+the spec or a term are prefixed with the generator's name. A Python call, a scenario file and the dashboard
+therefore see the same keywords, defaults and messages (``inspect.signature`` of a factory lists them all)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
-import math
-import types
 import typing
 from collections.abc import Callable
 
@@ -21,85 +26,71 @@ from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.generators.terms import (
     ClassifierLoss, ConformalSetSize, Distance, DPPDiversity, Energy, GravitationalPull, L1Distance, MADDistance,
 )
+from recourse_sim.settings import check_value
 
-STEP_SIZE = 0.01  # Descent(0.01) in the reference code
-MAX_STEPS = 100  # T = 100 iterations
-
-
-def _check_type(generator: str, key: str, value: object, annotation: object) -> None:
-    """``float``: a finite real number (an integer is fine); ``int``: an integer; ``X | None``: also None."""
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    options = typing.get_args(annotation) if union else (annotation,)
-    if value is None and type(None) in options:
-        return
-    field = f"generator[{generator}].{key}"
-    if float in options:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            hint = "; write it without quotes" if isinstance(value, str) else ""
-            raise ConfigError(field, value, f"a number (got {type(value).__name__}{hint})")
-        if not math.isfinite(value):
-            raise ConfigError(field, value, "a finite number")
-    elif int in options and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(field, value, f"an integer (got {type(value).__name__})")
+#: Options every search generator accepts; defaults from :class:`GeneratorSpec` (gamma 0.5, Descent(0.01), T = 100).
+COMMON_OPTIONS = ("threshold", "step_size", "max_steps")
+#: lambda1, the weight of the individual cost ||x' - x|| in the reference code's generators.
+LAMBDA_COST = 0.1
+#: lambda2, the weight of the external cost of the paper's two mitigating generators (gravitational, ClaPROAR).
+LAMBDA_EXTCOST = 5.0
 
 
-def _checked(factory: Callable[..., GeneratorSpec]) -> Callable[..., GeneratorSpec]:
-    """The factory with its keywords checked against its signature (see the module docstring)."""
-    signature = inspect.signature(factory)
-    hints = typing.get_type_hints(factory)
+def generator_factory(factory: Callable[..., GeneratorSpec]) -> Callable[..., GeneratorSpec]:
+    """``factory`` with the common options added to its keywords and every keyword checked (module docstring)."""
+    own = inspect.signature(factory).parameters
+    spec_fields = {f.name: f for f in dataclasses.fields(GeneratorSpec)}
+    spec_hints = typing.get_type_hints(GeneratorSpec)
+    common = {name: inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=spec_fields[name].default,
+                                      annotation=spec_fields[name].type)
+              for name in COMMON_OPTIONS if name not in own}
+    # gamma first, then the generator's own options, then the search budget
+    ordered = [*(common.pop(n) for n in ("threshold",) if n in common),
+               *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.values()), *common.values()]
+    signature = inspect.Signature(ordered)
+    hints = {name: spec_hints[name] for name in COMMON_OPTIONS} | typing.get_type_hints(factory)
     name = factory.__name__
 
     @functools.wraps(factory)
     def build(*args: object, **kwargs: object) -> GeneratorSpec:
         unknown = [key for key in kwargs if key not in signature.parameters]
-        if unknown or len(args) > len(signature.parameters):
+        if unknown or args:
             raise ConfigError(f"generator[{name}]", unknown[0] if unknown else args,
                               f"keywords {', '.join(signature.parameters)}")
-        for key, value in signature.bind(*args, **kwargs).arguments.items():
-            _check_type(name, key, value, hints.get(key))
+        for key, value in kwargs.items():
+            check_value(f"generator[{name}].{key}", value, hints.get(key))
+        shared = {key: kwargs.pop(key) for key in COMMON_OPTIONS if key in kwargs and key not in own}
         try:
-            return factory(*args, **kwargs)
+            spec = factory(**kwargs)
+            return spec.replace(**shared) if shared else spec
         except ConfigError as error:
             if error.field.startswith("generator["):
                 raise
             raise ConfigError(f"generator[{name}].{error.field}", error.value, error.allowed) from None
 
+    build.__signature__ = signature
     return build
 
 
-@_checked
-def generic(
-    threshold: float = 0.5, lambda_cost: float = 0.1, step_size: float = STEP_SIZE, max_steps: int = MAX_STEPS
-) -> GeneratorSpec:
+@generator_factory
+def generic(lambda_cost: float = LAMBDA_COST) -> GeneratorSpec:
     """Generic gradient generator ("Wachter" in the SaTML paper): ``yloss + 0.1 ||X' - X||``, gamma = 0.5.
 
     With ``threshold=0.9`` this is the paper's "conservative" mitigation.
     """
-    return GeneratorSpec(
-        "generic", costs=((lambda_cost, Distance()),), threshold=threshold, step_size=step_size, max_steps=max_steps
-    )
+    return GeneratorSpec("generic", costs=((lambda_cost, Distance()),))
 
 
-@_checked
-def wachter(
-    threshold: float = 0.5, lambda_cost: float = 0.1, step_size: float = STEP_SIZE, max_steps: int = MAX_STEPS
-) -> GeneratorSpec:
+@generator_factory
+def wachter(lambda_cost: float = LAMBDA_COST) -> GeneratorSpec:
     """Wachter et al. (2017): ``yloss + 0.1 sum_j |x'_j - x_j| / MAD_j`` (MAD-weighted L1), gamma = 0.5."""
-    return GeneratorSpec(
-        "wachter", costs=((lambda_cost, MADDistance()),), threshold=threshold, step_size=step_size,
-        max_steps=max_steps,
-    )
+    return GeneratorSpec("wachter", costs=((lambda_cost, MADDistance()),))
 
 
-@_checked
+@generator_factory
 def gravitational(
-    threshold: float = 0.5,
-    lambda_cost: float = 0.1,
-    lambda_extcost: float = 5.0,
-    n_neighbours: int = 50,
+    lambda_cost: float = LAMBDA_COST, lambda_extcost: float = LAMBDA_EXTCOST, n_neighbours: int = 50,
     tolerance: float = 1e-3,
-    step_size: float = STEP_SIZE,
-    max_steps: int = MAX_STEPS,
 ) -> GeneratorSpec:
     """Gravitational generator (Altmeyer et al. 2023): ``yloss + 0.1 ||X' - X|| + 5 ||X' - c||``.
 
@@ -110,19 +101,13 @@ def gravitational(
         "gravitational",
         costs=((lambda_cost, Distance()),),
         extcosts=((lambda_extcost, GravitationalPull(n_neighbours)),),
-        threshold=threshold, convergence="threshold_and_small_step", tolerance=tolerance,
-        step_size=step_size, max_steps=max_steps,
+        convergence="threshold_and_small_step", tolerance=tolerance,
     )
 
 
-@_checked
+@generator_factory
 def claproar(
-    threshold: float = 0.5,
-    lambda_cost: float = 0.1,
-    lambda_extcost: float = 5.0,
-    tolerance: float = 1e-3,
-    step_size: float = STEP_SIZE,
-    max_steps: int = MAX_STEPS,
+    lambda_cost: float = LAMBDA_COST, lambda_extcost: float = LAMBDA_EXTCOST, tolerance: float = 1e-3,
 ) -> GeneratorSpec:
     """ClaPROAR (Altmeyer et al. 2023): ``yloss + 0.1 ||X' - X|| + 5 BCE(M(x'), yhat(x'))``.
 
@@ -133,16 +118,12 @@ def claproar(
         "claproar",
         costs=((lambda_cost, Distance()),),
         extcosts=((lambda_extcost, ClassifierLoss()),),
-        threshold=threshold, convergence="threshold_and_small_step", tolerance=tolerance,
-        step_size=step_size, max_steps=max_steps,
+        convergence="threshold_and_small_step", tolerance=tolerance,
     )
 
 
-@_checked
-def greedy(
-    threshold: float = 0.5, epsilon: float = 0.1, n: int = 10, step_size: float | None = None,
-    max_steps: int = MAX_STEPS,
-) -> GeneratorSpec:
+@generator_factory
+def greedy(epsilon: float = 0.1, n: int = 10, step_size: float | None = None) -> GeneratorSpec:
     """Greedy generator (Schut et al. 2021, "Generating interpretable counterfactual explanations by implicit
     minimisation of epistemic and aleatoric uncertainties"; CE.jl ``GreedyGenerator``): yloss only (lambda = 0).
 
@@ -151,15 +132,12 @@ def greedy(
     :mod:`recourse_sim.generators.greedy`); gamma = 0.5, T = 100. ``step_size`` is an alias of ``epsilon``.
     """
     return GeneratorSpec(
-        "greedy", threshold=threshold, step_size=epsilon if step_size is None else step_size, max_steps=max_steps,
-        max_changes=n, strategy="greedy",
+        "greedy", step_size=epsilon if step_size is None else step_size, max_changes=n, strategy="greedy",
     )
 
 
-@_checked
-def revise(
-    threshold: float = 0.5, lambda_cost: float = 0.1, step_size: float = STEP_SIZE, max_steps: int = MAX_STEPS
-) -> GeneratorSpec:
+@generator_factory
+def revise(lambda_cost: float = LAMBDA_COST) -> GeneratorSpec:
     """REVISE (Joshi et al. 2019, "Towards realistic individual recourse and actionable explanations in
     black-box decision making systems"): search z in a VAE latent space, ``yloss(M(dec z)) + 0.1 ||dec z - X||``
     (Euclidean over the K-stack), z0 = one encoder sample, gamma = 0.5, Descent(0.01), T = 100.
@@ -168,16 +146,11 @@ def revise(
     ``SearchContext.vae`` (see :mod:`recourse_sim.generators.latent`); decoded points are projected onto the
     feature constraints.
     """
-    return GeneratorSpec(
-        "revise", costs=((lambda_cost, Distance()),), threshold=threshold, step_size=step_size,
-        max_steps=max_steps, strategy="latent",
-    )
+    return GeneratorSpec("revise", costs=((lambda_cost, Distance()),), strategy="latent")
 
 
-@_checked
-def clue(
-    threshold: float = 0.5, lambda_cost: float = 0.1, step_size: float = STEP_SIZE, max_steps: int = MAX_STEPS
-) -> GeneratorSpec:
+@generator_factory
+def clue(lambda_cost: float = LAMBDA_COST) -> GeneratorSpec:
     """CLUE (Antoran et al. 2021, "Getting a CLUE: a method for explaining uncertainty estimates"): latent search
     minimising the predictive entropy of ``M(dec z)`` + 0.1 ``||dec z - X||_1``; gamma = 0.5, Descent(0.01),
     T = 100 (CE.jl ``CLUEGenerator``; described but not run in the SaTML 2023 paper).
@@ -186,35 +159,22 @@ def clue(
     deep in the negative region is a more confident negative. It is therefore not a recourse generator in the
     strict sense; its counterfactuals are valid only where the nearest low-entropy region is positive.
     """
-    return GeneratorSpec(
-        "clue", costs=((lambda_cost, L1Distance()),), threshold=threshold, step_size=step_size,
-        max_steps=max_steps, strategy="latent", yloss="entropy",
-    )
+    return GeneratorSpec("clue", costs=((lambda_cost, L1Distance()),), strategy="latent", yloss="entropy")
 
 
-@_checked
-def dice(
-    threshold: float = 0.5,
-    lambda_cost: float = 0.1,
-    lambda_diversity: float = 1.0,
-    step_size: float = STEP_SIZE,
-    max_steps: int = MAX_STEPS,
-) -> GeneratorSpec:
+@generator_factory
+def dice(lambda_cost: float = LAMBDA_COST, lambda_diversity: float = 1.0) -> GeneratorSpec:
     """DiCE (Mothilal et al. 2020, "Explaining machine learning classifiers through diverse counterfactual
     explanations"): the K copies (K = 5, ``SearchSettings.n_counterfactuals``) are searched jointly,
     ``yloss + 0.1 ||X' - X|| - 1.0 det(Kern)`` with ``Kern_ij = 1 / (1 + ||x'_i - x'_j||)`` plus a deterministic
     1e-5 diagonal jitter (the reference adds random noise); lambda = (0.1, 1.0), gamma = 0.5.
     """
-    return GeneratorSpec(
-        "dice", costs=((lambda_cost, Distance()),), extcosts=((lambda_diversity, DPPDiversity()),),
-        threshold=threshold, step_size=step_size, max_steps=max_steps,
-    )
+    return GeneratorSpec("dice", costs=((lambda_cost, Distance()),), extcosts=((lambda_diversity, DPPDiversity()),))
 
 
-@_checked
+@generator_factory
 def eccco(
-    threshold: float = 0.5,
-    lambda_cost: float = 0.1,
+    lambda_cost: float = LAMBDA_COST,
     lambda_energy: float = 0.5,
     lambda_set_size: float = 0.1,
     coverage: float = 0.95,
@@ -222,7 +182,6 @@ def eccco(
     kappa: float = 1.0,
     tolerance: float = 0.01,
     step_size: float = 0.05,
-    max_steps: int = MAX_STEPS,
 ) -> GeneratorSpec:
     """ECCCo (Altmeyer et al., AAAI 2024, "Faithful model explanations through energy-constrained conformal
     counterfactuals"): ``yloss + 0.1 ||x' - x||_1 + 0.5 (-logit_y+(x')) + 0.1 Omega(x')``.
@@ -240,6 +199,5 @@ def eccco(
         "eccco",
         costs=((lambda_cost, L1Distance()),),
         extcosts=((lambda_energy, Energy()), (lambda_set_size, ConformalSetSize(coverage, temperature, kappa))),
-        threshold=threshold, convergence="threshold_and_small_gradient", tolerance=tolerance,
-        step_size=step_size, max_steps=max_steps,
+        convergence="threshold_and_small_gradient", tolerance=tolerance, step_size=step_size,
     )

@@ -4,7 +4,7 @@ Retraining alone shifts a model (warm starts, a fresh optimiser each round, drop
 against the round-0 model mixes what recourse did with what retraining does anyway. The control system has
 the same data, model, seeds, recipients and retraining schedule as every other system of its repetition and
 differs only in the cause: its recipients do not act. ``system - paired control`` is then the effect
-attributable to recourse (see :mod:`recourse_sim.experiments.attribution`).
+attributable to recourse (see :mod:`recourse_sim.reporting.attribution`).
 
 In a scenario: ``generators = ["generic", "none"]``. The simulation reads :attr:`GeneratorSpec.moves`; the
 engine's ``"none"`` strategy returns the factuals themselves (no search, no random draws), so a control costs

@@ -9,6 +9,7 @@ import torch
 
 from recourse_sim.data.dataset import Standardizer
 from recourse_sim.generators.constraints import FeatureConstraints
+from recourse_sim.settings import check_fields, require
 
 
 class StackedScorer(Protocol):
@@ -21,18 +22,28 @@ class StackedScorer(Protocol):
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Engine settings shared by all generators of one call (paper-era CounterfactualExplanations.jl v0.1.5).
+    """Engine settings shared by all generators of one call, the ``[search]`` table of a scenario (paper-era
+    CounterfactualExplanations.jl v0.1.5).
 
     - ``n_counterfactuals`` K=5 copies per individual (the SaTML 2023 footnote: one is implemented at random);
     - ``init_noise`` 0.1: copies start at ``x + 0.1 N(0, I)`` in the search space;
     - ``rescale_step_by_k``: the reference code multiplies the step by K (its loss averages over copies);
-    - ``check_every`` 10: host-device synchronisation cadence for the early exit and batch compaction.
+    - ``check_every`` 10: host-device synchronisation cadence for the early exit and batch compaction;
+    - ``standardize``: search (and measure distances) in the space of features standardised on the initial
+      data, as the reference code does; ``False`` searches in raw feature units.
     """
 
     n_counterfactuals: int = 5
     init_noise: float = 0.1
     rescale_step_by_k: bool = True
     check_every: int = 10
+    standardize: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self, "search")
+        require(self.n_counterfactuals >= 1, "search.n_counterfactuals", self.n_counterfactuals, "an integer >= 1")
+        require(self.init_noise >= 0, "search.init_noise", self.init_noise, "a number >= 0")
+        require(self.check_every >= 1, "search.check_every", self.check_every, "an integer >= 1")
 
 
 @dataclass(frozen=True)

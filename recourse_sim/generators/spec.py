@@ -9,6 +9,7 @@ from typing import Literal
 
 from recourse_sim.errors import ConfigError
 from recourse_sim.generators.terms import ObjectiveTerm
+from recourse_sim.models.base import DECISION_THRESHOLD
 
 Convergence = Literal["threshold", "threshold_and_small_step", "threshold_and_small_gradient"]
 CONVERGENCE_RULES = ("threshold", "threshold_and_small_step", "threshold_and_small_gradient")
@@ -44,7 +45,7 @@ class GeneratorSpec:
     name: str
     costs: tuple[tuple[float, ObjectiveTerm], ...] = ()
     extcosts: tuple[tuple[float, ObjectiveTerm], ...] = ()
-    threshold: float = 0.5
+    threshold: float = DECISION_THRESHOLD
     convergence: Convergence = "threshold"
     tolerance: float = 1e-3
     step_size: float = 0.01

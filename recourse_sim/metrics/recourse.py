@@ -1,4 +1,4 @@
-"""Counterfactual quality: validity and cost (distance moved).
+"""Counterfactual quality: validity, cost (distance moved) and implausibility.
 
 Altmeyer et al., "Endogenous Macrodynamics in Algorithmic Recourse", IEEE SaTML 2023; validity and cost as
 reported by CounterfactualExplanations.jl, which the reference code AlgorithmicRecourseDynamics.jl v0.1.2 uses.
@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 
 from recourse_sim.errors import DataError
+from recourse_sim.models.base import DECISION_THRESHOLD
 
-__all__ = ["recourse_cost", "validity"]
+__all__ = ["implausibility", "recourse_cost", "validity"]
 
 
 def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
@@ -27,12 +28,12 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     return total / mask.sum(-1).to(values.dtype)
 
 
-def validity(p_cf: Tensor, threshold: float = 0.5, *, mask: Tensor | None = None) -> Tensor:
+def validity(p_cf: Tensor, threshold: float = DECISION_THRESHOLD, *, mask: Tensor | None = None) -> Tensor:
     """Share of counterfactuals classified in the target class, ``mean(p_cf >= threshold)``.
 
     Args:
         p_cf: Target-class probabilities of the counterfactuals ``(..., B)``.
-        threshold: Decision threshold (default 0.5).
+        threshold: Decision threshold (default :data:`DECISION_THRESHOLD`, 0.5: the classifier's own).
         mask: Optional boolean ``(..., B)`` selecting the counterfactuals that count.
 
     Returns:
@@ -68,3 +69,20 @@ def recourse_cost(x_factual: Tensor, x_cf: Tensor, p: float = 2, *, mask: Tensor
     if not diff.is_floating_point():
         diff = diff.to(torch.get_default_dtype())
     return _masked_mean(torch.linalg.vector_norm(diff, ord=p, dim=-1), mask)
+
+
+def implausibility(counterfactuals: Tensor, X: Tensor, y: Tensor, *, target: int = 1, k: int = 100) -> Tensor:
+    """Mean Euclidean distance of each counterfactual to its ``k`` nearest target-class points in ``X``.
+
+    ``counterfactuals`` (..., d) -> (...); lower is more plausible (the SaTML 2023 / ECCCo "implausibility",
+    k = 100, or the number of target-class points if fewer).
+    """
+    cf = torch.as_tensor(counterfactuals, dtype=torch.float32)
+    X = torch.as_tensor(X, dtype=torch.float32, device=cf.device)
+    reference = X[torch.as_tensor(y, device=cf.device) == target]
+    if len(reference) == 0:
+        raise DataError(f"implausibility: no points of the target class {target} to compare with")
+    k = min(k, len(reference))
+    flat = cf.reshape(-1, cf.shape[-1])
+    distances = torch.cdist(flat, reference).topk(k, dim=1, largest=False).values.mean(1)
+    return distances.reshape(cf.shape[:-1])

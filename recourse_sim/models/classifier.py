@@ -15,15 +15,13 @@ import torch
 
 from recourse_sim.device import resolve_device
 from recourse_sim.errors import ConfigError, DataError
-from recourse_sim.models.base import StackedClassifierMixin
+from recourse_sim.models.base import StackedClassifier
 from recourse_sim.models.network import AdamSettings, StackedMLP
+from recourse_sim.settings import check_keywords, parameter_names
 
 
-PARAMS = ("hidden_sizes", "n_members", "dropout", "epochs", "batch_size", "learning_rate", "retrain_epochs",
-          "retrain_batch_size", "shuffle", "device", "seed")
 
-
-class TorchClassifier(StackedClassifierMixin):
+class TorchClassifier(StackedClassifier):
     """A (stack of) ReLU MLP(s) / ensembles with one logit output; ``p(y=1|x)`` is the good outcome."""
 
     def __init__(
@@ -42,7 +40,7 @@ class TorchClassifier(StackedClassifierMixin):
         **unknown: object,
     ) -> None:
         if unknown:  # one package error instead of Python's TypeError
-            raise ConfigError(type(self).__name__, next(iter(unknown)), f"keywords {', '.join(PARAMS)}")
+            raise ConfigError(type(self).__name__, next(iter(unknown)), f"keywords {', '.join(parameter_names(TorchClassifier))}")
         self.hidden_sizes = tuple(hidden_sizes)
         self.n_members = n_members
         self.dropout = dropout
@@ -57,6 +55,7 @@ class TorchClassifier(StackedClassifierMixin):
         self._check_params()
 
     def _check_params(self) -> None:
+        check_keywords("model", TorchClassifier, self.get_params())
         positive = {"n_members": self.n_members, "epochs": self.epochs, "batch_size": self.batch_size,
                     "retrain_batch_size": self.retrain_batch_size}
         for name, value in positive.items():
@@ -71,27 +70,18 @@ class TorchClassifier(StackedClassifierMixin):
         if not self.learning_rate > 0:
             raise ConfigError("model.learning_rate", self.learning_rate, "a number > 0")
 
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in PARAMS}
-
     # ----------------------------------------------------------------------------------------- fitting
     def fit(self, X: torch.Tensor, y: torch.Tensor) -> TorchClassifier:
         """Initialise fresh weights and train for ``epochs`` with mini-batches of ``batch_size``."""
         X, y, stacked = self._as_stack(X, y)
         self.device_ = resolve_device(self.device)
-        self.generator_ = torch.Generator(device=self.device_)
-        init_generator = torch.Generator()
-        if self.seed is not None:
-            self.generator_.manual_seed(self.seed)
-            init_generator.manual_seed(self.seed)
-        else:
-            init_generator.seed()
-            self.generator_.seed()
+        self.rng_ = self._new_rng(self.device_)
+        init_rng = self._new_rng()  # initial weights are drawn on CPU (the same on every device)
         self.stacked_ = stacked
         self.n_features_in_ = X.shape[-1]
         self.network_ = StackedMLP(
             X.shape[0], self.n_members, self.n_features_in_, self.hidden_sizes, self.dropout,
-            device=self.device_, generator=init_generator,
+            device=self.device_, generator=init_rng,
         )
         self._train(X, y, self.epochs, self.batch_size)
         return self
@@ -108,7 +98,7 @@ class TorchClassifier(StackedClassifierMixin):
             raise DataError(f"model holds {self.network_.n_systems} systems but got data for {X.shape[0]}")
         self.network_.train(
             X.to(self.device_), y.to(self.device_), epochs, batch_size, AdamSettings(lr=self.learning_rate),
-            shuffle=self.shuffle, generator=self.generator_,
+            shuffle=self.shuffle, generator=self.rng_,
         )
 
     # ---------------------------------------------------------------------------------------- inference
@@ -125,17 +115,13 @@ class TorchClassifier(StackedClassifierMixin):
         """
         return self.network_.log_proba(X, systems)
 
+    def logits_stacked(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable mean member logit of y = 1 (the logit itself for a single network): (S', N, d) -> (S', N)."""
+        return self.network_.member_logits(X, systems).mean(1)
+
     # ------------------------------------------------------------------------------------------- stacks
-    def select_systems(self, systems: torch.Tensor | Sequence[int]) -> TorchClassifier:
-        """A fitted copy holding the given systems (indices may repeat, e.g. to fan one model out)."""
-        self._check_fitted()
-        new = type(self).__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.network_ = self.network_.select(systems)
-        new.stacked_ = True
-        new.generator_ = torch.Generator(device=self.device_)
-        new.generator_.set_state(self.generator_.get_state())
-        return new
+    def _take_systems(self, new: TorchClassifier, index: torch.Tensor) -> None:
+        new.network_ = self.network_.select(index)
 
     def parameters_stacked(self) -> list[torch.Tensor]:
         """The parameter tensors, each with a leading system axis (S, ...)."""

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ from torch import nn
 
 from recourse_sim.device import resolve_device
 from recourse_sim.errors import ConfigError, DataError
-from recourse_sim.models.base import StackedClassifierMixin
+from recourse_sim.models.base import StackedClassifier
 
 ModuleSource = nn.Module | Callable[[], nn.Module]
 
@@ -58,7 +58,7 @@ def _reset_parameters(module: nn.Module) -> None:
             reset()
 
 
-class ModuleClassifier(StackedClassifierMixin):
+class ModuleClassifier(StackedClassifier):
     """A stack of S copies of a user's ``nn.Module`` with the scikit-learn/simulation classifier contract.
 
     Parameters
@@ -133,12 +133,6 @@ class ModuleClassifier(StackedClassifierMixin):
         if not self.learning_rate > 0:
             raise ConfigError("model.learning_rate", self.learning_rate, "a number > 0")
 
-    def get_params(self) -> dict:
-        """Every constructor argument (the simulation rebuilds models with ``type(m)(**m.get_params())``)."""
-        return {k: getattr(self, k) for k in (
-            "module", "epochs", "batch_size", "learning_rate", "retrain_epochs", "retrain_batch_size", "shuffle",
-            "vectorize", "reinitialize", "device", "seed")}
-
     def __repr__(self) -> str:
         name = type(self.module).__name__ if isinstance(self.module, nn.Module) else getattr(
             self.module, "__name__", "factory")
@@ -179,14 +173,10 @@ class ModuleClassifier(StackedClassifierMixin):
         """Build one fresh module per system (X (S, n, d)) or a single one (X (n, d)) and train ``epochs``."""
         X, y, stacked = self._as_stack(X, y)
         self.device_ = resolve_device(self.device)
-        self.generator_ = torch.Generator()
-        if self.seed is not None:
-            self.generator_.manual_seed(self.seed)
-        else:
-            self.generator_.seed()
+        self.rng_ = self._new_rng()
         self.stacked_ = stacked
         self.n_features_in_ = X.shape[-1]
-        seeds = torch.randint(0, 2**62, (X.shape[0],), generator=self.generator_).tolist()
+        seeds = torch.randint(0, 2**62, (X.shape[0],), generator=self.rng_).tolist()
         self._set_modules([self._build_module(s) for s in seeds])
         self._check_output(X)
         self._train(X, y, self.epochs, self.batch_size)
@@ -212,7 +202,7 @@ class ModuleClassifier(StackedClassifierMixin):
         X, y = X.to(self.device_), y.to(self.device_)
         trainable = self._trainable()
         optimiser = torch.optim.Adam(trainable, lr=self.learning_rate)
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator_))
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.rng_))
         self._set_training(True)
         try:
             self._fit_loop(X, y, epochs, batch_size, optimiser, seed)
@@ -229,7 +219,7 @@ class ModuleClassifier(StackedClassifierMixin):
         with torch.random.fork_rng(devices=[] if self.device_.type == "cpu" else [self.device_]):
             torch.manual_seed(seed)  # dropout masks, reproducible per call
             for _ in range(epochs):
-                order = torch.randperm(n, generator=self.generator_).to(self.device_) if self.shuffle else None
+                order = torch.randperm(n, generator=self.rng_).to(self.device_) if self.shuffle else None
                 for start in range(0, n, batch_size):
                     stop = min(start + batch_size, n)
                     rows = slice(start, stop) if order is None else order[start:stop]
@@ -301,12 +291,7 @@ class ModuleClassifier(StackedClassifierMixin):
         return F.logsigmoid(self.logits_stacked(X, systems))
 
     # ------------------------------------------------------------------------------------------ stacks
-    def select_systems(self, systems: torch.Tensor | Sequence[int]) -> ModuleClassifier:
-        """A fitted copy holding the given systems (indices may repeat, e.g. to fan one model out)."""
-        self._check_fitted()
-        index = torch.as_tensor(systems, dtype=torch.long).reshape(-1)
-        new = type(self).__new__(type(self))
-        new.__dict__.update(self.__dict__)
+    def _take_systems(self, new: ModuleClassifier, index: torch.Tensor) -> None:
         if self.modules_ is None:
             index = index.to(self.device_)
             new.params_ = {k: v.detach().index_select(0, index).clone().requires_grad_(v.requires_grad)
@@ -314,10 +299,6 @@ class ModuleClassifier(StackedClassifierMixin):
             new.buffers_ = {k: v.index_select(0, index).clone() for k, v in self.buffers_.items()}
         else:
             new.modules_ = [copy.deepcopy(self.modules_[i]) for i in index.tolist()]
-        new.stacked_ = True
-        new.generator_ = torch.Generator()
-        new.generator_.set_state(self.generator_.get_state())
-        return new
 
     def parameters_stacked(self) -> list[torch.Tensor]:
         """The parameter tensors, each flattened with a leading system axis (S, numel)."""

@@ -27,14 +27,18 @@ import torch
 
 from recourse_sim.device import resolve_device
 from recourse_sim.errors import ConfigError, DataError
+from recourse_sim.models.base import StackedEstimator
+from recourse_sim.settings import check_keywords
 from recourse_sim.device import flush_denormals
 
 _ENCODER = ("enc_W", "enc_b", "mu_W", "mu_b", "logsigma_W", "logsigma_b")
 _DECODER = ("dec_W1", "dec_b1", "dec_W2", "dec_b2")
 
 
-class VAE:
+class VAE(StackedEstimator):
     """Stacked Gaussian VAE with the scikit-learn-style contract: params in ``__init__``, ``fit(X) -> self``."""
+
+    _fitted_attribute = "params_"
 
     def __init__(
         self,
@@ -62,6 +66,7 @@ class VAE:
         self._check_params()
 
     def _check_params(self) -> None:
+        check_keywords("vae", VAE, self.get_params())
         for name in ("hidden_size", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -77,24 +82,13 @@ class VAE:
         if not self.decoder_weight_decay >= 0:
             raise ConfigError("vae.decoder_weight_decay", self.decoder_weight_decay, "a number >= 0")
 
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in (
-            "hidden_size", "latent_dim", "epochs", "batch_size", "learning_rate", "decoder_weight_decay",
-            "retrain_epochs", "shuffle", "device", "seed")}
-
     # ----------------------------------------------------------------------------------------- fitting
     def fit(self, X: torch.Tensor) -> VAE:
         """Fresh Glorot-uniform weights (zero biases, Flux's ``Dense`` defaults), then ``epochs`` of training."""
         X, stacked = self._as_stack(X)
         self.device_ = resolve_device(self.device)
-        self.generator_ = torch.Generator(device=self.device_)
-        init = torch.Generator()
-        if self.seed is None:
-            init.seed()
-            self.generator_.seed()
-        else:
-            init.manual_seed(self.seed)
-            self.generator_.manual_seed(self.seed)
+        self.rng_ = self._new_rng(self.device_)
+        init = self._new_rng()  # initial weights are drawn on CPU (the same on every device)
         S, _, d = X.shape
         self.stacked_ = stacked
         self.n_features_in_ = d
@@ -131,7 +125,7 @@ class VAE:
         params = [p.requires_grad_(True) for p in self.params_.values()]
         optimiser = torch.optim.Adam(params, lr=self.learning_rate)
         for _ in range(epochs):
-            order = (torch.randperm(n, generator=self.generator_, device=self.device_) if self.shuffle
+            order = (torch.randperm(n, generator=self.rng_, device=self.device_) if self.shuffle
                      else torch.arange(n, device=self.device_))
             for start in range(0, n, self.batch_size):
                 xb = X[:, order[start : start + self.batch_size]]
@@ -144,7 +138,7 @@ class VAE:
     def loss(self, X: torch.Tensor) -> torch.Tensor:
         """Per-system negative ELBO + decoder weight decay on a batch ``X`` (S, n, d) -> (S,)."""
         mu, log_sigma = self.encode_stacked(X)
-        noise = torch.randn(mu.shape, generator=self.generator_, device=mu.device)
+        noise = torch.randn(mu.shape, generator=self.rng_, device=mu.device)
         reconstruction = self.decode_stacked(mu + log_sigma.exp() * noise)
         nll = (reconstruction - X).pow(2).sum(-1).mean(-1)
         kl = 0.5 * (torch.exp(2 * log_sigma) + mu.pow(2) - 1.0 - 2 * log_sigma).sum(-1).mean(-1)
@@ -159,10 +153,6 @@ class VAE:
         if not torch.isfinite(X).all():
             raise DataError("VAE.fit: X contains NaN or inf")
         return (X, True) if X.ndim == 3 else (X.unsqueeze(0), False)
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "params_"):
-            raise RuntimeError("VAE is not fitted yet; call fit(X) first")
 
     # ---------------------------------------------------------------------------------------- inference
     @property
@@ -206,14 +196,6 @@ class VAE:
         """Reconstructions (n, d) for a single VAE, (S, n, d) for a stack (``Z`` (n, latent) or (S, n, latent))."""
         return self._unstacked_call(self.decode_stacked, Z)
 
-    def select_systems(self, systems: torch.Tensor | Sequence[int]) -> VAE:
-        """A fitted copy holding the given systems (indices may repeat)."""
-        self._check_fitted()
-        systems = torch.as_tensor(systems, dtype=torch.long, device=self.device_)
-        new = type(self).__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.params_ = {k: v.index_select(0, systems).clone() for k, v in self.params_.items()}
-        new.stacked_ = True
-        new.generator_ = torch.Generator(device=self.device_)
-        new.generator_.set_state(self.generator_.get_state())
-        return new
+    def _take_systems(self, new: VAE, index: torch.Tensor) -> None:
+        index = index.to(self.device_)
+        new.params_ = {k: v.index_select(0, index).clone() for k, v in self.params_.items()}

@@ -6,6 +6,7 @@ may build it directly.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,16 +16,20 @@ from recourse_sim.errors import ConfigError
 from recourse_sim.generators.problem import SearchSettings
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.models.classifier import TorchClassifier
+from recourse_sim.settings import check_fields, check_value, require
 
 Definitions = Literal["code", "paper"]
 DomainReference = Literal["held_out", "initial"]
 Pairing = Literal["repetition", "model"]
 LengthScale = float | Literal["median"]
 
+#: The seed of a run when none is given (a scenario's ``seed``, ``RecourseDynamics(seed=...)``).
+DEFAULT_SEED = 42
+
 
 @dataclass(frozen=True)
 class MetricSettings:
-    """Evaluation settings (SaTML 2023 reference code values, except the domain test's two defaults below).
+    """Evaluation settings, the ``[metrics]`` table of a scenario (SaTML 2023 reference code values, except the domain test's two defaults below).
 
     MMD: Gaussian kernel, at most 1,000 samples per side, 100 permutations; model shift on a grid of 1,000
     points from a 100-step lattice; ``length_scale`` 0.5 (the paper's) for the model-shift tests on predicted
@@ -54,11 +59,15 @@ class MetricSettings:
     domain_length_scale: LengthScale = "median"
 
     def __post_init__(self) -> None:
-        if self.domain_reference not in ("held_out", "initial"):
-            raise ConfigError("metrics.domain_reference", self.domain_reference, "'held_out' or 'initial'")
+        check_fields(self, "metrics")
+        require(self.evaluate_every >= 1, "metrics.evaluate_every", self.evaluate_every, "an integer >= 1")
+        require(self.permutations >= 0, "metrics.permutations", self.permutations,
+                "an integer >= 0 (0 skips the permutation tests)")
+        require(self.mmd_samples >= 2, "metrics.mmd_samples", self.mmd_samples, "an integer >= 2")
+        require(self.length_scale > 0, "metrics.length_scale", self.length_scale, "a number > 0")
+        require(self.grid_points >= 2, "metrics.grid_points", self.grid_points, "an integer >= 2")
         scale = self.domain_length_scale
-        if scale != "median" and (isinstance(scale, (bool, str)) or not scale > 0):
-            raise ConfigError("metrics.domain_length_scale", scale, "'median' or a number > 0")
+        require(scale == "median" or scale > 0, "metrics.domain_length_scale", scale, "'median' or a number > 0")
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,9 @@ class SimulationConfig:
     - each system's classifier is then retrained (warm start, ``model.retrain_epochs`` = 10).
 
     ``vae`` holds the parameters of the VAE behind latent generators (REVISE, CLUE); empty: ``VAE``'s defaults.
+
+    The defaults of ``rounds`` (50, the paper's), ``repetitions``, ``recourse_share``, ``pairing`` and ``device``
+    are also a scenario's defaults: the scenario schema reads them from here.
     """
 
     train: Dataset
@@ -88,25 +100,28 @@ class SimulationConfig:
     pairing: Pairing = "repetition"
     search: SearchSettings = field(default_factory=SearchSettings)
     metrics: MetricSettings = field(default_factory=MetricSettings)
-    standardize_search: bool = True
     vae: Mapping[str, Any] = field(default_factory=dict)  # VAE(**vae) for latent generators; {}: its defaults
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ConfigError("rounds", self.rounds, "an integer >= 1")
-        if not isinstance(self.repetitions, int) or self.repetitions < 1:
-            raise ConfigError("repetitions", self.repetitions, "an integer >= 1")
-        if not 0.0 < self.recourse_share <= 1.0:
-            raise ConfigError("recourse_share", self.recourse_share, "a share in (0, 1]")
-        if self.pairing not in ("repetition", "model"):
-            raise ConfigError("pairing", self.pairing, "'repetition' or 'model'")
+        check_dynamics(self.rounds, self.repetitions, self.recourse_share, self.pairing)
         if not self.models:
             raise ConfigError("models", dict(self.models), "at least one model")
         if not self.generators:
             raise ConfigError("generators", dict(self.generators), "at least one generator")
         if self.train.n_features != self.test.n_features:
             raise ConfigError("test", self.test.n_features, f"{self.train.n_features} features like the train set")
+
+
+def check_dynamics(rounds: int, repetitions: int, recourse_share: float, pairing: str) -> None:
+    """The range checks of the dynamics' own settings (shared by :class:`SimulationConfig` and the scenario)."""
+    hints = typing.get_type_hints(SimulationConfig)
+    for name, value in (("rounds", rounds), ("repetitions", repetitions), ("recourse_share", recourse_share),
+                        ("pairing", pairing)):
+        check_value(name, value, hints[name])
+    require(rounds >= 1, "rounds", rounds, "an integer >= 1")
+    require(repetitions >= 1, "repetitions", repetitions, "an integer >= 1")
+    require(0.0 < recourse_share <= 1.0, "recourse_share", recourse_share, "a share in (0, 1]")
 
 
 @dataclass(frozen=True)

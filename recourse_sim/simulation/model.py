@@ -12,7 +12,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import mesa
-import numpy as np
 import pandas as pd
 import torch
 
@@ -21,12 +20,14 @@ from recourse_sim.generators.api import make_context
 from recourse_sim.generators.engine import search
 from recourse_sim.generators.latent import LatentCache
 from recourse_sim.generators.spec import GeneratorSpec
+from recourse_sim.metrics.catalogue import RELIABILITY_LAGS
+from recourse_sim.metrics.recourse import recourse_cost, validity
+from recourse_sim.models.base import DECISION_THRESHOLD
 from recourse_sim.models.classifier import TorchClassifier
-from recourse_sim.simulation.config import SimulationConfig, System
+from recourse_sim.simulation.config import DEFAULT_SEED, SimulationConfig, System
 from recourse_sim.simulation.evaluation import ShiftEvaluator
 from recourse_sim.simulation.population import Population, choose_recipients
 
-RELIABILITY_LAGS = (0, 1, 5, 10)
 METRIC_COLUMNS = ["system", "model", "generator", "repetition", "round", "metric", "value"]
 
 
@@ -53,7 +54,7 @@ class RecourseDynamics(mesa.Model):
     """
 
     @torch_threads(1)
-    def __init__(self, config: SimulationConfig, seed: int = 42) -> None:
+    def __init__(self, config: SimulationConfig, seed: int = DEFAULT_SEED) -> None:
         super().__init__(rng=seed)
         self.config = config
         self.device = resolve_device(config.device)
@@ -68,7 +69,7 @@ class RecourseDynamics(mesa.Model):
         train, test = config.train, config.test
         X_train, y_train = train.X.to(self.device), train.y.to(self.device)
         self.population = Population.replicate(X_train, y_train, len(self.systems))
-        self.context = make_context(train, self.device, standardize=config.standardize_search,
+        self.context = make_context(train, self.device, standardize=config.search.standardize,
                                     vae=LatentCache(**config.vae))
         self.context.constraints.check_factuals(X_train, train.schema.names)
         # The metrics draw from their own generator, so measuring (how often, how many permutations) never
@@ -172,7 +173,7 @@ class RecourseDynamics(mesa.Model):
         chosen = torch.gather(result.counterfactuals, 2, pick.view(S, B, 1, 1).expand(-1, -1, 1, d)).squeeze(2)
         p_chosen = torch.gather(result.proba, 2, pick.unsqueeze(-1)).squeeze(-1)
         # Non-converged counterfactuals still move; the new label is the model's prediction there.
-        new_label = (p_chosen >= 0.5).float()
+        new_label = (p_chosen >= DECISION_THRESHOLD).float()
         system_rows = stack.systems.view(S, 1).expand(S, B)
         # A control's recipients stay where they are, and so does anyone whose counterfactual is not a finite
         # point (a search that diverged): it cannot be implemented, and one non-finite row would poison the
@@ -197,12 +198,12 @@ class RecourseDynamics(mesa.Model):
         # A system without recipients, or a control (whose recipients do not act), has no recourse quality.
         acted = (n > 0) & ~self.is_control[stack.systems]
         count = torch.where(acted, n.float(), torch.nan)
-        cost = torch.where(implemented, (chosen - factual).norm(dim=-1), 0.0)
+        not_acted = torch.where(acted, 0.0, torch.nan)  # NaN where the system has no recourse quality
         per_system = {
             "n_recourse": valid.sum(1).float(),
             "n_nonfinite": (valid & ~finite).sum(1).float(),
-            "validity": ((p_chosen >= 0.5) & implemented).sum(1) / count,
-            "recourse_cost": cost.sum(1) / count,
+            "validity": validity(p_chosen, mask=implemented) + not_acted,
+            "recourse_cost": recourse_cost(factual, chosen, mask=implemented) + not_acted,
             "search_steps": (steps * implemented).sum(1) / count,
         }
         values = {k: v.tolist() for k, v in per_system.items()}

@@ -9,8 +9,7 @@ from recourse_sim.viz.explain import (
     GeneratorComparison,
     compare_generators,
     counterfactual_quality,
-    implausibility,
     trace_search,
 )
 
-__all__ = ["GeneratorComparison", "compare_generators", "counterfactual_quality", "implausibility", "trace_search"]
+__all__ = ["GeneratorComparison", "compare_generators", "counterfactual_quality", "trace_search"]

@@ -5,18 +5,29 @@ Run it with ``recourse-sim dashboard [SCENARIO] [--port 8765]`` (which runs ``so
 variable), sets the starting values of the controls and every setting the controls do not cover (model
 architecture, search settings, metric settings).
 
-- Controls (sidebar, "Settings"): dataset, sample size, model, generator, gamma (decision threshold),
-  lambda1 (cost weight), lambda2 (the generator's second weight: external cost for gravitational/ClaPROAR,
-  diversity for DiCE, energy for ECCCo), mu (share of the negatively classified given recourse each round),
-  rounds, seed, and fast retraining (mini-batches of 32 instead of the paper's batch size 1). **A change
-  applies at once**: the simulation is rebuilt with it and restarts at round 0 (a slider applies when it is
-  released), so the page always shows the setup that runs. Each slider shows its value in its label; a
-  slider the chosen generator does not use is disabled and says so.
+- Controls (sidebar, "Settings"): dataset, sample size, model, generator, then **one slider for every numeric
+  keyword of the chosen generator's factory**, generated from its signature (γ = ``threshold``, λ₁ =
+  ``lambda_cost``, and under their own names the generator's other weights and options, e.g. ``lambda_extcost``
+  and ``n_neighbours`` for gravitational, ``lambda_diversity`` for DiCE, ``lambda_energy``,
+  ``lambda_set_size``, ``coverage``, ``temperature`` and ``kappa`` for ECCCo, ``epsilon`` and ``n`` for greedy,
+  and the search's ``tolerance``, ``step_size`` and ``max_steps``), then mu (share of the negatively classified
+  given recourse each round), rounds, seed, and fast retraining (mini-batches of 32 instead of the paper's batch
+  size 1). **A change applies at once**: the simulation is rebuilt with it and restarts at round 0 (a slider
+  applies when it is released), so the page always shows the setup that runs; the settings line under the
+  round counter lists every keyword passed to the generator. Each slider shows its value in its label; slider
+  ranges come from :data:`KEYWORD_RANGES` (a keyword not listed there gets ``[0, 4 x default]``, integers
+  ``[1, 4 x default]``).
+- Where a value starts: every default has one home and the dashboard reads it from there. A generator's
+  keywords start at the scenario entry's own values, else at its factory's defaults
+  (``inspect.signature(GENERATORS[name])``); the dynamics (mu, rounds, seed) and the data come from the
+  scenario. Without a scenario file the page starts from the embedded default scenario (its first model and
+  generator, its mu and seed) with :class:`~recourse_sim.simulation.config.SimulationConfig`'s default number of
+  rounds and the dashboard's own smaller sample (:data:`SAMPLES`).
 - The generator picker offers a scenario's own entries first (under their labels, e.g. ``generic_gamma0.9``;
-  picking one loads its gamma/lambda values into the sliders), then the other registered generators. The
-  no-recourse control ``none`` is offered as "none (no recourse, control)": recipients are chosen but do not
-  move, so its trajectories show what retraining alone does. One generator runs at a time; a note names
-  the scenario's other models/generators.
+  picking one loads its own values into its sliders), then the other registered generators (picking one loads
+  its factory's defaults). The no-recourse control ``none`` is offered as "none (no recourse, control)":
+  recipients are chosen but do not move, so its trajectories show what retraining alone does; it has no
+  sliders. One generator runs at a time; a note names the scenario's other models/generators.
 - Datasets are offered only where their data loads at the dashboard's starting sample size.
 - "Simulation" card: Reset (rebuild with the same settings), play/pause and Step, and the round counter.
 - Views: the population in 2-D (PCA for d > 2) coloured by label and by received recourse, with the current
@@ -25,16 +36,21 @@ architecture, search settings, metric settings).
 The page is built from Solara components rather than Mesa's ``SolaraViz`` (whose Reset-only parameter
 handling, page tabs and threading switches a user cannot act on changed from one Mesa release to the next);
 the model is :class:`DashboardDynamics`, a Mesa model (:class:`~recourse_sim.simulation.RecourseDynamics`)
-built from the controls (one model x one generator x one repetition), with shift metrics every round and no
+built from the controls (one model x one generator x one repetition; a generator's keywords are keywords of the
+model too, ``DashboardDynamics(generator="eccco", lambda_set_size=0.2)``), with shift metrics every round and no
 permutation test (p-values are skipped to keep a round interactive).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import math
 import os
+import re
 import time
 import traceback
+from collections.abc import Mapping
 from functools import lru_cache
 
 import reacton.ipyvuetify as rv
@@ -46,24 +62,53 @@ from recourse_sim.experiments import Scenario
 from recourse_sim.generators import GENERATORS
 from recourse_sim.generators.control import CONTROL
 from recourse_sim.models import MODELS
-from recourse_sim.plotting import Projection, plot_population_snapshot, plot_trajectory_grid
+from recourse_sim.reporting.populations import Projection, plot_population_snapshot
+from recourse_sim.reporting.trajectories import plot_trajectory_grid
 from recourse_sim.scenarios import embedded
 from recourse_sim.simulation import RecourseDynamics
+from recourse_sim.simulation.config import SimulationConfig
 
 SCENARIO_ENV = "RECOURSE_SIM_SCENARIO"
 DASHBOARD_METRICS = ("domain_mmd", "model_mmd", "accuracy", "validity")
-#: The generator keyword that the "lambda2" control sets, in order of preference.
-SECOND_WEIGHTS = ("lambda_extcost", "lambda_diversity", "lambda_energy")
-#: The controls that set a generator keyword, and the keyword (``lambda_extcost`` stands for any second weight).
-GENERATOR_CONTROLS = {"threshold": "threshold", "lambda_cost": "lambda_cost", "lambda_extcost": "lambda_extcost"}
+#: The dashboard's starting sample size without a scenario file (the embedded default's 1,000 make a round slow).
+SAMPLES = 400
 FAST_BATCH = 32
 CONTROL_TEXT = " (no recourse, control)"  # how the picker shows the no-recourse control
 PLAY_PAUSE_S = 0.05  # breathing time between rounds while playing, so the page can redraw
+#: The controls that are not a generator's keyword (no registered generator may take a keyword of these names).
+SCENARIO_CONTROLS = ("dataset", "n_samples", "model", "generator", "recourse_share", "rounds", "seed",
+                     "fast_retraining")
+#: Generator keywords with a symbol: (slider label, short form in the settings line); others show the keyword.
+KEYWORD_LABELS = {"threshold": ("γ: decision threshold", "γ"), "lambda_cost": ("λ₁: cost weight", "λ₁")}
+#: Slider range (min, max, step) per generator keyword; the default is always inside (the range widens to it).
+#: Another keyword gets :func:`fallback_range`.
+KEYWORD_RANGES = {
+    "threshold": (0.05, 0.95, 0.05),
+    "lambda_cost": (0.0, 2.0, 0.05),
+    "lambda_extcost": (0.0, 10.0, 0.1),
+    "lambda_diversity": (0.0, 5.0, 0.1),
+    "lambda_energy": (0.0, 2.0, 0.05),
+    "lambda_set_size": (0.0, 1.0, 0.01),
+    "coverage": (0.5, 0.99, 0.01),
+    "temperature": (0.01, 1.0, 0.01),
+    "kappa": (0.0, 4.0, 0.1),
+    "tolerance": (0.0001, 0.05, 0.0001),
+    "step_size": (0.001, 0.2, 0.001),
+    "max_steps": (10, 500, 10),
+    "n_neighbours": (1, 200, 1),
+    "epsilon": (0.01, 1.0, 0.01),
+    "n": (1, 50, 1),
+}
+
+
+def simulation_default(name: str):
+    """A dynamics setting's default from its one home, the field of :class:`SimulationConfig`."""
+    return next(f.default for f in dataclasses.fields(SimulationConfig) if f.name == name)
 
 
 def base_scenario(path: str | os.PathLike | None = None) -> Scenario:
     """The scenario the controls start from: ``path``, else ``$RECOURSE_SIM_SCENARIO``, else a small default
-    (overlapping data, 400 samples, logistic regression, generic recourse, 50 rounds)."""
+    (see :func:`_default_scenario`)."""
     path = path or os.environ.get(SCENARIO_ENV) or None
     if path:
         return Scenario.from_toml(path)
@@ -72,10 +117,12 @@ def base_scenario(path: str | os.PathLike | None = None) -> Scenario:
 
 @lru_cache(maxsize=1)
 def _default_scenario() -> Scenario:
+    """The embedded default scenario with its first model and generator (logistic regression, generic recourse),
+    :class:`SimulationConfig`'s default number of rounds (the paper's 50) and :data:`SAMPLES` samples."""
     default = Scenario.from_toml(embedded("default"))
     raw = default.model_dump(mode="json", exclude_none=True)
-    raw.update(name="dashboard", rounds=50, data={**raw["data"], "n_samples": 400},
-               models=[{"name": "logistic_regression"}], generators=[{"name": "generic"}])
+    raw.update(name="dashboard", rounds=simulation_default("rounds"),
+               data={**raw["data"], "n_samples": SAMPLES}, models=raw["models"][:1], generators=raw["generators"][:1])
     return Scenario.from_dict(raw)
 
 
@@ -114,47 +161,114 @@ def generator_text(base: Scenario, key: str) -> str:
     return key + CONTROL_TEXT if name == CONTROL else key
 
 
-def _second_weight(name: str) -> str | None:
-    accepted = inspect.signature(GENERATORS[name]).parameters
-    return next((p for p in SECOND_WEIGHTS if p in accepted), None)
+def _numeric_kind(parameter: inspect.Parameter) -> type | None:
+    """``float`` or ``int`` for a keyword with a numeric default (by its annotation, a type or a string, else by
+    the default's type); None for any other keyword (a bool, a string, a ``None`` default)."""
+    default = parameter.default
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return None
+    annotation = parameter.annotation
+    if annotation is inspect.Parameter.empty:
+        return type(default)
+    words = set(re.findall(r"\w+", annotation if isinstance(annotation, str) else
+                           getattr(annotation, "__name__", None) or str(annotation)))
+    return float if "float" in words else int if "int" in words else type(default)
 
 
-def generator_parameters(name: str, threshold: float, lambda_cost: float, lambda_extcost: float) -> dict:
-    """The controls' values as keywords of generator ``name``'s factory (those it does not take are dropped)."""
-    accepted = inspect.signature(GENERATORS[name]).parameters
-    params = {}
-    if "threshold" in accepted:
-        params["threshold"] = float(threshold)
-    if "lambda_cost" in accepted:
-        params["lambda_cost"] = float(lambda_cost)
-    second = _second_weight(name)
-    if second is not None:
-        params[second] = float(lambda_extcost)
-    return params
+def generator_keywords(name: str) -> dict[str, tuple[type, int | float]]:
+    """The numeric keywords of generator ``name``'s factory in signature order, ``keyword -> (float or int,
+    default)``: what the dashboard offers a slider for, read from ``inspect.signature`` (their one home)."""
+    keywords = {}
+    for keyword, parameter in inspect.signature(GENERATORS[name]).parameters.items():
+        kind = _numeric_kind(parameter)
+        if kind is not None:
+            keywords[keyword] = (kind, kind(parameter.default))
+    return keywords
 
 
-def generator_slider_values(base: Scenario, key: str) -> dict:
-    """The gamma/lambda slider values of picker entry ``key``: the entry's own values, else its factory's
-    defaults; sliders the generator does not use are left out."""
+def all_generator_keywords() -> set[str]:
+    """Every keyword of every registered generator's factory."""
+    return {keyword for factory in GENERATORS.values() for keyword in inspect.signature(factory).parameters}
+
+
+def fallback_range(kind: type, default: float) -> tuple[float, float, float]:
+    """A slider range for a keyword :data:`KEYWORD_RANGES` does not list: ``[0, 4 x default]`` for a number
+    (a step of a tenth of the default's leading digit), ``[1, 4 x default]`` for an integer."""
+    if kind is int:
+        return 1, max(4 * int(default), 2), 1
+    span = abs(float(default)) or 1.0
+    step = 10.0 ** (math.floor(math.log10(span)) - 1)
+    return (0.0, 4 * span, step) if default >= 0 else (-4 * span, 0.0, step)
+
+
+def keyword_control(keyword: str, kind: type, value: float) -> dict:
+    """The slider for one generator keyword (Mesa's ``model_params`` format, with ``keyword: True``)."""
+    low, high, step = KEYWORD_RANGES.get(keyword) or fallback_range(kind, value)
+    return {"type": "SliderInt" if kind is int else "SliderFloat", "value": kind(value),
+            "min": kind(min(low, value)), "max": kind(max(high, value)), "step": kind(step),
+            "label": KEYWORD_LABELS.get(keyword, (keyword,))[0], "keyword": True}
+
+
+def generator_values(base: Scenario, key: str) -> dict:
+    """The starting values of picker entry ``key``'s numeric keywords: the entry's own, else its factory's
+    defaults."""
     entry = generator_entry(base, key)
-    name = entry["name"]
-    accepted = inspect.signature(GENERATORS[name]).parameters
     values = {}
-    for control, keyword in GENERATOR_CONTROLS.items():
-        keyword = _second_weight(name) if keyword == "lambda_extcost" else keyword
-        if keyword is not None and keyword in accepted:
-            values[control] = float(entry.get(keyword, accepted[keyword].default))
+    for keyword, (kind, default) in generator_keywords(entry["name"]).items():
+        value = entry.get(keyword, default)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[keyword] = kind(value)
     return values
 
 
-def unused_controls(base: Scenario, key: str) -> set[str]:
-    """The gamma/lambda controls that generator entry ``key`` does not use (the page disables them)."""
-    return set(GENERATOR_CONTROLS) - set(generator_slider_values(base, key))
+def generator_controls(base: Scenario, key: str, values: Mapping | None = None) -> dict[str, dict]:
+    """One slider per numeric keyword of picker entry ``key``'s generator, at ``values`` (default: the entry's
+    own values, else its factory's defaults; see :func:`generator_values`)."""
+    start = generator_values(base, key) | dict(values or {})
+    name = generator_entry(base, key)["name"]
+    return {keyword: keyword_control(keyword, kind, start.get(keyword, default))
+            for keyword, (kind, default) in generator_keywords(name).items()}
+
+
+def generator_parameters(name: str, values: Mapping) -> dict:
+    """``values``' entries that are numeric keywords of generator ``name``'s factory, as their types (an integer
+    keyword's whole-number float becomes an int); other entries are dropped."""
+    params = {}
+    for keyword, (kind, _default) in generator_keywords(name).items():
+        if keyword in values:
+            value = values[keyword]
+            params[keyword] = kind(value) if kind is float or float(value).is_integer() else value
+    return params
+
+
+def check_controls(controls: Mapping) -> None:
+    """Refuse a control that is neither one of :data:`SCENARIO_CONTROLS` nor a keyword of a registered generator
+    (a typo; a keyword of another generator than the chosen one is dropped instead)."""
+    unknown = set(controls) - set(SCENARIO_CONTROLS) - all_generator_keywords() - {"scenario"}
+    if unknown:
+        raise TypeError(f"unknown dashboard controls {sorted(unknown)}; the controls are {', '.join(SCENARIO_CONTROLS)}"
+                        " and the keywords of the chosen generator")
+
+
+def resolve_controls(base: Scenario, controls: Mapping) -> dict:
+    """Every control's value: ``controls``' own (``None``: not set); the rest from ``base`` (its data, first
+    model, first generator entry, mu, rounds, seed) and, for the chosen generator's numeric keywords, from the
+    entry's own values, else its factory's defaults. Keywords the chosen generator does not take are dropped."""
+    check_controls(controls)
+    start = {"dataset": base.data.name, "n_samples": int(base.data.n_samples or SAMPLES), "model": base.models[0].name,
+             "generator": entry_keys(base)[0], "recourse_share": float(base.recourse_share),
+             "rounds": int(base.rounds), "seed": int(base.seed), "fast_retraining": False}
+    given = {k: v for k, v in controls.items() if v is not None}
+    resolved = start | {k: v for k, v in given.items() if k in SCENARIO_CONTROLS}
+    name = generator_entry(base, resolved["generator"])["name"]
+    return resolved | generator_values(base, resolved["generator"]) | generator_parameters(name, given)
 
 
 def controls_for_generator(base: Scenario, controls: dict, key: str) -> dict:
-    """``controls`` with generator ``key`` chosen and its own gamma/lambda values in the sliders."""
-    return controls | {"generator": key} | generator_slider_values(base, key)
+    """``controls`` with generator ``key`` chosen and its own values in its sliders (the previous generator's
+    keywords dropped)."""
+    keywords = all_generator_keywords()
+    return {k: v for k, v in controls.items() if k not in keywords} | {"generator": key} | generator_values(base, key)
 
 
 def scenario_notes(base: Scenario) -> list[str]:
@@ -176,16 +290,17 @@ def dashboard_scenario(
     n_samples: int,
     model: str,
     generator: str,
-    threshold: float,
-    lambda_cost: float,
-    lambda_extcost: float,
     recourse_share: float,
     rounds: int,
     seed: int,
     fast_retraining: bool,
+    **generator_params: float,
 ) -> Scenario:
     """One model x one generator x one repetition from the controls; everything else from ``base``.
-    ``generator`` is a picker entry (see :func:`generator_keys`)."""
+    ``generator`` is a picker entry (see :func:`generator_keys`); ``generator_params`` set its factory's numeric
+    keywords (those not given start at the entry's own values, else the factory's defaults; keywords of other
+    generators are dropped). Every numeric keyword is passed to the factory explicitly."""
+    check_controls(generator_params)
     raw = base.model_dump(mode="json", exclude_none=True)
     data = dict(raw["data"]) if dataset == base.data.name else {"name": dataset}
     data["n_samples"] = int(n_samples)
@@ -194,8 +309,8 @@ def dashboard_scenario(
     if fast_retraining:
         model_cfg["retrain_batch_size"] = FAST_BATCH
     gen_cfg = generator_entry(base, generator)
-    gen_cfg.pop("label", None)  # the sliders may have moved away from what the label says
-    gen_cfg.update(generator_parameters(gen_cfg["name"], threshold, lambda_cost, lambda_extcost))
+    gen_cfg["label"] = gen_cfg["name"]  # the entry's label may no longer describe what the sliders set
+    gen_cfg.update(generator_parameters(gen_cfg["name"], generator_values(base, generator) | generator_params))
     raw.update(
         name="dashboard", seed=int(seed), rounds=int(rounds), repetitions=1, recourse_share=float(recourse_share),
         data=data, models=[model_cfg], generators=[gen_cfg],
@@ -207,7 +322,7 @@ def dashboard_scenario(
 def offered_datasets(base: Scenario, n_samples: int | None = None) -> list[str]:
     """The datasets whose data loads (and splits) at ``n_samples`` (default: ``base``'s) with ``base``'s
     settings: the dashboard offers only these. ``csv`` only when ``base`` reads one."""
-    n = int(n_samples or base.data.n_samples or 400)
+    n = int(n_samples or base.data.n_samples or SAMPLES)
     names = list(DATASETS) + (["csv"] if base.data.name == "csv" else [])
     return [name for name in names if _loads(base, name, n)]
 
@@ -226,51 +341,50 @@ def _loads(base: Scenario, dataset: str, n_samples: int) -> bool:
 class DashboardDynamics(RecourseDynamics):
     """The simulation behind the dashboard: a :class:`RecourseDynamics` built from the dashboard's controls.
 
-    Every keyword is a control (see the module docstring); ``scenario`` (a TOML path, fixed) supplies the rest.
-    A configuration that cannot be built falls back to the generic generator with its default gamma, then to
-    the starting setup (``self.error`` says why, ``self.controls`` holds what runs, and the page shows both);
-    an error in a round stops the run and is shown instead of crashing the page.
+    Every keyword is a control (see the module docstring), the chosen generator's numeric keywords included
+    (``generator="eccco", lambda_set_size=0.2``); a control left out (``None``) starts where the page starts
+    (see :func:`resolve_controls`). ``scenario`` (a TOML path, fixed) supplies the rest. A configuration that
+    cannot be built falls back to the generic generator with its starting values, then to the starting setup
+    (``self.error`` says why, ``self.controls`` holds what runs, and the page shows both); an error in a round
+    stops the run and is shown instead of crashing the page.
     """
 
     def __init__(
         self,
-        dataset: str = "overlapping",
-        n_samples: int = 400,
-        model: str = "logistic_regression",
-        generator: str = "generic",
-        threshold: float = 0.5,
-        lambda_cost: float = 0.1,
-        lambda_extcost: float = 5.0,
-        recourse_share: float = 0.05,
-        rounds: int = 50,
-        seed: int = 42,
+        dataset: str | None = None,
+        n_samples: int | None = None,
+        model: str | None = None,
+        generator: str | None = None,
+        recourse_share: float | None = None,
+        rounds: int | None = None,
+        seed: int | None = None,
         fast_retraining: bool = False,
         scenario: str | None = None,
+        **generator_params: float,
     ) -> None:
         base = base_scenario(scenario)
         self.scenario_path = scenario
         self.base = base
-        controls = dict(dataset=dataset, n_samples=n_samples, model=model, generator=generator, threshold=threshold,
-                        lambda_cost=lambda_cost, lambda_extcost=lambda_extcost, recourse_share=recourse_share,
-                        rounds=rounds, seed=seed, fast_retraining=fast_retraining)
+        given = dict(dataset=dataset, n_samples=n_samples, model=model, generator=generator,
+                     recourse_share=recourse_share, rounds=rounds, seed=seed, fast_retraining=fast_retraining)
+        check_controls(generator_params)  # a keyword no generator takes is a mistake, not a fallback
         self.error: str | None = None
-        default = base_scenario(None)
         fallbacks = [  # (what the page says, base scenario, controls)
-            ("", base, controls),
-            ("showing the generic generator instead", base,
-             controls | {"generator": "generic", "threshold": generator_slider_values(base, "generic")["threshold"]}),
-            ("showing the default setup instead", default,
-             {k: v for k, v in initial_values(model_params(default)).items() if k in controls}),
+            ("", base, given | generator_params),
+            ("showing the generic generator instead", base, given | {"generator": "generic"}),
+            ("showing the default setup instead", base_scenario(None), {}),
         ]
         for note, source, candidate in fallbacks:
             try:
-                self.scenario = dashboard_scenario(source, **candidate)
+                controls = resolve_controls(source, candidate)
+                self.scenario = dashboard_scenario(source, **controls)
                 config = self.scenario.build()
             except Exception as error:  # noqa: BLE001 - show it on the page, fall back to something that runs
-                self.error = self.error or f"could not build {generator!r} on {dataset!r}: {error}"
+                what = f"{generator or entry_keys(base)[0]!r} on {dataset or base.data.name!r}"
+                self.error = self.error or f"could not build {what}: {error}"
                 continue
             self.base = source
-            self.controls = candidate
+            self.controls = controls
             if note:
                 self.error = f"{self.error}; {note}"
             break
@@ -294,18 +408,16 @@ class DashboardDynamics(RecourseDynamics):
         return self.systems[0]
 
     def settings_line(self) -> str:
-        """The values behind the controls, e.g. ``generic · γ = 0.5 · λ₁ = 0.1 · μ = 0.05 · seed 42``."""
+        """The values behind the controls, every keyword passed to the generator included, e.g. ``generic · γ = 0.5 ·
+        λ₁ = 0.1 · step_size = 0.01 · max_steps = 100 · μ = 0.05 · seed 42 · retraining: paper (batch 1)``."""
         c = self.controls
-        used = generator_parameters(self.scenario.generators[0].name, c["threshold"], c["lambda_cost"],
-                                    c["lambda_extcost"])
+        spec = self.scenario.generators[0]
+        order = list(inspect.signature(GENERATORS[spec.name]).parameters)
+        params = sorted(spec.params.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
         parts = [generator_text(self.base, c["generator"])]
-        if "threshold" in used:
-            parts.append(f"γ = {used['threshold']:g}")
-        if "lambda_cost" in used:
-            parts.append(f"λ₁ = {used['lambda_cost']:g}")
-        second = next((p for p in SECOND_WEIGHTS if p in used), None)
-        if second is not None:
-            parts.append(f"λ₂ ({second.removeprefix('lambda_')}) = {used[second]:g}")
+        for keyword, value in params:
+            shown = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+            parts.append(f"{KEYWORD_LABELS.get(keyword, (None, keyword))[1]} = {shown}")
         parts += [f"μ = {c['recourse_share']:g}", f"seed {c['seed']}",
                   "retraining: " + (f"batches of {FAST_BATCH}" if c["fast_retraining"] else "paper (batch 1)")]
         return " · ".join(parts)
@@ -324,11 +436,11 @@ class DashboardDynamics(RecourseDynamics):
 
 def rebuild(model: DashboardDynamics, **changes) -> DashboardDynamics:
     """A fresh simulation (round 0) with ``model``'s controls and ``changes``: what a control change and Reset
-    do. Choosing a generator also loads its gamma/lambda values into the sliders."""
+    do. Choosing a generator also loads its own values (the scenario entry's, else its factory's defaults)
+    into its sliders."""
     controls = dict(model.controls)
     if "generator" in changes and changes["generator"] != controls["generator"]:
         controls = controls_for_generator(model.base, controls, changes["generator"])
-        changes = {k: v for k, v in changes.items() if k not in GENERATOR_CONTROLS}
     return DashboardDynamics(**(controls | changes), scenario=model.scenario_path)
 
 
@@ -373,29 +485,22 @@ def MetricsView(model: DashboardDynamics, round_: int):
 # --------------------------------------------------------------------------------------------- controls
 def model_params(base: Scenario, scenario_path: str | None = None) -> dict:
     """The controls (Mesa's ``model_params`` format: ``type``, ``value``, range, ``label``), starting from
-    ``base``'s values; ``scenario`` is the fixed path."""
-    model0 = base.models[0]
-    sliders = {"threshold": 0.5, "lambda_cost": 0.1, "lambda_extcost": 5.0}  # for generators without them
-    sliders |= generator_slider_values(base, entry_keys(base)[0])
+    ``base``'s values, with one slider per numeric keyword of ``base``'s first generator (marked ``keyword``;
+    the page shows the chosen generator's, see :func:`generator_controls`); ``scenario`` is the fixed path."""
+    start = resolve_controls(base, {})
     return {
-        "dataset": {"type": "Select", "value": base.data.name, "values": offered_datasets(base), "label": "Dataset"},
-        "n_samples": {"type": "SliderInt", "value": int(base.data.n_samples or 400), "min": 100, "max": 5000,
-                      "step": 100, "label": "Samples (n)"},
-        "model": {"type": "Select", "value": model0.name, "values": list(MODELS), "label": "Model"},
-        "generator": {"type": "Select", "value": entry_keys(base)[0], "values": generator_keys(base),
+        "dataset": {"type": "Select", "value": start["dataset"], "values": offered_datasets(base), "label": "Dataset"},
+        "n_samples": {"type": "SliderInt", "value": start["n_samples"], "min": 100, "max": 5000, "step": 100,
+                      "label": "Samples (n)"},
+        "model": {"type": "Select", "value": start["model"], "values": list(MODELS), "label": "Model"},
+        "generator": {"type": "Select", "value": start["generator"], "values": generator_keys(base),
                       "label": "Generator"},
-        "threshold": {"type": "SliderFloat", "value": sliders["threshold"], "min": 0.05, "max": 0.95,
-                      "step": 0.05, "label": "γ: decision threshold"},
-        "lambda_cost": {"type": "SliderFloat", "value": sliders["lambda_cost"], "min": 0.0,
-                        "max": 2.0, "step": 0.05, "label": "λ₁: cost weight"},
-        "lambda_extcost": {"type": "SliderFloat", "value": sliders["lambda_extcost"], "min": 0.0, "max": 10.0,
-                           "step": 0.1, "label": "λ₂: second weight"},
-        "recourse_share": {"type": "SliderFloat", "value": float(base.recourse_share), "min": 0.01, "max": 0.5,
+        **generator_controls(base, start["generator"]),
+        "recourse_share": {"type": "SliderFloat", "value": start["recourse_share"], "min": 0.01, "max": 0.5,
                            "step": 0.01, "label": "μ: share given recourse per round"},
-        "rounds": {"type": "SliderInt", "value": int(base.rounds), "min": 1, "max": 200, "step": 1,
-                   "label": "Rounds"},
-        "seed": {"type": "SliderInt", "value": int(base.seed), "min": 0, "max": 1000, "step": 1, "label": "Seed"},
-        "fast_retraining": {"type": "Checkbox", "value": False,
+        "rounds": {"type": "SliderInt", "value": start["rounds"], "min": 1, "max": 200, "step": 1, "label": "Rounds"},
+        "seed": {"type": "SliderInt", "value": start["seed"], "min": 0, "max": 1000, "step": 1, "label": "Seed"},
+        "fast_retraining": {"type": "Checkbox", "value": start["fast_retraining"],
                             "label": f"Fast retraining (batches of {FAST_BATCH})"},
         "scenario": scenario_path,
     }
@@ -405,39 +510,36 @@ def initial_values(params: dict) -> dict:
     return {k: (v["value"] if isinstance(v, dict) else v) for k, v in params.items()}
 
 
-def slider_label(spec: dict, value, unused_by: str | None = None) -> str:
-    """A slider's label with its value, e.g. ``γ: decision threshold = 0.50``; ``unused_by`` a generator that
-    does not take it."""
+def slider_label(spec: dict, value) -> str:
+    """A slider's label with its value, e.g. ``γ: decision threshold = 0.50``."""
     digits = max(0, -int(f"{float(spec['step']):e}".split("e")[1])) if spec["type"] == "SliderFloat" else 0
-    text = f"{spec['label']} = {float(value):.{digits}f}"
-    return f"{text} (not used by {unused_by})" if unused_by else text
+    return f"{spec['label']} = {float(value):.{digits}f}"
 
 
 @solara.component
-def Slider(name: str, spec: dict, value, on_apply, unused_by: str | None = None):
+def Slider(name: str, spec: dict, value, on_apply):
     """A slider that shows its value and applies it when released (dragging only moves the shown value)."""
     cast = int if spec["type"] == "SliderInt" else float
     shown, set_shown = solara.use_state(value, key=f"{name}-{value}")  # restarts when the applied value changes
-    label = slider_label(spec, shown, unused_by)
+    label = slider_label(spec, shown)
     if cast(shown) != cast(value):
         label += " (release to apply)"
     slider = rv.Slider(v_model=shown, on_v_model=lambda v: set_shown(cast(v)), label=label, min=spec["min"],
                        max=spec["max"], step=spec["step"], thumb_label=True, hide_details=True,
-                       disabled=unused_by is not None, class_=f"recourse-control recourse-control-{name}")
+                       class_=f"recourse-control recourse-control-{name}")
     rv.use_event(slider, "change", lambda _widget, _event, data: on_apply(name, cast(data)))
     return slider
 
 
 @solara.component
 def Controls(params: dict, model: DashboardDynamics, on_apply):
-    """The settings; every value shown is the one that runs (a change is applied at once)."""
+    """The settings; every value shown is the one that runs (a change is applied at once). After the generator
+    picker come the chosen generator's own sliders, one per numeric keyword of its factory."""
     c = model.controls
     base = model.base
-    unused = unused_controls(base, c["generator"])
-    generator_name = generator_entry(base, c["generator"])["name"]
     with solara.Column(classes=["recourse-controls"]) as column:
         for name, spec in params.items():
-            if not isinstance(spec, dict):
+            if not isinstance(spec, dict) or spec.get("keyword"):
                 continue
             if spec["type"] == "Select" and name == "generator":
                 texts = {generator_text(base, key): key for key in spec["values"]}
@@ -445,6 +547,12 @@ def Controls(params: dict, model: DashboardDynamics, on_apply):
                     texts[generator_text(base, c[name])] = c[name]
                 solara.Select(spec["label"], values=list(texts), value=generator_text(base, c[name]),
                               on_value=lambda text, texts=texts: on_apply("generator", texts[text]))
+                keywords = generator_controls(base, c["generator"], c)
+                if not keywords:
+                    solara.Text(f"{generator_text(base, c['generator'])} has no settings of its own.",
+                                classes=["recourse-no-keywords"], style={"font-size": "0.85em"})
+                for keyword, keyword_spec in keywords.items():
+                    Slider(keyword, keyword_spec, c[keyword], on_apply).key(f"keyword-{keyword}")
             elif spec["type"] == "Select":
                 values = spec["values"] if c[name] in spec["values"] else [*spec["values"], c[name]]
                 solara.Select(spec["label"], values=values, value=c[name],
@@ -453,7 +561,7 @@ def Controls(params: dict, model: DashboardDynamics, on_apply):
                 solara.Checkbox(label=spec["label"], value=bool(c[name]),
                                 on_value=lambda value, name=name: on_apply(name, bool(value)))
             else:
-                Slider(name, spec, c[name], on_apply, unused_by=generator_name if name in unused else None)
+                Slider(name, spec, c[name], on_apply)
     return column
 
 

@@ -27,31 +27,17 @@ import torch
 
 from recourse_sim.data.dataset import Dataset
 from recourse_sim.generators import GENERATORS, GeneratorSpec, LatentCache, SearchSettings, generate_counterfactuals
-from recourse_sim.metrics import recourse_cost, validity
-from recourse_sim.plotting import GeneratorPanel
+from recourse_sim.metrics import implausibility, recourse_cost, validity
+from recourse_sim.models.base import DECISION_THRESHOLD
+from recourse_sim.reporting.comparisons import GeneratorPanel
 
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
-def implausibility(counterfactuals, X, y, *, target: int = 1, k: int = 100) -> np.ndarray:
-    """Mean Euclidean distance of each counterfactual to its ``k`` nearest target-class points in ``X``.
-
-    ``counterfactuals`` (..., d) -> (...); lower is more plausible (the SaTML 2023 / ECCCo "implausibility",
-    k = 100 or the number of target-class points if fewer).
-    """
-    cf = torch.as_tensor(_np(counterfactuals), dtype=torch.float32)
-    reference = torch.as_tensor(_np(X), dtype=torch.float32)[torch.as_tensor(_np(y)) == target]
-    if len(reference) == 0:
-        raise ValueError(f"no points of the target class {target} to compare with")
-    k = min(k, len(reference))
-    flat = cf.reshape(-1, cf.shape[-1])
-    distances = torch.cdist(flat, reference).topk(k, dim=1, largest=False).values.mean(1)
-    return distances.reshape(cf.shape[:-1]).numpy()
-
-
-def counterfactual_quality(factuals, counterfactuals, proba, X, y, *, k: int = 100, threshold: float = 0.5) -> dict:
+def counterfactual_quality(factuals, counterfactuals, proba, X, y, *, k: int = 100,
+                           threshold: float = DECISION_THRESHOLD) -> dict:
     """Validity, cost and implausibility of K counterfactuals per factual.
 
     ``factuals`` (B, d), ``counterfactuals`` (B, K, d), ``proba`` (B, K) = p(y=1) at the counterfactuals; ``X``,
@@ -63,7 +49,7 @@ def counterfactual_quality(factuals, counterfactuals, proba, X, y, *, k: int = 1
     return {
         "validity": float(validity(p.reshape(-1), threshold)),
         "cost": float(recourse_cost(fx.reshape(-1, cf.shape[-1]), cf.reshape(-1, cf.shape[-1]))),
-        "implausibility": float(implausibility(cf, X, y, k=k).mean()),
+        "implausibility": float(implausibility(cf, torch.as_tensor(_np(X)), torch.as_tensor(_np(y)), k=k).mean()),
     }
 
 

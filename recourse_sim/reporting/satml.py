@@ -1,7 +1,7 @@
 """The SaTML 2023 headline findings, judged on the effect attributable to recourse, and the markdown report.
 
 Every shift a finding talks about is the **attributable effect** at the final round: the system minus its
-paired no-recourse control in the same repetition (see :mod:`recourse_sim.experiments.attribution`), averaged
+paired no-recourse control in the same repetition (see :mod:`recourse_sim.reporting.attribution`), averaged
 over repetitions, with a paired t-test across repetitions. "Significant" means mean effect > 0 with paired
 p < 0.05. The permutation tests' p-values against round 0 (the paper's criterion) are reported beside it,
 together with the control's own, which show how much retraining alone moves the models.
@@ -14,9 +14,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recourse_sim.experiments.attribution import paired_effects, summarise_effects
-from recourse_sim.experiments.satml import REAL, SYNTHETIC, UNCONSTRAINED_SUFFIX, final_round_table
 from recourse_sim.generators.control import CONTROL
+from recourse_sim.reporting.attribution import paired_effects, summarise_effects
+from recourse_sim.scenarios import SATML_REAL as REAL
+from recourse_sim.scenarios import SATML_SYNTHETIC as SYNTHETIC
+from recourse_sim.scenarios import UNCONSTRAINED_SUFFIX
+
+
+def final_round_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean over repetitions of each metric at the final round, one row per experiment x model x generator."""
+    last = frame.groupby("experiment")["round"].transform("max")
+    final = frame[frame["round"] == last]
+    table = final.pivot_table(index=["experiment", "model", "generator"], columns="metric", values="value", aggfunc="mean")
+    return table.reset_index()
 
 MITIGATIONS = ("generic_conservative", "gravitational", "claproar")
 MAIN_GENERATORS = ("generic", "greedy", "revise", "dice")

@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from recourse_sim.generators.control import CONTROL
-from recourse_sim.experiments.summary import summarise
+from recourse_sim.reporting.summary import summarise
 
 #: The metrics that measure a shift from round 0 (or a level that shifts): each gets an attributable effect.
 SHIFT_METRICS = (

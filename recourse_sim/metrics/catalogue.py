@@ -1,0 +1,89 @@
+"""The one table of the metrics a simulation reports: what each means, how a figure labels it, its unit.
+
+Result tables, figures, reports and the dashboard read names, labels and units from here; the formulas live in
+the modules beside this one (:mod:`~recourse_sim.metrics.mmd`, :mod:`~recourse_sim.metrics.model_shift`,
+:mod:`~recourse_sim.metrics.performance`, :mod:`~recourse_sim.metrics.recourse`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recourse_sim.registry import Registry
+
+#: The lags (rounds since an individual's latest recourse) at which reliability is reported.
+RELIABILITY_LAGS = (0, 1, 5, 10)
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """``description``: one line on the definition; ``label``: a figure title; ``unit``: the axis unit, if any."""
+
+    description: str
+    label: str
+    unit: str | None = None
+
+    def __str__(self) -> str:
+        return self.description
+
+
+_MMD = "MMD², dimensionless"
+
+METRICS: Registry[MetricInfo] = Registry("metric")
+
+for _name, _info in {
+    "domain_mmd": MetricInfo(
+        "Unbiased MMD^2 between the current training positives and the never-moved held-out (test) positives "
+        "(default; Gaussian kernel, median-heuristic length-scale, <=1000 samples per side); "
+        "domain_reference='initial': the reference code's initial positives (train+test at t=0) vs current "
+        "positives", "Domain shift (MMD²)", _MMD),
+    "model_mmd": MetricInfo(
+        "Unbiased MMD^2 between the initial and current models' predicted probabilities on the initial X "
+        "(PP-MMD)", "Model shift (PP-MMD²)", _MMD),
+    "model_mmd_grid": MetricInfo(
+        "PP-MMD on 1000 random points of a 100-step lattice spanning each feature's range",
+        "Model shift on grid (PP-MMD²)", _MMD),
+    "perturbation": MetricInfo(
+        "Parameter change: mean over tensors of ||theta_t - theta_0||_2 / numel (code); paper: "
+        "sum ||theta_t - theta_{t-1}||^2", "Parameter perturbation"),
+    "disagreement": MetricInfo(
+        "Share of initial X whose label differs between the initial and current model",
+        "Disagreement with t=0 model", "share"),
+    "decisiveness": MetricInfo(
+        "| ||p_0 - 0.5||_2 - ||p_t - 0.5||_2 | over initial X (code); paper: mean (p_t - 0.5)^2",
+        "Decisiveness change"),
+    "accuracy": MetricInfo("Accuracy of the current model on the untouched test set", "Test accuracy", "share"),
+    "f1": MetricInfo("Macro F1 of the current model on the untouched test set", "Test F1 (macro)"),
+    "f1_change": MetricInfo("F1 on the test set minus the initial model's F1 (round 0)", "Δ test F1 vs t=0"),
+    "validity": MetricInfo("Share of this round's counterfactuals classified in the target class",
+                           "Validity of recourse", "share"),
+    "recourse_cost": MetricInfo("Mean Euclidean distance between factuals and their counterfactuals",
+                                "Cost of recourse (L2)", "feature units"),
+    "n_recourse": MetricInfo("Number of individuals given recourse this round", "Individuals given recourse",
+                             "individuals"),
+    "n_nonfinite": MetricInfo(
+        "Recipients whose chosen counterfactual was not a finite point (a diverged search); they do not move "
+        "and are left out of validity and cost", "Non-finite counterfactuals", "individuals"),
+    "search_steps": MetricInfo("Mean number of counterfactual search iterations this round", "Search iterations",
+                               "iterations"),
+    **{
+        f"reliability_lag{lag}": MetricInfo(
+            f"Share of individuals whose latest recourse was {lag} round(s) ago that the model, after this "
+            "round's retraining, still approves", f"Recourse reliability (lag {lag})", "share")
+        for lag in RELIABILITY_LAGS
+    },
+}.items():
+    METRICS.register(_name, _info)
+    if _name.endswith("mmd") or _name == "model_mmd_grid":
+        METRICS.register(f"{_name}_pvalue", MetricInfo(
+            f"Permutation p-value of {_name} (100 permutations, share of null >= observed)",
+            f"p-value: {_info.label}"))
+del _name, _info
+
+
+def metric_label(metric: str, units: bool = False) -> str:
+    """Human-readable label of a metric (``domain_mmd`` -> "Domain shift (MMD²)"), optionally with its unit."""
+    if metric not in METRICS:
+        return metric.replace("_", " ").capitalize()
+    info = METRICS[metric]
+    return f"{info.label} [{info.unit}]" if units and info.unit else info.label
