@@ -325,7 +325,7 @@ BAD = {
     "list outside the grid": (SMALL.replace("rounds = 2", "rounds = [2, 3]"),
                               ["rounds", "got [2, 3]", "[grid]"]),
     "wrong type in grid": (SMALL + 'rounds = ["many"]\n', ["grid.rounds", "'many'"]),
-    "mu zero in grid": (SMALL.replace("[0.05, 0.2]", "[0.05, 0]"), ["grid.recourse_share", "got 0", "greater than 0"]),
+    "mu zero in grid": (SMALL.replace("[0.05, 0.2]", "[0.05, 0]"), ["grid.recourse_share", "got 0", "a share in (0, 1]"]),
     "mu above one in grid": (SMALL.replace("[0.05, 0.2]", "[0.05, 1.5]"), ["grid.recourse_share", "got 1.5"]),
     "rounds below one in grid": (SMALL + "rounds = [0, 2]\n", ["grid.rounds", "got 0"]),
     "gamma outside (0, 1) in grid": (SMALL + '"generators.generic.threshold" = [0.5, 1.0]\n',

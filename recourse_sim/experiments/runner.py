@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 
 from recourse_sim.data import DATASETS
 from recourse_sim.errors import ConfigError
-from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
 from recourse_sim.experiments.scenario import Scenario
 from recourse_sim.experiments.store import check_run_dir, open_staging, publish, write_results, write_text
+from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
 from recourse_sim.reporting.summary import summarise
 from recourse_sim.reporting.populations import plot_population
 from recourse_sim.reporting.trajectories import plot_trajectories

@@ -8,17 +8,11 @@
 - :mod:`~recourse_sim.reporting.satml`: the reproduction report's findings and tables.
 
 This package reads result tables and simulation states; it never runs a simulation (``experiments`` uses it,
-not the other way round). The figure modules import matplotlib, so they are imported on first use here.
+not the other way round). Names are imported on first use (matplotlib and scipy are slow to import).
 """
 
-from __future__ import annotations
+from recourse_sim.lazy import lazy_exports
 
-import importlib
-
-from recourse_sim.reporting.attribution import paired_effects, summarise_effects
-from recourse_sim.reporting.summary import summarise
-
-#: Public figure functions and the module that defines each (imported lazily: matplotlib is slow to import).
 _FIGURES = {
     "plot_trajectories": "trajectories", "plot_trajectory_grid": "trajectories",
     "plot_population": "populations", "plot_population_snapshot": "populations", "draw_population": "populations",
@@ -26,11 +20,8 @@ _FIGURES = {
     "plot_final_bars": "comparisons", "plot_generator_grid": "comparisons", "GeneratorPanel": "comparisons",
     "PALETTE": "style",
 }
-
-__all__ = ["paired_effects", "summarise", "summarise_effects", *_FIGURES]
-
-
-def __getattr__(name: str):
-    if name in _FIGURES:
-        return getattr(importlib.import_module(f"recourse_sim.reporting.{_FIGURES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_EXPORTS = {
+    "summarise": "summary", "paired_effects": "attribution", "summarise_effects": "attribution", **_FIGURES,
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"{__name__}.{module}" for name, module in _EXPORTS.items()})

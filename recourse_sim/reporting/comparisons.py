@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 
 from recourse_sim.metrics.catalogue import metric_label
 from recourse_sim.reporting.populations import Projection, draw_surface, padded_limits
-from recourse_sim.reporting.style import DEFAULT_METRICS, PALETTE, colour_map, finish, plt, prepare_figure
+from recourse_sim.reporting.style import DEFAULT_METRICS, PALETTE, colour_map, finish, panel_grid, plt, prepare_figure
 from recourse_sim.reporting.summary import summarise
 
 
@@ -32,10 +32,7 @@ def plot_final_bars(
     models = list(dict.fromkeys(frame["model"]))
     generators = list(dict.fromkeys(frame["generator"]))
     colours = colour_map(generators)
-    fig, axes = plt.subplots(
-        len(models), len(metrics), figsize=(3.0 * len(metrics), 2.6 * len(models)), squeeze=False,
-        constrained_layout=True,
-    )
+    fig, axes = panel_grid(len(models), len(metrics), panel=(3.0, 2.6))
     for row, model in enumerate(models):
         for col, metric in enumerate(metrics):
             ax = axes[row, col]

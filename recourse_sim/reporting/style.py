@@ -23,6 +23,13 @@ DEFAULT_METRICS = ("domain_mmd", "model_mmd", "disagreement", "decisiveness", "f
 RECOURSE_COLOURS = ("#BBBBBB", PALETTE[4], PALETTE[1])
 
 
+def panel_grid(rows: int, cols: int, panel: tuple[float, float]):
+    """A figure of ``rows x cols`` panels of ``panel`` inches each (e.g. one row per model, one column per metric);
+    returns ``(figure, axes)`` with ``axes`` always 2-D."""
+    return plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), squeeze=False,
+                        constrained_layout=True)
+
+
 def colour_map(labels: Sequence[str]) -> dict[str, str]:
     """A palette colour for each label, in order (cycling after eight)."""
     return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(labels)}

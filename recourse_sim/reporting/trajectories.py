@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 
 from recourse_sim.generators.control import CONTROL
 from recourse_sim.metrics.catalogue import METRICS, metric_label
-from recourse_sim.reporting.style import DEFAULT_METRICS, colour_map, finish, plt, prepare_figure
+from recourse_sim.reporting.style import DEFAULT_METRICS, colour_map, finish, panel_grid, plt, prepare_figure
 from recourse_sim.reporting.summary import summarise
 
 
@@ -31,10 +31,7 @@ def plot_trajectories(
     summary = summarise(frame[frame["metric"].isin(metrics)])
     models = list(dict.fromkeys(frame["model"]))
     colours = colour_map(list(dict.fromkeys(frame["generator"])))
-    fig, axes = plt.subplots(
-        len(models), len(metrics), figsize=(3.2 * len(metrics), 2.7 * len(models)), squeeze=False,
-        constrained_layout=True,
-    )
+    fig, axes = panel_grid(len(models), len(metrics), panel=(3.2, 2.7))
     for row, model in enumerate(models):
         for col, metric in enumerate(metrics):
             ax = axes[row, col]
