@@ -183,8 +183,10 @@ def per_test_rows(repeats: int) -> list[dict]:
         else:
             x, y = torch.randn(1000, d, generator=g, dtype=dtype), torch.randn(1000, d, generator=g, dtype=dtype) + 0.05
             scale = median_length_scale(x)
-        old = _best(lambda: old_mmd_permutation_test(x, y, length_scale=scale, generator=torch.Generator().manual_seed(1)), repeats)
-        new = _best(lambda: mmd_permutation_test(x, y, length_scale=scale, rng=torch.Generator().manual_seed(1)), repeats)
+        old = _best(lambda: old_mmd_permutation_test(x, y, length_scale=scale,
+                                                     generator=torch.Generator().manual_seed(1)), repeats)
+        new = _best(lambda: mmd_permutation_test(x, y, length_scale=scale, rng=torch.Generator().manual_seed(1)),
+                    repeats)
         rows.append({"case": f"one test, {label}, 1,000 a side, 100 permutations", "old_ms": 1e3 * old,
                      "new_ms": 1e3 * new, "speedup": old / new})
     return rows
