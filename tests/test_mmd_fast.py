@@ -55,7 +55,8 @@ def _reference_test(x: torch.Tensor, y: torch.Tensor, P: int, l: float, seed: in
 
 
 # ------------------------------------------------------------------------------- the statistic is unchanged
-@pytest.mark.parametrize("d, m, n, l", [(1, 40, 55, 0.5), (1, 64, 64, 0.2), (2, 33, 47, 0.5), (29, 50, 40, 3.0)])
+@pytest.mark.parametrize("d, m, n, l", [(1, 40, 55, 0.5), (1, 64, 64, 0.2), (2, 33, 47, 0.5), (29, 50, 40, 3.0),
+                                        (5, 300, 310, 1.5)])  # N >= 512: a^T K a over 2 blocks
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_statistic_and_p_value_equal_the_reference(d, m, n, l, dtype):
     g = _gen(d * 1000 + m)
@@ -70,6 +71,19 @@ def test_statistic_and_p_value_equal_the_reference(d, m, n, l, dtype):
     assert res.mmd2 == pytest.approx(observed, abs=tol)
     assert res.p_value == pytest.approx(p_value)
     assert (res.n_x, res.n_y) == (m, n)
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 8])
+def test_block_triangular_quadratic_form_equals_the_full_product(blocks, monkeypatch):
+    g = _gen(90 + blocks)
+    x, y = torch.randn(45, 3, generator=g, dtype=torch.float64), torch.randn(38, 3, generator=g, dtype=torch.float64)
+    monkeypatch.setattr(mmd_module, "_MAX_BLOCKS", 1)
+    full = mmd_permutation_test(x, y, n_permutations=50, rng=_gen(5))
+    monkeypatch.setattr(mmd_module, "_MAX_BLOCKS", blocks)
+    monkeypatch.setattr(mmd_module, "_MIN_BLOCK", 4)
+    blocked = mmd_permutation_test(x, y, n_permutations=50, rng=_gen(5))
+    assert blocked.p_value == full.p_value and 0 < full.p_value < 1
+    assert blocked.mmd2 == pytest.approx(full.mmd2, abs=1e-14)
 
 
 @pytest.mark.parametrize("T", [0.0, 0.01, 0.25, 1.0, 4.0, 9.0, 11.5])

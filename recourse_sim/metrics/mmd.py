@@ -50,6 +50,8 @@ _CHUNK_BYTES = 200 * 2**20
 # Up to this many features the squared distances are summed feature by feature (exact zeros on the diagonal,
 # no cancellation); above it the matmul form ``|x|^2 + |y|^2 - 2 x.y`` (clamped at 0) is much faster.
 _EXACT_CDIST_MAX_DIM = 4
+# a^T K a over the lower block triangle of K: at most this many blocks, of at least this many rows.
+_MAX_BLOCKS, _MIN_BLOCK = 8, 256
 # Most Taylor terms of the 1-D low-rank kernel; beyond it (a pooled range above ~7 length-scales) the test uses
 # the kernel matrix.
 _MAX_RANK = 64
@@ -86,7 +88,12 @@ def _draw(fn, *args, rng: torch.Generator | None, device: torch.device, **kwargs
 
 
 def _kernel_exponent(X: Tensor, Y: Tensor, length_scale: float) -> Tensor:
-    """``-||x - y||^2 / (2 l^2)`` for every pair of rows, ``(..., n, m)``; ``X``, ``Y`` of one floating dtype."""
+    """``-||x - y||^2 / (2 l^2)`` for every pair of rows, ``(..., n, m)``; ``X``, ``Y`` of one floating dtype.
+
+    Up to ``_EXACT_CDIST_MAX_DIM`` features, summed feature by feature; above, as one product of the augmented
+    rows ``[2c x, -c |x|^2, 1] . [y, 1, -c |y|^2]`` with ``c = 1 / (2 l^2)`` (what ``torch.cdist``'s matmul mode
+    does), which can exceed 0 by rounding: :func:`gaussian_kernel` clamps it.
+    """
     c = 0.5 / length_scale**2
     if X.shape[-1] <= _EXACT_CDIST_MAX_DIM:
         sq = None
@@ -94,12 +101,9 @@ def _kernel_exponent(X: Tensor, Y: Tensor, length_scale: float) -> Tensor:
             diff = X[..., :, f, None] - Y[..., None, :, f]
             sq = diff.square_() if sq is None else sq.add_(diff.square_())
         return sq.mul_(-c)
-    # -c (|x|^2 + |y|^2) + 2c x.y as one batched multiply-add onto the norms, then clamped at 0 (rounding).
-    batch = torch.broadcast_shapes(X.shape[:-2], Y.shape[:-2])
-    n, m, d = X.shape[-2], Y.shape[-2], X.shape[-1]
-    X, Y = X.expand(*batch, n, d).reshape(-1, n, d), Y.expand(*batch, m, d).reshape(-1, m, d)
-    norms = X.square().sum(-1, keepdim=True).mul_(-c) + Y.square().sum(-1).mul_(-c).unsqueeze(-2)
-    return torch.baddbmm(norms, X, Y.transpose(-1, -2), alpha=2 * c).clamp_(max=0).reshape(*batch, n, m)
+    X_aug = torch.cat([X * (2 * c), X.square().sum(-1, keepdim=True).mul_(-c), torch.ones_like(X[..., :1])], -1)
+    Y_aug = torch.cat([Y, torch.ones_like(Y[..., :1]), Y.square().sum(-1, keepdim=True).mul_(-c)], -1)
+    return X_aug @ Y_aug.transpose(-1, -2)
 
 
 def gaussian_kernel(X: Tensor, Y: Tensor, length_scale: float = 0.5) -> Tensor:
@@ -132,7 +136,7 @@ def gaussian_kernel(X: Tensor, Y: Tensor, length_scale: float = 0.5) -> Tensor:
     # therefore floored at log(tiny) + 1: the smallest kernel value is e * tiny (3.2e-38 in float32) instead of
     # 0 or a subnormal, a difference below any MMD's resolution.
     floor = math.log(torch.finfo(dtype).tiny) + 1.0
-    return _kernel_exponent(X, Y, length_scale).clamp_(min=floor).exp_()
+    return _kernel_exponent(X, Y, length_scale).clamp_(min=floor, max=0).exp_()
 
 
 def median_length_scale(X: Tensor, max_samples: int = 1000, rng: torch.Generator | None = None) -> float:
@@ -239,15 +243,23 @@ def _kernel_statistics(A: Tensor, K: Tensor, n_x: int) -> Tensor:
     ``K`` (``(S, N, N)``), ``(S, Q)``.
 
     With ``a`` the indicator, ``r = K 1`` and ``S = 1^T K 1``: ``sum K_xx = a^T K a``, ``sum K_xy = a.r - a^T K a``
-    and ``sum K_yy = S - 2 a.r + a^T K a``, so one ``(Q, N) @ (N, N)`` product per system serves all Q splits.
-    The product runs in ``K``'s dtype; the reductions run in float64 because ``sum K_yy`` is a difference of
-    large sums.
+    and ``sum K_yy = S - 2 a.r + a^T K a``, so products of the indicators with ``K`` serve all Q splits. ``K``
+    is symmetric, so ``a^T K a`` is taken over its lower block triangle (off-diagonal blocks twice): with B
+    blocks about ``(B + 1) / 2B`` of the full ``(Q, N) @ (N, N)`` product. The products run in ``K``'s dtype;
+    the reductions run in float64 because ``sum K_yy`` is a difference of large sums.
     """
-    n_y = K.shape[-1] - n_x
+    N = K.shape[-1]
+    n_y = N - n_x
     row_sums = K.sum(-1, dtype=torch.float64).unsqueeze(-1)  # (S, N, 1)
     diag = K.diagonal(dim1=-2, dim2=-1).double().unsqueeze(-1)
     total = row_sums.sum((-2, -1)).unsqueeze(-1)  # (S, 1)
-    q = (A @ K).double().mul_(A).sum(-1)  # a^T K a
+    blocks = max(1, min(_MAX_BLOCKS, N // _MIN_BLOCK))
+    bounds = [N * i // blocks for i in range(blocks + 1)]
+    q = torch.zeros(A.shape[:-1], dtype=torch.float64, device=A.device)  # a^T K a
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        part = (A[..., lo:hi] @ K[..., lo:hi, :hi]).double()  # block row i, blocks j <= i
+        part[..., :lo] *= 2
+        q += part.mul_(A[..., :hi]).sum(-1)
     A = A.double()
     a_r = (A @ row_sums).squeeze(-1)
     a_diag = (A @ diag).squeeze(-1)
