@@ -177,7 +177,7 @@ def test_grid_points_accepts_a_single_step():
     from recourse_sim.metrics.model_shift import grid_points
 
     X = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
-    points = grid_points(X, n_points=4, steps=1, generator=torch.Generator().manual_seed(0))
+    points = grid_points(X, n_points=4, steps=1, rng=torch.Generator().manual_seed(0))
     assert points.shape == (4, 2)
     assert torch.equal(points, X.amin(0).expand(4, 2))
 

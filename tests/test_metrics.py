@@ -90,7 +90,7 @@ def test_kernel_of_distant_points_is_tiny_but_never_subnormal(dtype):
 def test_permutation_test_detects_shift():
     g = _gen(0)
     x, y = torch.randn(200, generator=g), torch.randn(200, generator=g) + 1.0
-    res = mmd_permutation_test(x, y, generator=_gen(1))
+    res = mmd_permutation_test(x, y, rng=_gen(1))
     assert res.p_value < 0.05
     assert res.mmd2 > 0.05
     assert (res.n_x, res.n_y) == (200, 200)
@@ -102,7 +102,7 @@ def test_permutation_test_calibrated_under_null():
     for seed in range(40):
         g = _gen(100 + seed)
         x, y = torch.randn(60, 2, generator=g), torch.randn(80, 2, generator=g)
-        p.append(mmd_permutation_test(x, y, n_permutations=100, generator=g).p_value)
+        p.append(mmd_permutation_test(x, y, n_permutations=100, rng=g).p_value)
     p = np.array(p)
     assert p.mean() > 0.25
     assert (p < 0.05).mean() < 0.2
@@ -112,11 +112,13 @@ def test_permutation_null_matches_naive_reshuffles():
     """The batched null equals re-splitting the pooled sample and recomputing MMD^2 one permutation at a time."""
     g = _gen(3)
     x, y = torch.randn(15, 2, generator=g, dtype=torch.float64), torch.randn(11, 2, generator=g, dtype=torch.float64)
-    res = mmd_permutation_test(x, y, n_permutations=50, generator=_gen(4))
-    # Replay the generator: no subsampling happens (both sides under max_samples), then one draw of keys.
-    keys = torch.rand(50, 26, generator=_gen(4))
+    res = mmd_permutation_test(x, y, n_permutations=50, rng=_gen(4))
+    # Replay the generator: no subsampling happens (both sides under max_samples), then one randperm per
+    # permutation, whose first n_x entries are the X side.
+    replay = _gen(4)
+    perms = [torch.randperm(26, generator=replay) for _ in range(50)]
     z = torch.cat([x, y])
-    null = [float(mmd2_unbiased(z[perm[:15]], z[perm[15:]])) for perm in keys.argsort(dim=1)]
+    null = [float(mmd2_unbiased(z[perm[:15]], z[perm[15:]])) for perm in perms]
     observed = _mmd2_loops(x.numpy(), y.numpy())
     assert res.mmd2 == pytest.approx(observed, rel=1e-10)
     assert res.p_value == pytest.approx(np.mean(np.array(null) >= res.mmd2))
@@ -126,15 +128,15 @@ def test_permutation_chunks_match_naive_reshuffles(monkeypatch):
     import recourse_sim.metrics.mmd as mmd_module
 
     n_x, n_y, N = 9, 7, 16
-    bytes_per_perm = N * (4 + 8 + 2 * 8 + 16)  # float64 inputs
-    monkeypatch.setattr(mmd_module, "_CHUNK_BYTES", 7 * bytes_per_perm)
+    fixed, bytes_per_perm = 2 * N * N * 8, N * (8 + 2 * 8 + 16)  # float64 inputs: kernel, per permutation
+    monkeypatch.setattr(mmd_module, "_CHUNK_BYTES", fixed + 7 * bytes_per_perm)  # chunks of 7, 7, 6
     g = _gen(13)
     x, y = torch.randn(n_x, 2, generator=g, dtype=torch.float64), torch.randn(n_y, 2, generator=g, dtype=torch.float64)
-    res = mmd_permutation_test(x, y, n_permutations=20, generator=_gen(14))
+    res = mmd_permutation_test(x, y, n_permutations=20, rng=_gen(14))
     replay = _gen(14)
-    keys = torch.cat([torch.rand(c, N, generator=replay) for c in (7, 7, 6)])
+    perms = [torch.randperm(N, generator=replay) for _ in range(20)]
     z = torch.cat([x, y])
-    null = np.array([float(mmd2_unbiased(z[perm[:n_x]], z[perm[n_x:]])) for perm in keys.argsort(dim=1)])
+    null = np.array([float(mmd2_unbiased(z[perm[:n_x]], z[perm[n_x:]])) for perm in perms])
     assert res.p_value == pytest.approx(np.mean(null >= res.mmd2))
     assert 0 < res.p_value < 1  # a non-trivial comparison
 
@@ -142,25 +144,25 @@ def test_permutation_chunks_match_naive_reshuffles(monkeypatch):
 def test_permutation_test_deterministic_and_subsampled():
     g = _gen(5)
     x, y = torch.randn(1500, 2, generator=g), torch.randn(300, 2, generator=g) + 0.1
-    a = mmd_permutation_test(x, y, max_samples=250, generator=_gen(6))
-    b = mmd_permutation_test(x, y, max_samples=250, generator=_gen(6))
-    c = mmd_permutation_test(x, y, max_samples=250, generator=_gen(7))
+    a = mmd_permutation_test(x, y, max_samples=250, rng=_gen(6))
+    b = mmd_permutation_test(x, y, max_samples=250, rng=_gen(6))
+    c = mmd_permutation_test(x, y, max_samples=250, rng=_gen(7))
     assert a == b
     assert a.mmd2 != c.mmd2
     assert (a.n_x, a.n_y) == (250, 250)
-    d = mmd_permutation_test(x, y, max_samples=1000, generator=_gen(6))
+    d = mmd_permutation_test(x, y, max_samples=1000, rng=_gen(6))
     assert (d.n_x, d.n_y) == (1000, 300)
 
 
 def test_identical_samples_give_p_one():
     x = torch.randn(30, 2, generator=_gen(8))
-    res = mmd_permutation_test(x, x.clone(), generator=_gen(9))
+    res = mmd_permutation_test(x, x.clone(), rng=_gen(9))
     assert res.p_value == 1.0
 
 
 def test_ties_count_towards_p_value():
     # All points equal: every split gives MMD^2 = 0 exactly, and the reference counts null >= observed.
-    res = mmd_permutation_test(torch.zeros(10, 2), torch.zeros(12, 2), generator=_gen(10))
+    res = mmd_permutation_test(torch.zeros(10, 2), torch.zeros(12, 2), rng=_gen(10))
     assert res.mmd2 == 0.0
     assert res.p_value == 1.0
 
@@ -256,15 +258,15 @@ def test_model_shift_bad_input():
 def test_grid_points_on_lattice():
     g = _gen(11)
     X = torch.cat([torch.randn(50, 1, generator=g) * 3, torch.rand(50, 1, generator=g) + 5], 1).double()
-    pts = grid_points(X, n_points=1000, steps=7, generator=_gen(12))
+    pts = grid_points(X, n_points=1000, steps=7, rng=_gen(12))
     assert pts.shape == (1000, 2)
     for j in range(2):
         lattice = torch.linspace(X[:, j].min(), X[:, j].max(), 7, dtype=torch.float64)
         assert torch.isin(pts[:, j], lattice).all()
         assert len(torch.unique(pts[:, j])) == 7  # 1000 draws cover all 7 values
         assert X[:, j].min() <= pts[:, j].min() and pts[:, j].max() <= X[:, j].max()
-    assert torch.equal(pts, grid_points(X, n_points=1000, steps=7, generator=_gen(12)))
-    assert grid_points(X, generator=_gen(0)).shape == (1000, 2)  # defaults
+    assert torch.equal(pts, grid_points(X, n_points=1000, steps=7, rng=_gen(12)))
+    assert grid_points(X, rng=_gen(0)).shape == (1000, 2)  # defaults
 
 
 # ---------------------------------------------------------------- performance

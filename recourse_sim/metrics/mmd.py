@@ -11,6 +11,19 @@ AlgorithmicRecourseDynamics.jl v0.1.2 (``src/evaluation/mmd.jl``, itself taken f
 
 Samples are rows: ``X`` has shape ``(n, d)``; a 1-D tensor ``(n,)`` is read as ``n`` scalar samples ``(n, 1)``
 (the model-shift MMD compares 1-D predicted probabilities).
+
+How the permutation test is computed (all exact up to float rounding):
+
+- every split of the pooled sample is a 0/1 indicator ``a`` of the X side, and the three kernel sums of a split
+  are quadratic forms in ``a`` (see :func:`_kernel_statistics`), so all permutations (and the observed split)
+  are evaluated as one batched product with the pooled kernel matrix, for several systems at once
+  (:func:`mmd_permutation_tests`);
+- permutations come from ``torch.randperm`` on the caller's generator (one call per permutation);
+- for 1-D samples the Gaussian kernel has an exact low-rank form: with ``u = (x - c)/l`` around the centre ``c``
+  of the pooled sample, ``k(x, y) = sum_k phi_k(x) phi_k(y)`` with ``phi_k(x) = exp(-u^2/2) u^k / sqrt(k!)``
+  (the Taylor series of ``exp(u v)``). Truncated where the remainder is below float64 resolution (19 terms
+  for probabilities at ``l = 0.5``), the kernel sums of a split cost ``O(N R)`` instead of ``O(N^2)``
+  (:func:`_taylor_features`).
 """
 
 from __future__ import annotations
@@ -23,13 +36,28 @@ from torch import Tensor
 
 from recourse_sim.errors import ConfigError, DataError
 
-__all__ = ["MMDTest", "gaussian_kernel", "median_length_scale", "mmd2_unbiased", "mmd_permutation_test"]
+__all__ = [
+    "MMDTest",
+    "gaussian_kernel",
+    "median_length_scale",
+    "mmd2_unbiased",
+    "mmd_permutation_test",
+    "mmd_permutation_tests",
+]
 
-# Working-set budget of one chunk of permutations in the batched null (bytes).
+# Working-set budget of one batch (systems x permutations) of the permutation test (bytes).
 _CHUNK_BYTES = 200 * 2**20
-# Up to this many features the exact (non-matmul) distance is as fast as the matmul form and gives exact zeros
-# on the diagonal; above it the matmul form (clamped at 0 by torch) is much faster.
+# Up to this many features the squared distances are summed feature by feature (exact zeros on the diagonal,
+# no cancellation); above it the matmul form ``|x|^2 + |y|^2 - 2 x.y`` (clamped at 0) is much faster.
 _EXACT_CDIST_MAX_DIM = 4
+# a^T K a over the lower block triangle of K: at most this many blocks, of at least this many rows.
+_MAX_BLOCKS, _MIN_BLOCK = 8, 256
+# Most Taylor terms of the 1-D low-rank kernel; beyond it (a pooled range above ~7 length-scales) the test uses
+# the kernel matrix.
+_MAX_RANK = 64
+# Two splits whose float64 low-rank statistics differ by less than this count as a tie (null >= observed). The
+# statistic is a combination of kernel means in [0, 1]; its float64 rounding error is ~1e-14.
+_LOW_RANK_TIE = 1e-12
 
 
 def _as_samples(X: Tensor, name: str) -> Tensor:
@@ -48,15 +76,34 @@ def _check_length_scale(length_scale: float) -> None:
         raise ConfigError("length_scale", length_scale, "a positive number")
 
 
-def _draw(fn, *args, generator: torch.Generator | None, device: torch.device, **kwargs) -> Tensor:
-    """Call a torch sampler on ``generator``'s device, then move the draw to ``device``.
+def _draw(fn, *args, rng: torch.Generator | None, device: torch.device, **kwargs) -> Tensor:
+    """Call a torch sampler on ``rng``'s device, then move the draw to ``device``.
 
     Drawing on the generator's own device makes results depend only on the generator (a CPU generator gives
     the same subsamples and permutations for CPU and CUDA inputs).
     """
-    if generator is None:
+    if rng is None:
         return fn(*args, device=device, **kwargs)
-    return fn(*args, generator=generator, device=generator.device, **kwargs).to(device)
+    return fn(*args, generator=rng, device=rng.device, **kwargs).to(device)
+
+
+def _kernel_exponent(X: Tensor, Y: Tensor, length_scale: float) -> Tensor:
+    """``-||x - y||^2 / (2 l^2)`` for every pair of rows, ``(..., n, m)``; ``X``, ``Y`` of one floating dtype.
+
+    Up to ``_EXACT_CDIST_MAX_DIM`` features, summed feature by feature; above, as one product of the augmented
+    rows ``[2c x, -c |x|^2, 1] . [y, 1, -c |y|^2]`` with ``c = 1 / (2 l^2)`` (what ``torch.cdist``'s matmul mode
+    does), which can exceed 0 by rounding: :func:`gaussian_kernel` clamps it.
+    """
+    c = 0.5 / length_scale**2
+    if X.shape[-1] <= _EXACT_CDIST_MAX_DIM:
+        sq = None
+        for f in range(X.shape[-1]):
+            diff = X[..., :, f, None] - Y[..., None, :, f]
+            sq = diff.square_() if sq is None else sq.add_(diff.square_())
+        return sq.mul_(-c)
+    X_aug = torch.cat([X * (2 * c), X.square().sum(-1, keepdim=True).mul_(-c), torch.ones_like(X[..., :1])], -1)
+    Y_aug = torch.cat([Y, torch.ones_like(Y[..., :1]), Y.square().sum(-1, keepdim=True).mul_(-c)], -1)
+    return X_aug @ Y_aug.transpose(-1, -2)
 
 
 def gaussian_kernel(X: Tensor, Y: Tensor, length_scale: float = 0.5) -> Tensor:
@@ -83,24 +130,18 @@ def gaussian_kernel(X: Tensor, Y: Tensor, length_scale: float = 0.5) -> Tensor:
         raise DataError(f"X and Y must have the same number of features, got {X.shape[-1]} and {Y.shape[-1]}")
     dtype = torch.promote_types(X.dtype, Y.dtype)
     X, Y = X.to(dtype), Y.to(dtype)
-    mode = (
-        "donot_use_mm_for_euclid_dist"
-        if X.shape[-1] <= _EXACT_CDIST_MAX_DIM
-        else "use_mm_for_euclid_dist_if_necessary"
-    )
-    sq_dist = torch.cdist(X, Y, compute_mode=mode).square()
     # On CPU, exp() of an argument whose result underflows takes a slow path, and subnormal kernel values slow
     # every product with the kernel after it (measured on a 2,000 x 2,000 kernel in 29 dimensions, where most
     # pairs are that far apart: the permutation test took 580 ms, 52 ms with the floor). The exponent is
     # therefore floored at log(tiny) + 1: the smallest kernel value is e * tiny (3.2e-38 in float32) instead of
     # 0 or a subnormal, a difference below any MMD's resolution.
     floor = math.log(torch.finfo(dtype).tiny) + 1.0
-    return torch.exp((sq_dist * (-0.5 / length_scale**2)).clamp_(min=floor))
+    return _kernel_exponent(X, Y, length_scale).clamp_(min=floor, max=0).exp_()
 
 
-def median_length_scale(X: Tensor, max_samples: int = 1000, generator: torch.Generator | None = None) -> float:
+def median_length_scale(X: Tensor, max_samples: int = 1000, rng: torch.Generator | None = None) -> float:
     """The median heuristic: the median Euclidean distance between distinct rows of ``X`` (Gretton et al.,
-    JMLR 2012), on at most ``max_samples`` rows drawn without replacement.
+    JMLR 2012), on at most ``max_samples`` rows drawn without replacement (from ``rng``).
 
     In 8-29 standardised dimensions typical distances are 4-8, so the paper's fixed ``l = 0.5`` puts almost
     every off-diagonal kernel value near 0 and the test loses its power; the median keeps the kernel's
@@ -110,7 +151,7 @@ def median_length_scale(X: Tensor, max_samples: int = 1000, generator: torch.Gen
     X = _as_samples(X, "X")
     if X.dim() != 2 or X.shape[0] < 2:
         raise DataError(f"median_length_scale needs at least 2 samples (n, d), got shape {tuple(X.shape)}")
-    X = _subsample(X, max_samples, generator).double()
+    X = _subsample(X, max_samples, rng).double()
     distances = torch.pdist(X)
     positive = distances[distances > 0]
     if positive.numel() == 0:
@@ -178,30 +219,242 @@ class MMDTest:
     n_y: int
 
 
-def _subsample(X: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+def _subsample(X: Tensor, k: int, rng: torch.Generator | None) -> Tensor:
     if X.shape[0] <= k:
         return X
-    idx = _draw(torch.randperm, X.shape[0], generator=generator, device=X.device)[:k]
+    idx = _draw(torch.randperm, X.shape[0], rng=rng, device=X.device)[:k]
     return X[idx]
 
 
-def _split_statistics(A: Tensor, K: Tensor, row_sums: Tensor, diag: Tensor, total: Tensor, n_x: int) -> Tensor:
-    """Unbiased MMD^2 of every split ``A`` (``(P, N)`` 0/1 indicators of the X side) of the pooled kernel ``K``.
+def _x_sides(n_permutations: int, N: int, n_x: int, rng: torch.Generator | None, device: torch.device) -> Tensor:
+    """``(P, n_x)`` pooled-sample rows that land on the X side of ``P`` uniform random permutations: the first
+    ``n_x`` entries of one ``torch.randperm(N)`` each, drawn on ``rng``'s device."""
+    where = device if rng is None else rng.device
+    sides = torch.stack([torch.randperm(N, generator=rng, device=where)[:n_x] for _ in range(n_permutations)])
+    return sides.to(device)
+
+
+def _finish(xx: Tensor, yy: Tensor, xy: Tensor, n_x: int, n_y: int) -> Tensor:
+    return xx / (n_x * n_x - n_x) + yy / (n_y * n_y - n_y) - 2 * xy / (n_x * n_y)
+
+
+def _kernel_statistics(A: Tensor, K: Tensor, n_x: int) -> Tensor:
+    """Unbiased MMD^2 of every split ``A`` (``(S, Q, N)`` 0/1 indicators of the X side) of the pooled kernels
+    ``K`` (``(S, N, N)``), ``(S, Q)``.
 
     With ``a`` the indicator, ``r = K 1`` and ``S = 1^T K 1``: ``sum K_xx = a^T K a``, ``sum K_xy = a.r - a^T K a``
-    and ``sum K_yy = S - 2 a.r + a^T K a``, so one ``(P, N) @ (N, N)`` product serves all P splits. The product
-    runs in ``K``'s dtype; the reductions run in float64 because ``sum K_yy`` is a difference of large sums.
+    and ``sum K_yy = S - 2 a.r + a^T K a``, so products of the indicators with ``K`` serve all Q splits. ``K``
+    is symmetric, so ``a^T K a`` is taken over its lower block triangle (off-diagonal blocks twice): with B
+    blocks about ``(B + 1) / 2B`` of the full ``(Q, N) @ (N, N)`` product. The products run in ``K``'s dtype;
+    the reductions run in float64 because ``sum K_yy`` is a difference of large sums.
     """
-    n_y = K.shape[0] - n_x
-    AK = (A @ K).double()
+    N = K.shape[-1]
+    n_y = N - n_x
+    row_sums = K.sum(-1, dtype=torch.float64).unsqueeze(-1)  # (S, N, 1)
+    diag = K.diagonal(dim1=-2, dim2=-1).double().unsqueeze(-1)
+    total = row_sums.sum((-2, -1)).unsqueeze(-1)  # (S, 1)
+    blocks = max(1, min(_MAX_BLOCKS, N // _MIN_BLOCK))
+    bounds = [N * i // blocks for i in range(blocks + 1)]
+    q = torch.zeros(A.shape[:-1], dtype=torch.float64, device=A.device)  # a^T K a
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        part = (A[..., lo:hi] @ K[..., lo:hi, :hi]).double()  # block row i, blocks j <= i
+        part[..., :lo] *= 2
+        q += part.mul_(A[..., :hi]).sum(-1)
     A = A.double()
-    q = (AK * A).sum(1)  # a^T K a
-    a_r = A @ row_sums
-    a_diag = A @ diag
-    xx = (q - a_diag) / (n_x * n_x - n_x)
-    yy = (total - 2 * a_r + q - (diag.sum() - a_diag)) / (n_y * n_y - n_y)
-    xy = (a_r - q) / (n_x * n_y)
-    return xx + yy - 2 * xy
+    a_r = (A @ row_sums).squeeze(-1)
+    a_diag = (A @ diag).squeeze(-1)
+    xx = q - a_diag
+    yy = total - 2 * a_r + q - (diag.sum((-2, -1)).unsqueeze(-1) - a_diag)
+    xy = a_r - q
+    return _finish(xx, yy, xy, n_x, n_y)
+
+
+def _taylor_rank(T: float) -> int | None:
+    """Fewest Taylor terms ``R`` of ``exp(t)`` with ``|t| <= T`` whose remainder ``<= T^R / R! e^T`` is below
+    float64 resolution (2^-53), or None if more than ``_MAX_RANK`` are needed."""
+    if not T <= _MAX_RANK:  # T^R / R! e^T stays above 1 up to R = T: no rank within the cap (also NaN, inf)
+        return None
+    term = math.exp(T)
+    for R in range(1, _MAX_RANK + 1):
+        term *= T / R
+        if term <= 2.0**-53:
+            return R
+    return None
+
+
+def _spread(x: Tensor, y: Tensor, length_scale: float) -> float:
+    """``T = (range / 2l)^2`` of the pooled 1-D sample: the bound on ``|u u'|`` in :func:`_taylor_features`."""
+    lo, hi = min(float(x.min()), float(y.min())), max(float(x.max()), float(y.max()))
+    return ((hi - lo) / (2 * length_scale)) ** 2
+
+
+def _taylor_features(Z: Tensor, length_scale: float) -> Tensor:
+    """Exact low-rank features of the 1-D Gaussian kernel, ``(S, N, R)`` float64 with ``Phi Phi^T = K``.
+
+    ``Z`` is ``(S, N)``. With ``u = (z - c)/l`` around each system's centre ``c`` (the midpoint of its range),
+    ``k(z, z') = exp(-u^2/2) exp(-u'^2/2) exp(u u')`` and ``exp(u u') = sum_k (u u')^k / k!``, so
+    ``phi_k(z) = exp(-u^2/2) u^k / sqrt(k!)``. With ``|u u'| <= T = (range / 2l)^2`` the series is cut after
+    :func:`_taylor_rank` ``(T)`` terms, where each kernel value is off by less than 2^-53 (float64 rounding;
+    probabilities at ``l = 0.5`` have ``T <= 1``: 19 terms). The caller checks that ``T`` needs at most
+    ``_MAX_RANK`` terms.
+    """
+    Z = Z.double()
+    lo, hi = Z.amin(-1, keepdim=True), Z.amax(-1, keepdim=True)
+    u = (Z - (lo + hi) / 2) / length_scale
+    R = _taylor_rank(float(((hi - lo) / (2 * length_scale)).square().max()))
+    k = torch.arange(1, R, dtype=torch.float64, device=Z.device)
+    steps = torch.cat([(-0.5 * u.square()).exp_().unsqueeze(-1), u.unsqueeze(-1) / k.sqrt()], dim=-1)
+    return steps.cumprod(-1)  # exp(-u^2/2) prod_{j<=k} u / sqrt(j) = exp(-u^2/2) u^k / sqrt(k!)
+
+
+def _low_rank_statistics(A: Tensor, Phi: Tensor, n_x: int) -> Tensor:
+    """Unbiased MMD^2 of every split ``A`` (``(S, Q, N)`` float64 0/1 indicators of the X side) from the
+    low-rank features ``Phi`` (``(S, N, R)``): with ``U = Phi^T a`` and ``V = Phi^T (1 - a)``, ``sum K_xx =
+    |U|^2``, ``sum K_yy = |V|^2``, ``sum K_xy = U.V`` and ``tr K = sum_i |phi(z_i)|^2``."""
+    n_y = Phi.shape[-2] - n_x
+    diag = Phi.square().sum(-1, keepdim=True)  # (S, N, 1)
+    sums = A @ torch.cat([Phi, diag], dim=-1)  # one pass over the indicators: (S, Q, R + 1)
+    U, a_diag = sums[..., :-1], sums[..., -1]
+    V = Phi.sum(-2, keepdim=True) - U
+    xx = U.square().sum(-1) - a_diag
+    yy = V.square().sum(-1) - (diag.sum((-2, -1)).unsqueeze(-1) - a_diag)
+    xy = (U * V).sum(-1)
+    return _finish(xx, yy, xy, n_x, n_y)
+
+
+def _as_systems(X, name: str) -> list[Tensor]:
+    """A batch of samples: ``(S, m)`` (1-D samples), ``(S, m, d)`` or a sequence of ``(m_s,)``/``(m_s, d)``."""
+    if isinstance(X, Tensor):
+        if X.dim() not in (2, 3):
+            raise DataError(f"{name}: expected a batch (S, m) or (S, m, d), got shape {tuple(X.shape)}")
+        X = X.unsqueeze(-1) if X.dim() == 2 else X
+        X = X if X.is_floating_point() else X.to(torch.get_default_dtype())
+        return list(X.unbind(0))
+    out = []
+    for s, x in enumerate(X):
+        x = _as_samples(x, f"{name}[{s}]")
+        if x.dim() != 2:
+            raise DataError(f"{name}[{s}]: expected samples (m,) or (m, d), got shape {tuple(x.shape)}")
+        out.append(x)
+    return out
+
+
+def mmd_permutation_tests(
+    X,
+    Y,
+    *,
+    n_permutations: int = 100,
+    length_scale: float = 0.5,
+    max_samples: int = 1000,
+    rng: torch.Generator | None = None,
+) -> list[MMDTest]:
+    """:func:`mmd_permutation_test` for many pairs (systems) at once.
+
+    Equal to ``[mmd_permutation_test(X[s], Y[s], ..., rng=rng) for s in range(S)]``: the same draws from ``rng``
+    in the same order (per system: X's subsample, Y's subsample, then the permutations), so the same p-values
+    (statistics equal to float rounding). Consecutive systems whose samples have the same sizes after
+    subsampling are evaluated together, in batches of about 200 MB.
+
+    Args:
+        X: ``(S, m)`` 1-D samples, ``(S, m, d)``, or a sequence of S tensors ``(m_s,)`` / ``(m_s, d)``.
+        Y: The same for the other side, ``S`` pairs in all.
+        n_permutations, length_scale, max_samples, rng: As in :func:`mmd_permutation_test`.
+
+    Returns:
+        One :class:`MMDTest` per system.
+
+    Raises:
+        DataError: If the batches differ in length, a side has fewer than 2 samples, or features or devices
+            differ.
+        ConfigError: If ``n_permutations < 1``, ``max_samples < 2`` or ``length_scale <= 0``.
+    """
+    if n_permutations < 1:
+        raise ConfigError("n_permutations", n_permutations, "an integer >= 1")
+    if max_samples < 2:
+        raise ConfigError("max_samples", max_samples, "an integer >= 2")
+    _check_length_scale(length_scale)
+    Xs, Ys = _as_systems(X, "X"), _as_systems(Y, "Y")
+    if len(Xs) != len(Ys):
+        raise DataError(f"X and Y must hold the same number of systems, got {len(Xs)} and {len(Ys)}")
+    for x, y in zip(Xs, Ys):
+        _check_pair(x, y)
+        if x.device != y.device:
+            raise DataError(f"X and Y must be on the same device, got {x.device} and {y.device}")
+    results: list[MMDTest] = []
+    start = 0
+    while start < len(Xs):
+        sizes = _capped_sizes(Xs[start], Ys[start], max_samples)
+        stop = start + 1
+        while stop < len(Xs) and _capped_sizes(Xs[stop], Ys[stop], max_samples) == sizes:
+            stop += 1
+        results += _tests_of_equal_size(Xs[start:stop], Ys[start:stop], n_permutations, length_scale,
+                                        max_samples, rng)
+        start = stop
+    return results
+
+
+def _capped_sizes(x: Tensor, y: Tensor, max_samples: int) -> tuple[int, int, int, torch.device]:
+    return min(x.shape[0], max_samples), min(y.shape[0], max_samples), x.shape[1], x.device
+
+
+def _tests_of_equal_size(
+    Xs: list[Tensor], Ys: list[Tensor], P: int, length_scale: float, max_samples: int, rng
+) -> list[MMDTest]:
+    n_x, n_y, d, device = _capped_sizes(Xs[0], Ys[0], max_samples)
+    N = n_x + n_y
+    dtype = Xs[0].dtype
+    for t in Xs + Ys:
+        dtype = torch.promote_types(dtype, t.dtype)
+    # 1-D samples use the low-rank form when their range allows it; a subsample's range is within its sample's,
+    # so the check on the full samples holds for every draw.
+    low_rank = d == 1 and all(_taylor_rank(_spread(x, y, length_scale)) is not None for x, y in zip(Xs, Ys))
+    size = 8 if low_rank else torch.tensor([], dtype=dtype).element_size()
+    # Bytes per system: pooled kernel (twice, while it is built) or features, and per permutation the drawn
+    # indices (int64), the indicator and the product in the working dtype and two float64 copies.
+    fixed = 3 * N * (_MAX_RANK + 2) * 8 if low_rank else 2 * N * N * size
+    per_perm = N * (8 + 2 * size + 16)
+    per_system = fixed + (P + 1) * per_perm
+    systems = max(1, _CHUNK_BYTES // per_system)
+    # One system whose permutations do not fit: its permutations are drawn and evaluated in chunks.
+    chunk = P if per_system <= _CHUNK_BYTES else max(1, (_CHUNK_BYTES - fixed) // per_perm)
+
+    results = []
+    for first in range(0, len(Xs), systems):
+        Z, sides = [], []
+        for x, y in zip(Xs[first:first + systems], Ys[first:first + systems]):
+            x, y = _subsample(x, max_samples, rng), _subsample(y, max_samples, rng)
+            Z.append(torch.cat([x.to(dtype), y.to(dtype)]))
+            if chunk == P:
+                sides.append(_x_sides(P, N, n_x, rng, device))
+        Z = torch.stack(Z)  # (S, N, d)
+        if low_rank:
+            Phi = _taylor_features(Z.squeeze(-1), length_scale)
+            stat_dtype, tie = torch.float64, _LOW_RANK_TIE
+            statistics = lambda A: _low_rank_statistics(A, Phi, n_x)  # noqa: E731
+        else:
+            K = gaussian_kernel(Z, Z, length_scale)
+            stat_dtype, tie = K.dtype, 0.0
+            statistics = lambda A: _kernel_statistics(A, K, n_x)  # noqa: E731
+
+        S = Z.shape[0]
+        observed = None
+        n_ge = torch.zeros(S, dtype=torch.int64, device=device)
+        for done in range(0, P, chunk):
+            Q = min(chunk, P - done)
+            side = torch.stack(sides) if chunk == P else _x_sides(Q, N, n_x, rng, device).unsqueeze(0)
+            # Row 0 of the first chunk is the observed split, so it goes through the same arithmetic as the null.
+            lead = 1 if observed is None else 0
+            A = torch.zeros(S, lead + Q, N, dtype=stat_dtype, device=device)
+            A[:, lead:].scatter_(-1, side, 1.0)
+            if lead:
+                A[:, 0, :n_x] = 1
+            stats = statistics(A)
+            if lead:
+                observed, stats = stats[:, :1], stats[:, 1:]
+            n_ge += (stats >= observed - tie).sum(-1)
+        results += [MMDTest(mmd2=float(o), p_value=float(c) / P, n_x=n_x, n_y=n_y)
+                    for o, c in zip(observed[:, 0].tolist(), n_ge.tolist())]
+    return results
 
 
 def mmd_permutation_test(
@@ -211,7 +464,7 @@ def mmd_permutation_test(
     n_permutations: int = 100,
     length_scale: float = 0.5,
     max_samples: int = 1000,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
 ) -> MMDTest:
     """Unbiased MMD^2 between ``X`` and ``Y`` with a permutation p-value.
 
@@ -221,8 +474,10 @@ def mmd_permutation_test(
     correction, so ``p = 0`` is possible). The reference caps *both* sides at ``min(|X|, max_samples)``; here
     each side is capped at ``max_samples`` on its own, which differs only when ``|X| < max_samples < |Y|``.
 
-    The pooled kernel matrix is computed once and all permutations are evaluated as batched quadratic forms,
-    in chunks of about 200 MB, on the inputs' device.
+    Each permutation is one ``torch.randperm`` of the pooled sample. All permutations are evaluated as batched
+    quadratic forms of their X-side indicators (in chunks of about 200 MB): with the pooled kernel matrix, or for
+    1-D samples with its exact low-rank (Taylor) form in float64, where statistics within 1e-12 of the
+    observed one count as ties (``>=``). Use :func:`mmd_permutation_tests` for many pairs at once.
 
     Args:
         X: Samples ``(m, d)`` or ``(m,)``.
@@ -230,7 +485,7 @@ def mmd_permutation_test(
         n_permutations: Size of the null sample (default 100, as in the paper's tables).
         length_scale: Gaussian kernel length-scale (default 0.5).
         max_samples: Cap on the rows used per side (default 1000).
-        generator: Source of the subsamples and permutations; results are deterministic for a given generator
+        rng: Source of the subsamples and permutations; results are deterministic for a given generator
             state. ``None`` uses torch's global RNG on the inputs' device.
 
     Returns:
@@ -240,52 +495,11 @@ def mmd_permutation_test(
         DataError: If the inputs are batched, either side has fewer than 2 samples or feature dimensions differ.
         ConfigError: If ``n_permutations < 1``, ``max_samples < 2`` or ``length_scale <= 0``.
     """
-    if n_permutations < 1:
-        raise ConfigError("n_permutations", n_permutations, "an integer >= 1")
-    if max_samples < 2:
-        raise ConfigError("max_samples", max_samples, "an integer >= 2")
-    _check_length_scale(length_scale)
     X, Y = _as_samples(X, "X"), _as_samples(Y, "Y")
     if X.dim() != 2 or Y.dim() != 2:
         raise DataError(
             f"mmd_permutation_test takes unbatched samples (n,) or (n, d), "
             f"got X {tuple(X.shape)} and Y {tuple(Y.shape)}"
         )
-    _check_pair(X, Y)
-    if X.device != Y.device:
-        raise DataError(f"X and Y must be on the same device, got {X.device} and {Y.device}")
-
-    X = _subsample(X, max_samples, generator)
-    Y = _subsample(Y, max_samples, generator)
-    n_x, n_y = X.shape[0], Y.shape[0]
-    N, device = n_x + n_y, X.device
-
-    dtype = torch.promote_types(X.dtype, Y.dtype)
-    Z = torch.cat([X.to(dtype), Y.to(dtype)])
-    K = gaussian_kernel(Z, Z, length_scale)
-    row_sums = K.sum(1, dtype=torch.float64)
-    diag = K.diagonal().double()
-    total = row_sums.sum()
-
-    # Observed statistic through the same arithmetic as the null, so identical splits compare exactly.
-    a0 = torch.zeros(1, N, dtype=K.dtype, device=device)
-    a0[0, :n_x] = 1
-    observed = _split_statistics(a0, K, row_sums, diag, total, n_x)[0]
-
-    # Per permutation: uniform keys (4 B) + argsort (8 B) + indicator and product in K's dtype + two float64.
-    bytes_per_perm = N * (4 + 8 + 2 * K.element_size() + 16)
-    chunk = max(1, _CHUNK_BYTES // bytes_per_perm)
-    n_ge = torch.zeros((), dtype=torch.int64, device=device)
-    for start in range(0, n_permutations, chunk):
-        P = min(chunk, n_permutations - start)
-        keys = _draw(torch.rand, P, N, generator=generator, device=device)
-        x_side = keys.argsort(dim=1)[:, :n_x]
-        A = torch.zeros(P, N, dtype=K.dtype, device=device).scatter_(1, x_side, 1.0)
-        n_ge += (_split_statistics(A, K, row_sums, diag, total, n_x) >= observed).sum()
-
-    return MMDTest(
-        mmd2=float(observed),
-        p_value=float(n_ge) / n_permutations,
-        n_x=n_x,
-        n_y=n_y,
-    )
+    return mmd_permutation_tests([X], [Y], n_permutations=n_permutations, length_scale=length_scale,
+                                 max_samples=max_samples, rng=rng)[0]

@@ -153,7 +153,7 @@ def grid_points(
     X: Tensor,
     n_points: int = 1000,
     steps: int = 100,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
 ) -> Tensor:
     """Random points on the lattice spanned by the data's feature ranges, for the grid PP-MMD.
 
@@ -165,7 +165,7 @@ def grid_points(
         X: Data ``(n, d)`` (the initial data in the simulation).
         n_points: Number of points (default 1000).
         steps: Lattice points per feature (default 100).
-        generator: Source of the draws; ``None`` uses the global RNG.
+        rng: Source of the draws; ``None`` uses the global RNG.
 
     Returns:
         ``(n_points, d)`` on ``X``'s device, in ``X``'s floating dtype.
@@ -184,5 +184,5 @@ def grid_points(
     lo, hi = X.amin(0), X.amax(0)
     # One linspace per feature (d is small) so the values are exactly torch.linspace's.
     lattice = torch.stack([torch.linspace(a, b, steps, dtype=X.dtype, device=X.device) for a, b in zip(lo, hi)])
-    idx = _draw(torch.randint, 0, steps, (n_points, X.shape[1]), generator=generator, device=X.device)
+    idx = _draw(torch.randint, 0, steps, (n_points, X.shape[1]), rng=rng, device=X.device)
     return lattice.gather(1, idx.T).T

@@ -24,9 +24,9 @@ from recourse_sim.metrics import (
     grid_points,
     median_length_scale,
     mmd2_unbiased,
-    mmd_permutation_test,
     perturbation,
 )
+from recourse_sim.metrics.mmd import mmd_permutation_tests
 from recourse_sim.models.classifier import TorchClassifier
 from recourse_sim.simulation.config import MetricSettings
 from recourse_sim.simulation.population import Population
@@ -42,10 +42,10 @@ class ShiftEvaluator:
         X_test: torch.Tensor,
         y_test: torch.Tensor,
         settings: MetricSettings,
-        generator: torch.Generator,
+        rng: torch.Generator,
     ) -> None:
         self.settings = settings
-        self.generator = generator
+        self.rng = rng
         self.X_initial = X_initial
         self.X_test, self.y_test = X_test, y_test
         # The domain test runs in float64: with a short length-scale a 29-D float32 kernel underflows to its floor
@@ -54,10 +54,10 @@ class ShiftEvaluator:
         held_out = settings.domain_reference == "held_out"
         self.domain_reference = X_test[y_test == 1].double() if held_out else initial_positives
         self.domain_length_scale = (
-            median_length_scale(initial_positives, settings.mmd_samples, generator)
+            median_length_scale(initial_positives, settings.mmd_samples, rng)
             if settings.domain_length_scale == "median" else float(settings.domain_length_scale)
         )
-        self.grid = grid_points(X_initial, settings.grid_points, generator=generator)
+        self.grid = grid_points(X_initial, settings.grid_points, rng=rng)
         self._reference: dict[str, dict[str, torch.Tensor | list[torch.Tensor]]] = {}
         self._previous_params: dict[str, list[torch.Tensor]] = {}
 
@@ -77,19 +77,34 @@ class ShiftEvaluator:
         (``definitions = "paper"``: ||theta_t - theta_{t-1}||^2 between consecutive *rounds*)."""
         self._previous_params[name] = [p.clone() for p in model.parameters_stacked()]
 
-    def _two_sample(self, x: torch.Tensor, y: torch.Tensor, length_scale: float, cap_to_x: bool = True) -> tuple[float, float]:
+    def _two_sample(
+        self, xs: list[torch.Tensor], ys: list[torch.Tensor], length_scale: float, cap_to_x: bool = True
+    ) -> list[tuple[float, float]]:
+        """MMD^2 and p-value of each pair ``(xs[s], ys[s])``; the permutation tests of all pairs in one batched call
+        (:func:`~recourse_sim.metrics.mmd.mmd_permutation_tests`: per pair the same draws, in order, as one call
+        per pair)."""
         s = self.settings
-        if len(x) < 2 or len(y) < 2:  # e.g. every positive moved away: no distribution to compare
-            return math.nan, math.nan
-        if s.permutations == 0:
-            return float(mmd2_unbiased(x, y, length_scale=length_scale)), math.nan
-        # Reference code (mmd.jl): both sides are subsampled to min(|x|, n_samples) rows. The held-out domain test
-        # caps each side on its own: its reference (the test positives) is smaller than the training positives.
-        test = mmd_permutation_test(
-            x, y, n_permutations=s.permutations, length_scale=length_scale,
-            max_samples=min(len(x), s.mmd_samples) if cap_to_x else s.mmd_samples, generator=self.generator,
-        )
-        return test.mmd2, test.p_value
+        out: list[tuple[float, float] | None] = [None] * len(xs)
+        testable = []
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if len(x) < 2 or len(y) < 2:  # e.g. every positive moved away: no distribution to compare
+                out[i] = (math.nan, math.nan)
+            elif s.permutations == 0:
+                out[i] = (float(mmd2_unbiased(x, y, length_scale=length_scale)), math.nan)
+            else:
+                testable.append(i)
+        if testable:
+            # Reference code (mmd.jl): both sides are subsampled to min(|x|, n_samples) rows. The held-out domain
+            # test caps each side on its own: its reference (the test positives) is smaller than the training
+            # positives. (Every x of one call has the same length.)
+            cap = min(len(xs[testable[0]]), s.mmd_samples) if cap_to_x else s.mmd_samples
+            tests = mmd_permutation_tests(
+                [xs[i] for i in testable], [ys[i] for i in testable], n_permutations=s.permutations,
+                length_scale=length_scale, max_samples=cap, rng=self.rng,
+            )
+            for i, test in zip(testable, tests):
+                out[i] = (test.mmd2, test.p_value)
+        return out
 
     def evaluate(
         self, name: str, model: TorchClassifier, population: Population, systems: torch.Tensor
@@ -110,20 +125,33 @@ class ShiftEvaluator:
             "f1": f1_score(self.y_test, predictions),
         }
         per_system["f1_change"] = per_system["f1"] - ref["f1"]
-        for local, system in enumerate(systems.tolist()):
+        local_systems = systems.tolist()
+        # Each test family runs batched over the stack's systems; rows are yielded system by system as before.
+        tests = {
+            "domain_mmd": self._domain_shifts(
+                [population.X[system][population.y[system] == 1] for system in local_systems]
+            ),
+            "model_mmd": self._two_sample(
+                list(ref["p_initial"].unbind(0)), list(p_now.unbind(0)), self.settings.length_scale
+            ),
+            "model_mmd_grid": self._two_sample(
+                list(ref["p_grid"].unbind(0)), list(p_grid.unbind(0)), self.settings.length_scale
+            ),
+        }
+        for local, system in enumerate(local_systems):
             for metric, values in per_system.items():
                 yield system, metric, float(values[local])
-            tests = {
-                "domain_mmd": self.domain_shift(population.X[system][population.y[system] == 1]),
-                "model_mmd": self._two_sample(ref["p_initial"][local], p_now[local], self.settings.length_scale),
-                "model_mmd_grid": self._two_sample(ref["p_grid"][local], p_grid[local], self.settings.length_scale),
-            }
-            for metric, (value, p_value) in tests.items():
+            for metric, results in tests.items():
+                value, p_value = results[local]
                 yield system, metric, value
                 yield system, f"{metric}_pvalue", p_value
 
     def domain_shift(self, positives: torch.Tensor) -> tuple[float, float]:
         """MMD^2 and permutation p-value of a system's current positives against the domain reference (the
         held-out positives by default; see :class:`MetricSettings`)."""
+        return self._domain_shifts([positives])[0]
+
+    def _domain_shifts(self, positives: list[torch.Tensor]) -> list[tuple[float, float]]:
         cap_to_reference = self.settings.domain_reference == "initial"  # the reference code's subsampling
-        return self._two_sample(self.domain_reference, positives.double(), self.domain_length_scale, cap_to_reference)
+        return self._two_sample([self.domain_reference] * len(positives), [p.double() for p in positives],
+                                self.domain_length_scale, cap_to_reference)
