@@ -91,7 +91,7 @@ class TorchClassifier(StackedClassifierMixin):
         self.n_features_in_ = X.shape[-1]
         self.network_ = StackedMLP(
             X.shape[0], self.n_members, self.n_features_in_, self.hidden_sizes, self.dropout,
-            device=self.device_, generator=init_generator,
+            device=self.device_, rng=init_generator,
         )
         self._train(X, y, self.epochs, self.batch_size)
         return self
@@ -108,7 +108,7 @@ class TorchClassifier(StackedClassifierMixin):
             raise DataError(f"model holds {self.network_.n_systems} systems but got data for {X.shape[0]}")
         self.network_.train(
             X.to(self.device_), y.to(self.device_), epochs, batch_size, AdamSettings(lr=self.learning_rate),
-            shuffle=self.shuffle, generator=self.generator_,
+            shuffle=self.shuffle, rng=self.generator_,
         )
 
     # ---------------------------------------------------------------------------------------- inference
