@@ -11,25 +11,38 @@ step (``StackedMLP._loss_gradient`` and ``StackedMLP._adam_step``) written out e
 - gradient of the batch-mean BCE with logits: ``delta = (sigmoid(logit) - y) / batch``, back-propagated through
   the stored post-ReLU (post-dropout) activations;
 - Adam with both bias corrections, fresh moments per call: ``m += (1 - beta1) (g - m)``,
-  ``v = beta2 v + (1 - beta2) g^2``, ``w += (-lr / (1 - beta1^t)) m / (sqrt(v / (1 - beta2^t)) + eps)``.
+  ``v = beta2 v + (1 - beta2) g^2``, ``w += (-lr / (1 - beta1^t)) m / (sqrt(v / (1 - beta2^t)) + eps)``, the
+  bias corrections in float64 as in the torch step (``beta^t`` as a running product: within 1e-12 of ``pow``).
 
-Each (system, member) pair has disjoint parameters and its own Adam state, so pairs are trained independently
-(``prange`` over pairs when compiled with ``parallel=True``); the result does not depend on how pairs are
-scheduled. Mini-batch sums run in row order, so results differ from torch's BLAS-ordered sums only by float32
-rounding.
+Compiled with ``error_model="numpy"`` (IEEE division, no ZeroDivisionError checks, which would stop LLVM
+vectorising the Adam update) and without ``fastmath`` (no reassociated sums, no approximate division).
 
-Dropout masks come from a counter-free xorshift-style generator (splitmix64) inside the loop, one stream per
-(system, member) pair seeded from one 62-bit seed drawn from the torch generator per call. The masks therefore
-differ from the torch step's ``torch.rand`` masks (same distribution, different draws).
+Each (system, member) pair has disjoint parameters and its own Adam state, so pairs are trained one after the
+other, each to the end of the call. Mini-batch sums run in row order, so results differ from torch's
+BLAS-ordered sums only by float32 rounding.
 
-The module imports numba lazily (only when CPU training first runs) and compiles with ``cache=True``: the
-first call in a fresh environment compiles (a few seconds), later processes load the cached machine code.
+Why not ``parallel=True`` (``prange`` over pairs): on the 2-core machine it was written on, with other work
+running, it measured 1.0-1.45x (noisy); a training call runs inside ``flush_denormals`` (FTZ/DAZ set on the calling
+thread only), so pairs scheduled on numba's worker threads would treat subnormals differently from pairs on the
+main thread, making results depend on scheduling; and the experiment executor already runs one process per
+core (``--workers 2``), where threads inside each would oversubscribe the cores.
+
+Dropout masks come from splitmix64 inside the loop (a Weyl-sequence counter passed through two
+xor-shift-multiply rounds: a few integer operations per draw, instead of the torch step's ``torch.rand`` per
+layer per step, 30 % of real-data training time), one stream per (system, member) pair, seeded from one 62-bit
+seed drawn from the torch generator per call. A unit is kept when the top 24 bits ``k`` of its draw satisfy
+``k / 2^24 >= p``. The masks therefore differ from the torch step's (same keep probability, different draws).
+
+The module is imported lazily (only when CPU training first runs: numba costs ~0.3-0.5 s to import) and its
+functions compile with ``cache=True``: the first call in a fresh environment compiles them (one signature,
+~10 s on a busy 2-core machine), later processes load the cached machine code from ``__pycache__`` (or numba's
+user-wide cache directory where the package is read-only) in well under a second.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _F32 = np.float32
 
@@ -42,6 +55,12 @@ def _splitmix64(state: np.uint64) -> tuple[np.uint64, np.uint64]:
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return state, z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def _u(index: int) -> np.uint64:
+    """``index`` (>= 0) as an unsigned integer: numba then indexes without the wraparound of negative indices."""
+    return np.uint64(index)
 
 
 @njit(cache=True, error_model="numpy")
@@ -59,9 +78,10 @@ def _train_pair(
     n_layers = sizes.shape[0] - 1
     n_params = w.shape[0]
     B = min(batch_size, n)
-    # offsets of every layer's weights/biases in w and of every layer's input activations in acts. Loops index
-    # 2-D views of these buffers with range() indices, which LLVM can prove non-negative (numba's wraparound
-    # of negative indices would otherwise stop it vectorising the loops over a layer's outputs).
+    # Offsets of every layer's weights/biases in w and of every layer's input activations in acts. Hot loops
+    # index these flat buffers through _u (a no-op cast to unsigned): numba wraps negative signed indices
+    # around, a select per access that stops LLVM vectorising the loops over a layer's outputs. (2-D views
+    # would avoid that too, but each view costs an atomic reference-count increment and decrement.)
     w_off = np.empty(n_layers, np.int64)
     b_off = np.empty(n_layers, np.int64)
     a_off = np.empty(n_layers + 1, np.int64)
@@ -80,10 +100,12 @@ def _train_pair(
         largest = max(largest, fi * fo)
     a_off[n_layers] = a_total  # the logits
     acts = np.zeros(a_total + B, np.float32)
-    delta = np.zeros(B * widest, np.float32)
-    delta_prev = np.zeros(B * widest, np.float32)
+    # the delta of a layer's outputs and of its inputs alternate between the two halves of deltas
+    deltas = np.zeros(2 * B * widest, np.float32)
     grad = np.zeros(n_params, np.float32)
-    w_scaled = np.zeros(n_params, np.float32)
+    # the parameters, then (with dropout) the weights scaled by 1 / (1 - p): one array, chosen by offset
+    params = np.zeros(2 * n_params, np.float32)
+    params[:n_params] = w
     w_t = np.zeros(largest, np.float32)
     m = np.zeros(n_params, np.float32)
     v = np.zeros(n_params, np.float32)
@@ -98,108 +120,105 @@ def _train_pair(
     sq_weight = _F32(1.0 - beta2)
     eps_f = _F32(eps)
     state = stream
-    step = 0
+    beta1_t = 1.0
+    beta2_t = 1.0
+    d = sizes[0]
     for epoch in range(epochs):
         for start in range(0, n, batch_size):
             nb = min(batch_size, n - start)
             for r in range(nb):
                 rows[r] = orders[epoch, start + r] if shuffle else start + r
             # ---------------------------------------------------------------------------- forward
-            d = sizes[0]
-            H0 = acts[: nb * d].reshape((nb, d))
             for r in range(nb):
-                xr = X[rows[r]]
                 for i in range(d):
-                    H0[r, i] = xr[i]
+                    acts[_u(r * d + i)] = X[rows[r], i]
             for layer in range(n_layers):
                 fi, fo = sizes[layer], sizes[layer + 1]
-                Hin = acts[a_off[layer] : a_off[layer] + nb * fi].reshape((nb, fi))
-                Hout = acts[a_off[layer + 1] : a_off[layer + 1] + nb * fo].reshape((nb, fo))
-                W = w[w_off[layer] : w_off[layer] + fi * fo].reshape((fi, fo))
-                b = w[b_off[layer] : b_off[layer] + fo]
+                src, dst = a_off[layer], a_off[layer + 1]
+                wo, bo = w_off[layer], b_off[layer]
                 if use_dropout and layer > 0:  # (h * keep * scale) @ W == (h * keep) @ (scale * W), as in torch
-                    Ws = w_scaled[w_off[layer] : w_off[layer] + fi * fo].reshape((fi, fo))
-                    for i in range(fi):
-                        for j in range(fo):
-                            Ws[i, j] = W[i, j] * scale
-                    W = Ws
+                    for k in range(fi * fo):
+                        params[_u(n_params + wo + k)] = params[_u(wo + k)] * scale
+                    wo += n_params
                 for r in range(nb):
-                    out = Hout[r]
-                    for j in range(fo):
-                        out[j] = zero
-                    for i in range(fi):  # innermost loop over outputs: vectorised; sums run in input order
-                        a = Hin[r, i]
-                        Wi = W[i]
+                    out = dst + r * fo
+                    if fo == 1:  # the logit: a dot product (the same sum, without a vector loop per input)
+                        acc = zero
+                        for i in range(fi):
+                            acc += acts[_u(src + r * fi + i)] * params[_u(wo + i)]
+                        acts[_u(out)] = acc
+                    else:
                         for j in range(fo):
-                            out[j] += a * Wi[j]
+                            acts[_u(out + j)] = zero
+                        for i in range(fi):  # innermost loop over outputs: vectorised; sums run in input order
+                            a = acts[_u(src + r * fi + i)]
+                            row = wo + i * fo
+                            for j in range(fo):
+                                acts[_u(out + j)] += a * params[_u(row + j)]
                     for j in range(fo):
-                        out[j] = b[j] + out[j]
+                        acts[_u(out + j)] = params[_u(bo + j)] + acts[_u(out + j)]
                     if layer < n_layers - 1:
                         for j in range(fo):
-                            out[j] = max(out[j], zero)
+                            acts[_u(out + j)] = max(acts[_u(out + j)], zero)
                         if use_dropout:
                             for j in range(fo):
                                 state, bits = _splitmix64(state)
                                 if (bits >> np.uint64(40)) < keep_threshold:
-                                    out[j] = zero
+                                    acts[_u(out + j)] = zero
             # ------------------------------------------------------------- backward (batch-mean BCE)
             nb_f = _F32(nb)
-            logits = acts[a_off[n_layers] : a_off[n_layers] + nb]
+            last = a_off[n_layers]
+            here, there = 0, B * widest  # offsets of this layer's delta and of the previous layer's
             for r in range(nb):
-                delta[r] = (one / (one + np.exp(-logits[r])) - y[rows[r]]) / nb_f
+                deltas[r] = (one / (one + np.exp(-acts[_u(last + r)])) - y[rows[r]]) / nb_f
             for layer in range(n_layers - 1, -1, -1):
                 fi, fo = sizes[layer], sizes[layer + 1]
+                src = a_off[layer]
+                wo, bo = w_off[layer], b_off[layer]
                 scaled = use_dropout and layer > 0
-                Hin = acts[a_off[layer] : a_off[layer] + nb * fi].reshape((nb, fi))
-                D = delta[: nb * fo].reshape((nb, fo))
-                gW = grad[w_off[layer] : w_off[layer] + fi * fo].reshape((fi, fo))
-                gb = grad[b_off[layer] : b_off[layer] + fo]
-                for j in range(fo):
-                    gb[j] = zero
-                for i in range(fi):
-                    for j in range(fo):
-                        gW[i, j] = zero
+                for k in range(fi * fo + fo):
+                    grad[_u(wo + k)] = zero
                 for r in range(nb):  # sums over the batch in row order
-                    Dr = D[r]
                     for j in range(fo):
-                        gb[j] += Dr[j]
-                    for i in range(fi):
-                        a = Hin[r, i]
-                        gWi = gW[i]
-                        for j in range(fo):
-                            gWi[j] += a * Dr[j]
+                        grad[_u(bo + j)] += deltas[_u(here + r * fo + j)]
+                    if fo == 1:  # the output layer: one loop over inputs (the same sums)
+                        dr = deltas[_u(here + r)]
+                        for i in range(fi):
+                            grad[_u(wo + i)] += acts[_u(src + r * fi + i)] * dr
+                    else:
+                        for i in range(fi):
+                            a = acts[_u(src + r * fi + i)]
+                            row = wo + i * fo
+                            for j in range(fo):
+                                grad[_u(row + j)] += a * deltas[_u(here + r * fo + j)]
                 if scaled:
-                    for i in range(fi):
-                        for j in range(fo):
-                            gW[i, j] = gW[i, j] * scale
+                    for k in range(fi * fo):
+                        grad[_u(wo + k)] = grad[_u(wo + k)] * scale
                 if layer > 0:
                     # delta_prev = (delta @ W^T) * relu'(pre) * keep, the gate read from the stored activation;
                     # W^T copied so the loop over inputs is contiguous; sums run in output order
-                    source = w_scaled if scaled else w
-                    W = source[w_off[layer] : w_off[layer] + fi * fo].reshape((fi, fo))
-                    WT = w_t[: fi * fo].reshape((fo, fi))
+                    source = wo + n_params if scaled else wo
                     for i in range(fi):
                         for j in range(fo):
-                            WT[j, i] = W[i, j]
-                    DP = delta_prev[: nb * fi].reshape((nb, fi))
+                            w_t[_u(j * fi + i)] = params[_u(source + i * fo + j)]
                     for r in range(nb):
-                        out = DP[r]
+                        out = there + r * fi
                         for i in range(fi):
-                            out[i] = zero
+                            deltas[_u(out + i)] = zero
                         for j in range(fo):
-                            dj = D[r, j]
-                            WTj = WT[j]
+                            dj = deltas[_u(here + r * fo + j)]
+                            row = j * fi
                             for i in range(fi):
-                                out[i] += dj * WTj[i]
-                        Hr = Hin[r]
+                                deltas[_u(out + i)] += dj * w_t[_u(row + i)]
                         for i in range(fi):
-                            if not Hr[i] > zero:
-                                out[i] = zero
-                    delta, delta_prev = delta_prev, delta
+                            if not acts[_u(src + r * fi + i)] > zero:
+                                deltas[_u(out + i)] = zero
+                    here, there = there, here
             # ------------------------------------------------------------------------------ Adam
-            step += 1
-            bias1 = 1.0 - beta1**step
-            bias2 = _F32(1.0 - beta2**step)
+            beta1_t *= beta1  # beta^t by running products in float64: within 1e-12 of pow(), far below float32
+            beta2_t *= beta2
+            bias1 = 1.0 - beta1_t
+            bias2 = _F32(1.0 - beta2_t)
             step_size = _F32(-lr / bias1)
             for k in range(n_params):
                 g = grad[k]
@@ -207,10 +226,11 @@ def _train_pair(
                 vk = v[k] * beta2_f + sq_weight * g * g
                 m[k] = mk
                 v[k] = vk
-                w[k] = w[k] + step_size * mk / (np.sqrt(vk / bias2) + eps_f)
+                params[k] = params[k] + step_size * mk / (np.sqrt(vk / bias2) + eps_f)
+    w[:] = params[:n_params]
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def train_stack(
     flat: np.ndarray, X: np.ndarray, y: np.ndarray, orders: np.ndarray, shuffle: bool, sizes: np.ndarray,
     n_members: int, epochs: int, batch_size: int, lr: float, beta1: float, beta2: float, eps: float,
@@ -229,7 +249,7 @@ def train_stack(
     for layer in range(n_layers):
         per_member += sizes[layer] * sizes[layer + 1] + sizes[layer + 1]
     keep_threshold = np.uint64(np.ceil(dropout * 16777216.0))  # u = bits / 2^24 >= p  <=>  bits >= ceil(p 2^24)
-    for pair in prange(S * M):
+    for pair in range(S * M):
         s = pair // M
         member = pair % M
         w = np.empty(per_member, np.float32)
