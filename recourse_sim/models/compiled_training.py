@@ -103,10 +103,11 @@ def _train_pair(
     # the delta of a layer's outputs and of its inputs alternate between the two halves of deltas
     deltas = np.zeros(2 * B * widest, np.float32)
     grad = np.zeros(n_params, np.float32)
-    # the parameters, then (with dropout) the weights scaled by 1 / (1 - p): one array, chosen by offset
-    params = np.zeros(2 * n_params, np.float32)
+    # one array, parts chosen by offset: the parameters, (with dropout) the weights scaled by 1 / (1 - p), and
+    # room for one layer's transposed weights
+    params = np.zeros(2 * n_params + largest, np.float32)
+    transposed = 2 * n_params
     params[:n_params] = w
-    w_t = np.zeros(largest, np.float32)
     m = np.zeros(n_params, np.float32)
     v = np.zeros(n_params, np.float32)
     rows = np.empty(B, np.int64)
@@ -147,24 +148,26 @@ def _train_pair(
                         for i in range(fi):
                             acc += acts[_u(src + r * fi + i)] * params[_u(wo + i)]
                         acts[_u(out)] = acc
-                    else:
+                    else:  # innermost loop over outputs: vectorised; sums run in input order (first term: 0 + x = x)
+                        a = acts[_u(src + r * fi)]
                         for j in range(fo):
-                            acts[_u(out + j)] = zero
-                        for i in range(fi):  # innermost loop over outputs: vectorised; sums run in input order
+                            acts[_u(out + j)] = a * params[_u(wo + j)]
+                        for i in range(1, fi):
                             a = acts[_u(src + r * fi + i)]
                             row = wo + i * fo
                             for j in range(fo):
                                 acts[_u(out + j)] += a * params[_u(row + j)]
-                    for j in range(fo):
-                        acts[_u(out + j)] = params[_u(bo + j)] + acts[_u(out + j)]
                     if layer < n_layers - 1:
                         for j in range(fo):
-                            acts[_u(out + j)] = max(acts[_u(out + j)], zero)
+                            acts[_u(out + j)] = max(params[_u(bo + j)] + acts[_u(out + j)], zero)
                         if use_dropout:
                             for j in range(fo):
                                 state, bits = _splitmix64(state)
                                 if (bits >> np.uint64(40)) < keep_threshold:
                                     acts[_u(out + j)] = zero
+                    else:
+                        for j in range(fo):
+                            acts[_u(out + j)] = params[_u(bo + j)] + acts[_u(out + j)]
             # ------------------------------------------------------------- backward (batch-mean BCE)
             nb_f = _F32(nb)
             last = a_off[n_layers]
@@ -197,19 +200,23 @@ def _train_pair(
                 if layer > 0:
                     # delta_prev = (delta @ W^T) * relu'(pre) * keep, the gate read from the stored activation;
                     # W^T copied so the loop over inputs is contiguous; sums run in output order
+                    # (first term: 0 + x = x; with one output W^T is W itself)
                     source = wo + n_params if scaled else wo
-                    for i in range(fi):
-                        for j in range(fo):
-                            w_t[_u(j * fi + i)] = params[_u(source + i * fo + j)]
+                    if fo > 1:
+                        for i in range(fi):
+                            for j in range(fo):
+                                params[_u(transposed + j * fi + i)] = params[_u(source + i * fo + j)]
+                        source = transposed
                     for r in range(nb):
                         out = there + r * fi
+                        dj = deltas[_u(here + r * fo)]
                         for i in range(fi):
-                            deltas[_u(out + i)] = zero
-                        for j in range(fo):
+                            deltas[_u(out + i)] = dj * params[_u(source + i)]
+                        for j in range(1, fo):
                             dj = deltas[_u(here + r * fo + j)]
-                            row = j * fi
+                            row = source + j * fi
                             for i in range(fi):
-                                deltas[_u(out + i)] += dj * w_t[_u(row + i)]
+                                deltas[_u(out + i)] += dj * params[_u(row + i)]
                         for i in range(fi):
                             if not acts[_u(src + r * fi + i)] > zero:
                                 deltas[_u(out + i)] = zero
