@@ -81,7 +81,7 @@ class TorchClassifier(StackedClassifier):
         self.n_features_in_ = X.shape[-1]
         self.network_ = StackedMLP(
             X.shape[0], self.n_members, self.n_features_in_, self.hidden_sizes, self.dropout,
-            device=self.device_, generator=init_rng,
+            device=self.device_, rng=init_rng,
         )
         self._train(X, y, self.epochs, self.batch_size)
         return self
@@ -98,7 +98,7 @@ class TorchClassifier(StackedClassifier):
             raise DataError(f"model holds {self.network_.n_systems} systems but got data for {X.shape[0]}")
         self.network_.train(
             X.to(self.device_), y.to(self.device_), epochs, batch_size, AdamSettings(lr=self.learning_rate),
-            shuffle=self.shuffle, generator=self.rng_,
+            shuffle=self.shuffle, rng=self.rng_,
         )
 
     # ---------------------------------------------------------------------------------------- inference

@@ -6,8 +6,11 @@ tiny steps; stepping the stack costs 8,000 batched ones (DESIGN.md, "Where the t
 
 Why hand-written backpropagation and Adam for training: at batch size 1 the cost of a step is the number of
 kernel launches, not arithmetic. Autograd plus ``torch.optim.Adam`` costs several times more launches than
-the explicit chain rule below on one flat parameter buffer. The counterfactual search, which needs gradients
-with respect to the *inputs* of arbitrary objective terms, uses autograd through :meth:`StackedMLP.member_logits`.
+the explicit chain rule below on one flat parameter buffer. On the CPU even that loop is launch-bound (~100 us
+per step), so by default a whole training call runs as one compiled loop with the same arithmetic
+(:mod:`recourse_sim.models.compiled_training`); the torch loop stays as the GPU path and the reference. The
+counterfactual search, which needs gradients with respect to the *inputs* of arbitrary objective terms, uses
+autograd through :meth:`StackedMLP.member_logits`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -48,7 +52,7 @@ class StackedMLP:
         hidden: Sequence[int] = (),
         dropout: float = 0.0,
         device: torch.device | str = "cpu",
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
     ) -> None:
         self.n_systems, self.n_members, self.n_features = n_systems, n_members, n_features
         self.hidden, self.dropout = tuple(hidden), float(dropout)
@@ -61,7 +65,7 @@ class StackedMLP:
             fan_in, fan_out = W.shape[-2:]
             bound = math.sqrt(6.0 / (fan_in + fan_out))
             # Draw on CPU so a seed gives the same initial weights on every device.
-            W.copy_(torch.empty(W.shape).uniform_(-bound, bound, generator=generator))
+            W.copy_(torch.empty(W.shape).uniform_(-bound, bound, generator=rng))
 
     def _bind_views(self) -> None:
         """Expose ``weights[l]`` (S, M, fan_in, fan_out) and ``biases[l]`` (S, M, 1, fan_out) as views."""
@@ -136,14 +140,38 @@ class StackedMLP:
         batch_size: int = 1,
         adam: AdamSettings = AdamSettings(),
         shuffle: bool = False,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
+        backend: str = "auto",
     ) -> None:
         """Minimise the mean binary cross-entropy with logits of every member on its system's data.
 
         ``X`` (S, n, d), ``y`` (S, n). A fresh Adam state is created on every call (the reference code builds
-        a new ``Adam()`` each round); batches are taken in row order unless ``shuffle``. Members and systems
-        have disjoint parameters and Adam is element-wise, so one stacked step equals S x M separate steps.
+        a new ``Adam()`` each round); batches are taken in row order unless ``shuffle``, in which case each
+        epoch's order is ``torch.randperm(n, generator=rng)``. Members and systems have disjoint parameters and
+        Adam is element-wise, so one stacked step equals S x M separate steps.
+
+        ``backend``: ``"compiled"`` runs the whole call (all epochs, rows, systems and members) as one
+        numba-compiled loop (:mod:`recourse_sim.models.compiled_training`; CPU only); ``"torch"`` is the
+        stepwise loop of torch ops below (one step per mini-batch); ``"auto"`` picks compiled on the CPU and
+        torch elsewhere. The GPU path is the stepwise torch loop (no CUDA graph capture: it was not testable on a
+        GPU when written).
+
+        The two backends do the same float32 arithmetic and agree to float32 rounding (sums over a mini-batch
+        run in a different order; ``tests/test_compiled_training.py`` checks the final weights). Without
+        dropout they consume the same draws from ``rng`` (the per-epoch permutations), so a seed gives the same
+        batch orders. With dropout they do not draw the same masks: the torch loop draws ``torch.rand`` for every
+        hidden layer of every step, the compiled loop draws one seed per call from ``rng`` (after the
+        permutations) and generates the masks with splitmix64 streams, one per (system, member); the masks have
+        the same distribution (keep with probability ``1 - p``) but different values, so dropout-trained weights
+        differ between backends. Either backend is bit-identical across reruns under one seed.
         """
+        if backend not in ("auto", "compiled", "torch"):
+            raise ValueError(f'backend must be "auto", "compiled" or "torch", not {backend!r}')
+        if backend == "auto":
+            backend = "compiled" if self.device.type == "cpu" else "torch"
+        if backend == "compiled":
+            self._train_compiled(X, y, epochs, batch_size, adam, shuffle, rng)
+            return
         S, n, _ = X.shape
         m = torch.zeros_like(self.flat)
         v = torch.zeros_like(self.flat)
@@ -152,7 +180,7 @@ class StackedMLP:
         for _ in range(epochs):
             order = None
             if shuffle:
-                order = torch.randperm(n, generator=generator, device=X.device)
+                order = torch.randperm(n, generator=rng, device=X.device)
             for start in range(0, n, batch_size):
                 rows = slice(start, min(start + batch_size, n))
                 if order is None:
@@ -160,11 +188,42 @@ class StackedMLP:
                 else:
                     idx = order[rows]
                     xb, yb = X[:, idx], y[:, :, idx]
-                grad = self._loss_gradient(xb, yb, generator)
+                grad = self._loss_gradient(xb, yb, rng)
                 step += 1
                 self._adam_step(grad, m, v, step, adam)
 
-    def _loss_gradient(self, xb: torch.Tensor, yb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _train_compiled(
+        self, X: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, adam: AdamSettings, shuffle: bool,
+        rng: torch.Generator | None,
+    ) -> None:
+        """:meth:`train` as one compiled call on CPU tensors (numba works on their memory in place)."""
+        if self.device.type != "cpu" or X.device.type != "cpu":
+            raise ValueError("the compiled training backend runs on the CPU only")
+        S, n, d = X.shape
+        if epochs < 1 or n == 0:
+            return
+        from recourse_sim.models.compiled_training import train_stack  # lazy: numba costs ~0.5 s to import
+
+        if shuffle:  # the same draws, in the same order, as the torch loop
+            orders = torch.stack([torch.randperm(n, generator=rng) for _ in range(epochs)]).numpy()
+        else:
+            orders = np.zeros((0, 0), dtype=np.int64)
+        seed = 0
+        if self.dropout > 0:
+            seed = int(torch.randint(0, 2**62, (1,), generator=rng))
+        sizes = np.array((self.n_features, *self.hidden, 1), dtype=np.int64)
+        flat = self.flat.detach()
+        flat = flat if flat.is_contiguous() else flat.contiguous()
+        train_stack(
+            flat.numpy(), X.detach().to(torch.float32).contiguous().numpy(),
+            y.detach().to(torch.float32).contiguous().numpy(), orders, bool(shuffle), sizes, self.n_members,
+            int(epochs), int(batch_size), float(adam.lr), float(adam.beta1), float(adam.beta2), float(adam.eps),
+            float(self.dropout), np.uint64(seed),
+        )
+        if flat.data_ptr() != self.flat.data_ptr():
+            self.flat.copy_(flat)
+
+    def _loss_gradient(self, xb: torch.Tensor, yb: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
         """Gradient of the batch-mean BCE-with-logits for every member, flattened like ``self.flat``.
 
         Written for few passes over the (S*M, n, hidden) activations, which dominate the cost of retraining
@@ -189,7 +248,7 @@ class StackedMLP:
             if layer < last:
                 h.relu_()
                 if self.dropout > 0:
-                    h.mul_(self._keep_mask(h, generator))
+                    h.mul_(self._keep_mask(h, rng))
         # d BCE / d logit = sigmoid(logit) - y, averaged over the batch.
         delta = (torch.sigmoid(h).view(S, M, n, 1) - yb).div_(n).reshape(S * M, n, 1)
         grads: list[torch.Tensor] = []
@@ -205,10 +264,10 @@ class StackedMLP:
         grads.reverse()  # now [W0, b0, W1, b1, ...] in flat-buffer order
         return torch.cat(grads, dim=1)
 
-    def _keep_mask(self, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _keep_mask(self, like: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
         """Dropout's keep indicator shaped like ``like``, as floats in {0, 1}: ``u >= p`` for ``u ~ U[0, 1)``
-        drawn from ``generator``, computed as ``floor(u + 1 - p)`` in place (no bool mask)."""
-        u = torch.rand(like.shape, generator=generator, device=like.device)
+        drawn from ``rng``, computed as ``floor(u + 1 - p)`` in place (no bool mask)."""
+        u = torch.rand(like.shape, generator=rng, device=like.device)
         return u.add_(1.0 - self.dropout).floor_()
 
     def _adam_step(self, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, adam: AdamSettings) -> None:

@@ -1,0 +1,290 @@
+"""One compiled call for a whole training run of a :class:`~recourse_sim.models.network.StackedMLP` on the CPU.
+
+Why: the SaTML protocol trains at batch size 1, so a step is a few hundred floating-point operations and the
+stepwise torch loop spends ~100 us per step dispatching kernels. Here all epochs, all mini-batches and all
+``S x M`` stacked systems x members run inside one numba-compiled function, with the arithmetic of the torch
+step (``StackedMLP._loss_gradient`` and ``StackedMLP._adam_step``) written out element by element in float32:
+
+- forward: ``pre = b + h @ W`` per layer, ReLU after each hidden layer, one logit; inverted dropout after each
+  hidden layer (keep with probability ``1 - p``, the ``1 / (1 - p)`` scale folded into the next layer's weights
+  as in the torch step);
+- gradient of the batch-mean BCE with logits: ``delta = (sigmoid(logit) - y) / batch``, back-propagated through
+  the stored post-ReLU (post-dropout) activations;
+- Adam with both bias corrections, fresh moments per call: ``m += (1 - beta1) (g - m)``,
+  ``v = beta2 v + (1 - beta2) g^2``, ``w += (-lr / (1 - beta1^t)) m / (sqrt(v / (1 - beta2^t)) + eps)``, the
+  bias corrections in float64 as in the torch step (``beta^t`` as a running product: within 1e-12 of ``pow``).
+
+Compiled with ``error_model="numpy"`` (IEEE division, no ZeroDivisionError checks, which would stop LLVM
+vectorising the Adam update) and without ``fastmath`` (no reassociated sums, no approximate division).
+
+Each (system, member) pair has disjoint parameters and its own Adam state, so pairs are trained one after the
+other, each to the end of the call. Mini-batch sums run in row order, so results differ from torch's
+BLAS-ordered sums only by float32 rounding.
+
+Why not ``parallel=True`` (``prange`` over pairs): on the 2-core machine it was written on, with other work
+running, it measured 1.0-1.45x (noisy); a training call runs inside ``flush_denormals`` (FTZ/DAZ set on the calling
+thread only), so pairs scheduled on numba's worker threads would treat subnormals differently from pairs on the
+main thread, making results depend on scheduling; and the experiment executor already runs one process per
+core (``--workers 2``), where threads inside each would oversubscribe the cores.
+
+Dropout masks come from splitmix64 inside the loop (a Weyl-sequence counter passed through two
+xor-shift-multiply rounds: a few integer operations per draw, instead of the torch step's ``torch.rand`` per
+layer per step, 30 % of real-data training time), one stream per (system, member) pair, seeded from one 62-bit
+seed drawn from the torch generator per call. A unit is kept when the top 24 bits ``k`` of its draw satisfy
+``k / 2^24 >= p``. The masks therefore differ from the torch step's (same keep probability, different draws).
+
+The module is imported lazily (only when CPU training first runs: numba costs ~0.3-0.5 s to import) and its
+functions compile with ``cache=True``: the first call in a fresh environment compiles them (one signature,
+~10 s on a busy 2-core machine), later processes load the cached machine code from ``__pycache__`` (or numba's
+user-wide cache directory where the package is read-only) in well under a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_F32 = np.float32
+
+
+@njit(cache=True, inline="always")
+def _splitmix64(state: np.uint64) -> tuple[np.uint64, np.uint64]:
+    """Advance a splitmix64 state; returns (new state, 64 random bits)."""
+    state = state + np.uint64(0x9E3779B97F4A7C15)
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return state, z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def _u(index: int) -> np.uint64:
+    """``index`` (>= 0) as an unsigned integer: numba then indexes without the wraparound of negative indices."""
+    return np.uint64(index)
+
+
+@njit(cache=True, error_model="numpy")
+def _train_pair(
+    w: np.ndarray, X: np.ndarray, y: np.ndarray, orders: np.ndarray, shuffle: bool, sizes: np.ndarray,
+    epochs: int, batch_size: int, lr: float, beta1: float, beta2: float, eps: float, dropout: float,
+    keep_threshold: np.uint64, stream: np.uint64,
+) -> None:
+    """Train one member's contiguous parameter vector ``w`` ([W0 (fi x fo), b0 (fo), W1, b1, ...]) in place.
+
+    ``X`` (n, d), ``y`` (n,) are its system's data; ``orders`` (epochs, n) the row order per epoch when
+    ``shuffle``. ``keep_threshold``: a unit is kept when the top 24 bits of a draw are >= it (u >= p).
+    """
+    n = X.shape[0]
+    n_layers = sizes.shape[0] - 1
+    n_params = w.shape[0]
+    B = min(batch_size, n)
+    # Offsets of every layer's weights/biases in w and of every layer's input activations in acts. Hot loops
+    # index these flat buffers through _u (a no-op cast to unsigned): numba wraps negative signed indices
+    # around, a select per access that stops LLVM vectorising the loops over a layer's outputs. (2-D views
+    # would avoid that too, but each view costs an atomic reference-count increment and decrement.)
+    w_off = np.empty(n_layers, np.int64)
+    b_off = np.empty(n_layers, np.int64)
+    a_off = np.empty(n_layers + 1, np.int64)
+    offset = 0
+    a_total = 0
+    widest = 1
+    largest = 1
+    for layer in range(n_layers):
+        fi, fo = sizes[layer], sizes[layer + 1]
+        w_off[layer] = offset
+        b_off[layer] = offset + fi * fo
+        offset += fi * fo + fo
+        a_off[layer] = a_total
+        a_total += B * fi
+        widest = max(widest, fi)
+        largest = max(largest, fi * fo)
+    a_off[n_layers] = a_total  # the logits
+    acts = np.zeros(a_total + B, np.float32)
+    # the delta of a layer's outputs and of its inputs alternate between the two halves of deltas
+    deltas = np.zeros(2 * B * widest, np.float32)
+    grad = np.zeros(n_params, np.float32)
+    # one array, parts chosen by offset: the parameters, (with dropout) the weights scaled by 1 / (1 - p), and
+    # room for one layer's transposed weights
+    params = np.zeros(2 * n_params + largest, np.float32)
+    transposed = 2 * n_params
+    params[:n_params] = w
+    m = np.zeros(n_params, np.float32)
+    v = np.zeros(n_params, np.float32)
+    rows = np.empty(B, np.int64)
+
+    one = _F32(1.0)
+    zero = _F32(0.0)
+    use_dropout = dropout > 0.0
+    scale = _F32(1.0 / (1.0 - dropout))  # as the torch step: a float64 scale, rounded once
+    lerp_weight = _F32(1.0 - beta1)
+    beta2_f = _F32(beta2)
+    sq_weight = _F32(1.0 - beta2)
+    eps_f = _F32(eps)
+    state = stream
+    beta1_t = 1.0
+    beta2_t = 1.0
+    d = sizes[0]
+    for epoch in range(epochs):
+        for start in range(0, n, batch_size):
+            nb = min(batch_size, n - start)
+            for r in range(nb):
+                rows[r] = orders[epoch, start + r] if shuffle else start + r
+            # ---------------------------------------------------------------------------- forward
+            for r in range(nb):
+                for i in range(d):
+                    acts[_u(r * d + i)] = X[rows[r], i]
+            for layer in range(n_layers):
+                fi, fo = sizes[layer], sizes[layer + 1]
+                src, dst = a_off[layer], a_off[layer + 1]
+                wo, bo = w_off[layer], b_off[layer]
+                if use_dropout and layer > 0:  # (h * keep * scale) @ W == (h * keep) @ (scale * W), as in torch
+                    for k in range(fi * fo):
+                        params[_u(n_params + wo + k)] = params[_u(wo + k)] * scale
+                    wo += n_params
+                for r in range(nb):
+                    out = dst + r * fo
+                    if fo == 1:  # the logit: a dot product (the same sum, without a vector loop per input)
+                        acc = zero
+                        for i in range(fi):
+                            acc += acts[_u(src + r * fi + i)] * params[_u(wo + i)]
+                        acts[_u(out)] = acc
+                    else:  # innermost loop over outputs: vectorised; sums run in input order (first term: 0 + x = x)
+                        a = acts[_u(src + r * fi)]
+                        for j in range(fo):
+                            acts[_u(out + j)] = a * params[_u(wo + j)]
+                        for i in range(1, fi):
+                            a = acts[_u(src + r * fi + i)]
+                            row = wo + i * fo
+                            for j in range(fo):
+                                acts[_u(out + j)] += a * params[_u(row + j)]
+                    if layer < n_layers - 1:
+                        for j in range(fo):
+                            acts[_u(out + j)] = max(params[_u(bo + j)] + acts[_u(out + j)], zero)
+                        if use_dropout:
+                            for j in range(fo):
+                                state, bits = _splitmix64(state)
+                                if (bits >> np.uint64(40)) < keep_threshold:
+                                    acts[_u(out + j)] = zero
+                    else:
+                        for j in range(fo):
+                            acts[_u(out + j)] = params[_u(bo + j)] + acts[_u(out + j)]
+            # ------------------------------------------------------------- backward (batch-mean BCE)
+            nb_f = _F32(nb)
+            last = a_off[n_layers]
+            here, there = 0, B * widest  # offsets of this layer's delta and of the previous layer's
+            for r in range(nb):
+                deltas[r] = (one / (one + np.exp(-acts[_u(last + r)])) - y[rows[r]]) / nb_f
+            for layer in range(n_layers - 1, -1, -1):
+                fi, fo = sizes[layer], sizes[layer + 1]
+                src = a_off[layer]
+                wo, bo = w_off[layer], b_off[layer]
+                scaled = use_dropout and layer > 0
+                for k in range(fi * fo + fo):
+                    grad[_u(wo + k)] = zero
+                for r in range(nb):  # sums over the batch in row order
+                    for j in range(fo):
+                        grad[_u(bo + j)] += deltas[_u(here + r * fo + j)]
+                    if fo == 1:  # the output layer: one loop over inputs (the same sums)
+                        dr = deltas[_u(here + r)]
+                        for i in range(fi):
+                            grad[_u(wo + i)] += acts[_u(src + r * fi + i)] * dr
+                    else:
+                        for i in range(fi):
+                            a = acts[_u(src + r * fi + i)]
+                            row = wo + i * fo
+                            for j in range(fo):
+                                grad[_u(row + j)] += a * deltas[_u(here + r * fo + j)]
+                if scaled:
+                    for k in range(fi * fo):
+                        grad[_u(wo + k)] = grad[_u(wo + k)] * scale
+                if layer > 0:
+                    # delta_prev = (delta @ W^T) * relu'(pre) * keep, the gate read from the stored activation;
+                    # W^T copied so the loop over inputs is contiguous; sums run in output order
+                    # (first term: 0 + x = x; with one output W^T is W itself)
+                    source = wo + n_params if scaled else wo
+                    if fo > 1:
+                        for i in range(fi):
+                            for j in range(fo):
+                                params[_u(transposed + j * fi + i)] = params[_u(source + i * fo + j)]
+                        source = transposed
+                    for r in range(nb):
+                        out = there + r * fi
+                        dj = deltas[_u(here + r * fo)]
+                        for i in range(fi):
+                            deltas[_u(out + i)] = dj * params[_u(source + i)]
+                        for j in range(1, fo):
+                            dj = deltas[_u(here + r * fo + j)]
+                            row = source + j * fi
+                            for i in range(fi):
+                                deltas[_u(out + i)] += dj * params[_u(row + i)]
+                        for i in range(fi):
+                            if not acts[_u(src + r * fi + i)] > zero:
+                                deltas[_u(out + i)] = zero
+                    here, there = there, here
+            # ------------------------------------------------------------------------------ Adam
+            beta1_t *= beta1  # beta^t by running products in float64: within 1e-12 of pow(), far below float32
+            beta2_t *= beta2
+            bias1 = 1.0 - beta1_t
+            bias2 = _F32(1.0 - beta2_t)
+            step_size = _F32(-lr / bias1)
+            for k in range(n_params):
+                g = grad[k]
+                mk = m[k] + lerp_weight * (g - m[k])
+                vk = v[k] * beta2_f + sq_weight * g * g
+                m[k] = mk
+                v[k] = vk
+                params[k] = params[k] + step_size * mk / (np.sqrt(vk / bias2) + eps_f)
+    w[:] = params[:n_params]
+
+
+@njit(cache=True, error_model="numpy")
+def train_stack(
+    flat: np.ndarray, X: np.ndarray, y: np.ndarray, orders: np.ndarray, shuffle: bool, sizes: np.ndarray,
+    n_members: int, epochs: int, batch_size: int, lr: float, beta1: float, beta2: float, eps: float,
+    dropout: float, seed: np.uint64,
+) -> None:
+    """Train every (system, member) pair of the stacked parameter buffer ``flat`` (S, P) in place.
+
+    ``flat`` holds per system, layer by layer, the weights of all members (M, fi, fo) then their biases
+    (M, 1, fo) (the layout of ``StackedMLP.flat``); each pair's parameters are gathered into one contiguous
+    vector, trained by :func:`_train_pair` and scattered back.
+    """
+    S = flat.shape[0]
+    M = n_members
+    n_layers = sizes.shape[0] - 1
+    per_member = 0
+    for layer in range(n_layers):
+        per_member += sizes[layer] * sizes[layer + 1] + sizes[layer + 1]
+    keep_threshold = np.uint64(np.ceil(dropout * 16777216.0))  # u = bits / 2^24 >= p  <=>  bits >= ceil(p 2^24)
+    for pair in range(S * M):
+        s = pair // M
+        member = pair % M
+        w = np.empty(per_member, np.float32)
+        src = 0
+        dst = 0
+        for layer in range(n_layers):
+            fi, fo = sizes[layer], sizes[layer + 1]
+            for k in range(fi * fo):
+                w[dst + k] = flat[s, src + member * fi * fo + k]
+            src += M * fi * fo
+            dst += fi * fo
+            for k in range(fo):
+                w[dst + k] = flat[s, src + member * fo + k]
+            src += M * fo
+            dst += fo
+        # one independent stream per pair: splitmix64 of (seed, pair) decorrelates neighbouring pairs
+        stream, _ = _splitmix64(seed ^ (np.uint64(pair) * np.uint64(0xD1B54A32D192ED03)))
+        _train_pair(w, X[s], y[s], orders, shuffle, sizes, epochs, batch_size, lr, beta1, beta2, eps, dropout,
+                    keep_threshold, stream)
+        src = 0
+        dst = 0
+        for layer in range(n_layers):
+            fi, fo = sizes[layer], sizes[layer + 1]
+            for k in range(fi * fo):
+                flat[s, src + member * fi * fo + k] = w[dst + k]
+            src += M * fi * fo
+            dst += fi * fo
+            for k in range(fo):
+                flat[s, src + member * fo + k] = w[dst + k]
+            src += M * fo
+            dst += fo
