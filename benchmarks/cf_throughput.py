@@ -118,7 +118,7 @@ def sync(device: torch.device) -> None:
 def run_search(setup: Setup, x: torch.Tensor, K: int, seed: int):
     spec = catalogue.generic()  # threshold 0.5, step 0.01, max_steps 100
     rng = torch.Generator(device=setup.device).manual_seed(seed)
-    return search(setup.model, x, [spec], setup.context, settings=SearchSettings(n_counterfactuals=K), generator=rng)
+    return search(setup.model, x, [spec], setup.context, settings=SearchSettings(n_counterfactuals=K), rng=rng)
 
 
 @dataclass

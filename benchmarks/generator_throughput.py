@@ -82,7 +82,7 @@ def run_one(setup: Setup, name: str, x: torch.Tensor, K: int, seed: int):
     spec = GENERATORS[name]()
     rng = torch.Generator(device=setup.device).manual_seed(seed)
     return spec, search(setup.model, x, [spec], setup.context, settings=SearchSettings(n_counterfactuals=K),
-                        generator=rng)
+                        rng=rng)
 
 
 def time_generator(setup: Setup, name: str, x: torch.Tensor, K: int, args: argparse.Namespace) -> Measure:

@@ -70,7 +70,7 @@ class GreedySpace(FeatureSpace):
         best = salience.amax(-1, keepdim=True)
         ties = eligible & (salience == best)
         # Random tie-break: drawn at full batch size every step so the stream does not depend on compaction.
-        u = torch.rand(self.counts.shape, generator=self.problem.generator, device=work.device)[:, index]
+        u = torch.rand(self.counts.shape, generator=self.problem.rng, device=work.device)[:, index]
         pick = torch.argmax(ties * (1.0 + u), dim=-1, keepdim=True)
         chosen = torch.zeros_like(work).scatter_(-1, pick, 1.0) * eligible.any(-1, keepdim=True)
         return move * chosen
