@@ -15,6 +15,7 @@ moves). ``"gradient"`` lives here; ``"greedy"`` and ``"latent"`` in their own mo
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,9 +28,13 @@ from recourse_sim.generators.problem import (
 )
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.generators.terms import ObjectiveTerm
-from recourse_sim.device import flush_denormals
+from recourse_sim.device import flush_denormals, torch_threads
 
 _LOG_HALF = math.log(0.5)
+# Below this many candidate rows (S x B x K) a CPU search runs on one intra-op thread: its kernels are too small
+# to gain from splitting, and under CPU contention every OpenMP region can stall (measured on 2 busy cores,
+# B = 1,000 and 10,000: 4-5x slower with 2 threads than with 1; see recourse_sim.device.torch_threads).
+PARALLEL_ROWS = 32_768
 
 Strategy = Callable[[SearchProblem, Sequence[GeneratorSpec]], SearchResult]
 STRATEGIES: dict[str, Strategy] = {}
@@ -66,6 +71,10 @@ def search(
     if len(generators) != S:
         raise ConfigError("generators", len(generators), f"one generator per system ({S})")
     device = factual.device
+    if device.type == "cpu" and S * B * settings.n_counterfactuals < PARALLEL_ROWS and torch.get_num_threads() > 1:
+        with torch_threads(1):
+            return search(model, factual, generators, context, systems=systems, settings=settings, rng=rng,
+                          on_step=on_step)
     systems = torch.arange(S, device=device) if systems is None else systems.to(device)
     rng = rng or torch.Generator(device=device)
     K = settings.n_counterfactuals
@@ -116,7 +125,10 @@ def initial_state(problem: SearchProblem) -> torch.Tensor:
 def decode(problem: SearchProblem, state: torch.Tensor, index, straight_through: bool = False) -> torch.Tensor:
     """Search-space state (S, B', K, d) -> feasible feature-space candidates."""
     x = problem.context.standardizer.inverse_transform(state)
-    return problem.context.constraints.project(x, problem.factual[:, index].unsqueeze(2), straight_through)
+    constraints = problem.context.constraints
+    if not constraints.active and not constraints.groups:  # nothing to project onto: skip gathering the factuals
+        return x
+    return constraints.project(x, problem.factual[:, index].unsqueeze(2), straight_through)
 
 
 def project_state(problem: SearchProblem, state: torch.Tensor, index) -> torch.Tensor:
@@ -177,6 +189,10 @@ class SearchSpace:
     every space runs them through ``FeatureConstraints.project``, so constraints hold for every strategy.
     """
 
+    # ``step`` and ``move`` are pure functions of their arguments (no state of the space changes), so a
+    # compiled search may trace them into its graph (``SearchSettings.compile``).
+    pure = False
+
     def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
         self.problem = problem
         self.generators = generators
@@ -207,6 +223,8 @@ class FeatureSpace(SearchSpace):
     with NaN steps zeroed as in the reference code; immutable features get no step.
     """
 
+    pure = True
+
     def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
         super().__init__(problem, generators)
         K = problem.settings.n_counterfactuals
@@ -231,50 +249,47 @@ class FeatureSpace(SearchSpace):
         return delta * self.step_mask if self.masks_steps else delta
 
     def move(self, work: torch.Tensor, delta: torch.Tensor, active: torch.Tensor, index) -> torch.Tensor:
-        mask = active.view(*active.shape, 1, 1)
-        moved = project_state(self.problem, work + delta * mask, index)
-        return torch.where(mask, moved, work)
+        # The projection acts row by row and inactive rows keep ``work``, so ``work + delta`` moves exactly
+        # as ``work + delta * active`` would.
+        moved = project_state(self.problem, work + delta, index)
+        return torch.where(active.view(*active.shape, 1, 1), moved, work)
 
 
 # ------------------------------------------------------------------------------------------ the loop
-Objective = Callable[[torch.Tensor, object], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
+Objective = Callable[..., tuple[torch.Tensor, tuple]]
 
 
 def _eager_gradient(objective: Objective) -> Callable:
-    def gradient(work: torch.Tensor, index) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def gradient(work: torch.Tensor, *args) -> tuple[torch.Tensor, tuple]:
         work = work.detach().requires_grad_(True)
-        total, aux = objective(work, index)
+        total, aux = objective(work, *args)
         (grad,) = torch.autograd.grad(total, work)
         return grad, aux
 
     return gradient
 
 
-def _gradient_function(objective: Objective, settings: SearchSettings) -> Callable:
-    """``(work, index) -> (d objective / d work, aux)``: autograd, or with ``settings.compile`` one compiled
-    forward + backward graph (``torch.compile`` of ``torch.func.grad``), falling back to autograd, with a
-    warning, where compiling fails (no compiler, an unsupported model or term)."""
-    eager = _eager_gradient(objective)
-    if not settings.compile:
-        return eager
+def _compiled_or(eager: Callable, build: Callable[[], Callable]) -> Callable:
+    """``torch.compile(build())`` where it works, else ``eager``: compilation that is unavailable (no
+    compiler, an unsupported model or term) falls back, with a warning, at set-up or at the first call."""
     try:
-        compiled = torch.compile(torch.func.grad(objective, has_aux=True), dynamic=True)
+        compiled = torch.compile(build(), dynamic=True)
     except Exception as error:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
         warnings.warn(f"search: torch.compile unavailable ({error}); using autograd", RuntimeWarning, stacklevel=3)
         return eager
     use = [compiled]
 
-    def gradient(work: torch.Tensor, index) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def run(*args):
         if use[0] is not eager:
             try:
-                return use[0](work.detach(), index)
+                return use[0](*args)
             except Exception as error:  # noqa: BLE001 - compile errors surface at the first call
                 warnings.warn(f"search: compiling the step failed ({type(error).__name__}: {error}); using autograd",
                               RuntimeWarning, stacklevel=3)
                 use[0] = eager
-        return eager(work, index)
+        return eager(*args)
 
-    return gradient
+    return run
 
 
 def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: SearchSpace) -> SearchResult:
@@ -307,38 +322,32 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
     need_threshold = rule["threshold"] is not False or rule["threshold_and_small_gradient"] is not False
     tolerance = per_system([g.tolerance for g in generators], device).view(S, 1)
     caps = [g.max_steps for g in generators]
-    max_steps = torch.tensor(caps, device=device).view(S, 1)
     gradient_mask = space.gradient_mask()
     on_step = problem.on_step
     check_every = settings.check_every
 
-    def objective(work: torch.Tensor, index) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Summed objective and, as auxiliary values, the candidates, log p, validity and loss per individual."""
+    def objective(work: torch.Tensor, index, factual_std: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """Summed objective and, as auxiliary values, log p, validity and (for ``on_step``) the candidates
+        and the loss per individual. ``factual_std``: the working batch's factuals in the search space."""
         x = space.candidates(work, index, straight_through=True)
         log_p = score(problem, x)
-        all_valid = (log_p.detach() >= _LOG_HALF).all(-1)
+        log_p_value = log_p.detach()
+        all_valid = (log_p_value >= _LOG_HALF).all(-1)
         loss = yloss(log_p, entropy)
         if terms:
-            batch = SearchBatch(problem, x, problem.context.standardizer.transform(x), log_p, all_valid, index)
+            x_std = problem.context.standardizer.transform(x)
+            batch = SearchBatch(problem, x, x_std, log_p, all_valid, index, factual_std)
             for (term, weight), prep in zip(terms, prepared):
                 loss = loss + weight * term(batch, prep)
-        return loss.sum(), (x.detach(), log_p.detach(), all_valid, loss.detach())
+        seen = (x.detach(), loss.detach()) if on_step is not None else ()
+        return loss.sum(), (log_p_value, all_valid, *seen)
 
-    gradient = _gradient_function(objective, settings)
-
-    state = space.initial()
-    converged = torch.zeros(S, B, dtype=torch.bool, device=device)
-    steps = torch.zeros(S, B, dtype=torch.long, device=device)
-    everyone = torch.arange(B, device=device)
-    # Active columns of the working batch: a slice until the first compaction, because indexing with a full
-    # index tensor would copy every per-individual tensor on every step. ``done`` and ``taken`` are the
-    # working batch's convergence flags and step counts, written back at every check.
-    index: slice | torch.Tensor = slice(None)
-    work = state
-    done = converged
-    taken = steps
-    for t in range(max(caps) + 1):
-        grad, (x, log_p_value, all_valid, loss) = gradient(work, index)
+    def iterate(gradient: Callable, work: torch.Tensor, index, factual_std: torch.Tensor, done: torch.Tensor,
+                taken: torch.Tensor, capped: torch.Tensor | None) -> tuple:
+        """One iteration for the working batch: gradient, step, convergence, move. ``capped`` (S, 1): systems
+        at their iteration cap (None: none is). Returns the moved state, the updated convergence flags and
+        step counts, the active mask, log p and the on_step extras."""
+        grad, (log_p_value, all_valid, *seen) = gradient(work, index, factual_std)
         at_threshold = None
         if need_threshold:
             at_threshold = all_valid if threshold_is_half else (log_p_value >= log_threshold).all(-1)
@@ -356,14 +365,46 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
                 stop = stop | hit
         done = stop
         # Systems whose own iteration cap is reached stop moving without being marked converged.
-        if t >= min(caps):
-            stop = stop | (t >= max_steps) if t < max(caps) else torch.ones_like(stop)
+        if capped is not None:
+            stop = stop | capped
         active = ~stop
         taken = taken + active
-        if on_step is not None:
-            on_step(StepRecord(t, everyone[index], x.detach(), log_p_value, loss.detach(), active))
         with torch.no_grad():
             work = space.move(work.detach(), delta, active, index)
+        return work, done, taken, active, log_p_value, seen
+
+    eager_gradient = _eager_gradient(objective)
+
+    def eager_iterate(*args) -> tuple:
+        return iterate(eager_gradient, *args)
+
+    if not settings.compile:
+        step = eager_iterate
+    elif space.pure:  # the whole iteration as one compiled graph
+        step = _compiled_or(eager_iterate, lambda: functools.partial(iterate, torch.func.grad(objective, has_aux=True)))
+    else:  # a space with state of its own (greedy): only objective + gradient compiled
+        gradient = _compiled_or(eager_gradient, lambda: torch.func.grad(objective, has_aux=True))
+        step = functools.partial(iterate, gradient)
+    # t -> (S, 1) "system at its iteration cap", for the iterations where some system is (made up front).
+    cap_tensor = torch.tensor(caps, device=device).view(S, 1)
+    cap_flags = {t: cap_tensor <= t for t in range(min(caps), max(caps) + 1)}
+
+    state = space.initial()
+    converged = torch.zeros(S, B, dtype=torch.bool, device=device)
+    steps = torch.zeros(S, B, dtype=torch.long, device=device)
+    everyone = torch.arange(B, device=device)
+    # Active columns of the working batch: a slice until the first compaction, because indexing with a full
+    # index tensor would copy every per-individual tensor on every step. ``done`` and ``taken`` are the
+    # working batch's convergence flags and step counts, written back at every check.
+    index: slice | torch.Tensor = slice(None)
+    factual_std = problem.factual_std
+    work = state
+    done = converged
+    taken = steps
+    for t in range(max(caps) + 1):
+        work, done, taken, active, log_p_value, seen = step(work, index, factual_std, done, taken, cap_flags.get(t))
+        if on_step is not None:
+            on_step(StepRecord(t, everyone[index], seen[0], log_p_value, seen[1], active))
         if t % check_every == check_every - 1 or t == 0:
             state[:, index] = work
             converged[:, index] = done
@@ -375,6 +416,7 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
             if remaining * 2 <= keep.numel():  # compact once half the batch is done everywhere
                 index = everyone[index][keep]
                 work, done, taken = work[:, keep], done[:, keep], taken[:, keep]
+                factual_std = problem.factual_std[:, index]
     state[:, index] = work
     converged[:, index] = done
     steps[:, index] = taken

@@ -34,6 +34,8 @@ _MOVE_TOLERANCE = 1e-4  # a move counts as allowed when it changes the projected
 class GreedySpace(FeatureSpace):
     """Feature-space state with per-copy change counters; ``step`` picks one feature per copy."""
 
+    pure = False  # step and move update the counters
+
     def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
         super().__init__(problem, generators)
         S, B, K, d = problem.shape

@@ -140,6 +140,8 @@ def resolve_vae(problem: SearchProblem) -> tuple[VAE, torch.Tensor]:
 class LatentSpace(SearchSpace):
     """z-space descent through the decoder, with the engine's projection applied to every decoded point."""
 
+    pure = True
+
     def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
         super().__init__(problem, generators)
         self.vae, self.vae_systems = resolve_vae(problem)

@@ -126,7 +126,9 @@ class SearchBatch:
 
     ``x`` and ``x_std`` are the (projected) candidates in feature and standardised space, (S, B', K, d);
     ``log_p`` (S, B', K) is log p(y=1); ``all_valid`` (S, B') says every copy has p >= 0.5; ``index`` (B',)
-    maps the active columns to the problem's individuals, for terms with per-individual prepared data.
+    maps the active columns to the problem's individuals, for terms with per-individual prepared data;
+    ``factual_std`` (S, B', d) are their factuals in the search space (gathered from the problem if not given;
+    the engine passes the working batch's, gathered once per compaction instead of once per term and step).
     """
 
     problem: SearchProblem
@@ -135,9 +137,12 @@ class SearchBatch:
     log_p: torch.Tensor
     all_valid: torch.Tensor
     index: torch.Tensor
+    active_factual_std: torch.Tensor | None = None
 
     @property
     def factual_std(self) -> torch.Tensor:
+        if self.active_factual_std is not None:
+            return self.active_factual_std
         return self.problem.factual_std[:, self.index]
 
     @property
