@@ -364,7 +364,8 @@ def before_table(rows: list[dict], args: argparse.Namespace) -> list[str]:
     with open(args.before, newline="") as fh:
         before = {(int(r["B"]), int(r["K"])): r for r in csv.DictReader(fh)}
     lines = [f"## Before / after (before: `{args.before}`)", "",
-             "| B | K | before wall s | before CF/s | now wall s | now CF/s | ratio |", "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| B | K | before wall s | before CF/s | now wall s | now CF/s | ratio |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         old = before.get((r["B"], r["K"]))
         if old is None:

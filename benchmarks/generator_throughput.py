@@ -165,7 +165,8 @@ def markdown(device: torch.device, setup: Setup, sections: list[dict], args: arg
         if any(old for _, old in pairs):
             lines += [f"Before / after (before: `{args.before}`, same threads setting):", "",
                       "| generator | before CF/s | now CF/s | ratio |", "|---|---:|---:|---:|"]
-            lines += [f"| {m.generator} | {old:,.0f} | {m.rate:,.0f} | {m.rate / old:.2f}x |" for m, old in pairs if old]
+            lines += [f"| {m.generator} | {old:,.0f} | {m.rate:,.0f} | {m.rate / old:.2f}x |"
+                      for m, old in pairs if old]
             lines.append("")
         if sec["busy"] is not None:
             lines.append(f"- CPU used by other processes during these measurements: {sec['busy']:.0%} of all cores"
