@@ -115,10 +115,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+COMPILE = False  # --compile: SearchSettings(compile=True)
+
+
 def run_search(setup: Setup, x: torch.Tensor, K: int, seed: int):
     spec = catalogue.generic()  # threshold 0.5, step 0.01, max_steps 100
     rng = torch.Generator(device=setup.device).manual_seed(seed)
-    return search(setup.model, x, [spec], setup.context, settings=SearchSettings(n_counterfactuals=K), generator=rng)
+    settings = SearchSettings(n_counterfactuals=K, compile=COMPILE)
+    return search(setup.model, x, [spec], setup.context, settings=settings, rng=rng)
 
 
 @dataclass
@@ -148,18 +152,25 @@ def summarise(results, seconds: float, K: int) -> Measure:
     )
 
 
+CPU_SECONDS: dict[tuple[int, int], float] = {}  # (B, K) -> process CPU seconds of the best batched run
+WARMUP_SECONDS: dict[tuple[int, int], float] = {}  # (B, K) -> wall seconds of the warm-up (incl. compilation)
+
+
 def time_batched(setup: Setup, B: int, K: int, args: argparse.Namespace) -> Measure:
     x = factuals(setup, B, args.seed)
+    t0 = time.perf_counter()
     run_search(setup, x, K, args.seed)  # warm-up
+    WARMUP_SECONDS[B, K] = time.perf_counter() - t0
     best = None
     for _ in range(args.repeats):
         sync(setup.device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = run_search(setup, x, K, args.seed)
         sync(setup.device)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         if best is None or seconds < best[0]:
-            best = (seconds, result)
+            best = (seconds, result, cpu)
+    CPU_SECONDS[B, K] = best[2]
     return summarise([best[1]], best[0], K)
 
 
@@ -268,6 +279,8 @@ def build_rows(batched: list[Measure], loops: dict[int, Measure]) -> list[dict]:
             "B": m.n_rows,
             "CFs": m.cf,
             "batched_s": m.seconds,
+            "batched_cpu_s": CPU_SECONDS.get((m.n_rows, m.K), float("nan")),
+            "warmup_s": WARMUP_SECONDS.get((m.n_rows, m.K), float("nan")),
             "batched_cf_per_s": m.rate,
             "mean_steps": m.mean_steps,
             "validity": m.validity,
@@ -296,7 +309,8 @@ def markdown(device: torch.device, setup: Setup, rows: list[dict], loops: dict[i
         f"{setup.train_accuracy:.3f}",
         f"- factuals: rows predicted negative ({setup.pool.shape[0]} in the pool), sampled with replacement to B",
         "- generator: generic (yloss + 0.1 ||x' - x||, threshold 0.5, step 0.01, max 100 steps), "
-        "engine defaults otherwise; one search call with S = 1 system",
+        "engine defaults otherwise" + (", compiled step (`SearchSettings(compile=True)`)" if args.compile else "")
+        + "; one search call with S = 1 system",
         "- CF/s counts B x K counterfactuals; validity = share of the B x K counterfactuals with p(y=1) >= 0.5; "
         "mean steps = gradient steps per individual (max 100)",
         f"- batched: one engine call with all B rows, best of {args.repeats} after one warm-up; "
@@ -313,19 +327,21 @@ def markdown(device: torch.device, setup: Setup, rows: list[dict], loops: dict[i
             f"Per-row loop (K = {K}): {loop.rate:,.1f} CF/s over {loop.n_rows} rows in {loop.seconds:.2f} s "
             f"(mean steps {loop.mean_steps:.1f}, validity {loop.validity:.3f}).",
             "",
-            f"| B | K | CFs | batched wall s | batched CF/s | mean steps | validity | converged | "
-            "per-row loop CF/s | per-row loop s (extrapolated) | speed-up |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| B | K | CFs | batched wall s | batched CPU s | warm-up s | batched CF/s | mean steps | validity | "
+            "converged | per-row loop CF/s | per-row loop s (extrapolated) | speed-up |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
             if r["K"] != K:
                 continue
             lines.append(
-                f"| {r['B']:,} | {r['K']} | {r['CFs']:,} | {r['batched_s']:.3f} | {r['batched_cf_per_s']:,.0f} | "
+                f"| {r['B']:,} | {r['K']} | {r['CFs']:,} | {r['batched_s']:.3f} | {r['batched_cpu_s']:.3f} | "
+                f"{r['warmup_s']:.3f} | {r['batched_cf_per_s']:,.0f} | "
                 f"{r['mean_steps']:.1f} | {r['validity']:.3f} | {r['converged']:.3f} | {r['loop_cf_per_s']:,.1f} | "
                 f"{r['loop_s_extrapolated']:,.1f} | {r['speedup']:,.0f}x |"
             )
         lines.append("")
+    lines += before_table(rows, args)
     ten_k = [r for r in rows if r["K"] == 1 and r["B"] == 10_000]
     if device.type == "cpu" and ten_k:
         r = ten_k[0]
@@ -339,6 +355,25 @@ def markdown(device: torch.device, setup: Setup, rows: list[dict], loops: dict[i
             "",
         ]
     return "\n".join(lines)
+
+
+def before_table(rows: list[dict], args: argparse.Namespace) -> list[str]:
+    """Rows of ``--before`` (an earlier run's CSV) next to this run's, matched on (B, K)."""
+    if not args.before:
+        return []
+    with open(args.before, newline="") as fh:
+        before = {(int(r["B"]), int(r["K"])): r for r in csv.DictReader(fh)}
+    lines = [f"## Before / after (before: `{args.before}`)", "",
+             "| B | K | before wall s | before CF/s | now wall s | now CF/s | ratio |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        old = before.get((r["B"], r["K"]))
+        if old is None:
+            continue
+        old_rate = float(old["batched_cf_per_s"])
+        lines.append(f"| {r['B']:,} | {r['K']} | {float(old['batched_s']):.3f} | {old_rate:,.0f} | "
+                     f"{r['batched_s']:.3f} | {r['batched_cf_per_s']:,.0f} | {r['batched_cf_per_s'] / old_rate:.2f}x |")
+    return lines + [""]
 
 
 def out_path(template: str, device: torch.device, n_devices: int) -> Path:
@@ -364,7 +399,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="also profile one batched call of this size (K = 1) with torch.profiler")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch intra-op threads on CPU (0: torch's default, one per core)")
+    parser.add_argument("--compile", action="store_true",
+                        help="SearchSettings(compile=True): a compiled objective + gradient (warm-up s includes it)")
+    parser.add_argument("--before", default="", help="an earlier run's CSV, shown next to this run's numbers")
     args = parser.parse_args(argv)
+    global COMPILE
+    COMPILE = args.compile
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 

@@ -48,7 +48,7 @@ from cf_throughput import (  # noqa: E402
 )
 
 from recourse_sim.generators import GENERATORS  # noqa: E402
-from recourse_sim.generators.engine import search  # noqa: E402
+from recourse_sim.generators.engine import PARALLEL_ROWS, search  # noqa: E402
 from recourse_sim.generators.problem import SearchSettings  # noqa: E402
 
 DEFAULT_OUT = "benchmarks/results/generator_throughput_<device>.md"
@@ -82,7 +82,7 @@ def run_one(setup: Setup, name: str, x: torch.Tensor, K: int, seed: int):
     spec = GENERATORS[name]()
     rng = torch.Generator(device=setup.device).manual_seed(seed)
     return spec, search(setup.model, x, [spec], setup.context, settings=SearchSettings(n_counterfactuals=K),
-                        generator=rng)
+                        rng=rng)
 
 
 def time_generator(setup: Setup, name: str, x: torch.Tensor, K: int, args: argparse.Namespace) -> Measure:
@@ -144,17 +144,30 @@ def markdown(device: torch.device, setup: Setup, sections: list[dict], args: arg
         "- threads: with torch's default of one intra-op thread per core, every small op synchronises its threads; "
         "when other processes keep the cores busy those waits stall, and the same call can take 10-100x longer "
         "than with one thread (seen on this 2-core machine). On a shared machine the one-thread table is the more "
-        "reliable one",
+        "reliable one. Since the engine runs searches of fewer than "
+        f"{PARALLEL_ROWS:,} candidate rows (S x B x K) on one thread by itself, both tables now run B = 10,000 "
+        "single-threaded",
         "- CF/s counts B x K counterfactuals, valid or not; validity = share with p(y=1) >= 0.5; converged = share "
         "of individuals meeting their generator's convergence rule; mean steps = iterations per individual (cap 100)",
         "- clue has no target class (it minimises predictive entropy), so its validity is low by design; eccco "
         "converges only when the gradient is small, which a ReLU network rarely allows: it runs to the cap",
         "",
     ]
+    before = {}
+    if args.before:
+        with open(args.before, newline="") as fh:
+            before = {(r["threads"], r["generator"]): float(r["cf_per_s"]) for r in csv.DictReader(fh)}
     for sec in sections:
         lines += [f"## torch threads = {sec['threads']}", ""]
         lines += table(sec["measures"])
         lines.append("")
+        pairs = [(m, before.get((sec["threads"], m.generator))) for m in sec["measures"]]
+        if any(old for _, old in pairs):
+            lines += [f"Before / after (before: `{args.before}`, same threads setting):", "",
+                      "| generator | before CF/s | now CF/s | ratio |", "|---|---:|---:|---:|"]
+            lines += [f"| {m.generator} | {old:,.0f} | {m.rate:,.0f} | {m.rate / old:.2f}x |"
+                      for m, old in pairs if old]
+            lines.append("")
         if sec["busy"] is not None:
             lines.append(f"- CPU used by other processes during these measurements: {sec['busy']:.0%} of all cores"
                          + (SHARED_WARNING if sec["busy"] > 0.05 else ""))
@@ -178,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help="markdown table; '<device>' becomes cpu/cuda; CSV next to it")
+    parser.add_argument("--before", default="", help="an earlier run's CSV, shown next to this run's numbers")
     args = parser.parse_args(argv)
 
     if args.device == "auto":

@@ -86,5 +86,5 @@ def generate_counterfactuals(
     context = make_context(reference, device, standardize, vae=vae)
     context.constraints.check_factuals(factuals, reference.schema.names)
     rng = torch.Generator(device=device).manual_seed(seed)
-    result = search(model, factuals.unsqueeze(0), [spec], context, settings=settings, generator=rng)
+    result = search(model, factuals.unsqueeze(0), [spec], context, settings=settings, rng=rng)
     return result.squeeze_system()

@@ -15,18 +15,26 @@ moves). ``"gradient"`` lives here; ``"greedy"`` and ``"latent"`` in their own mo
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 
 from recourse_sim.errors import ConfigError
-from recourse_sim.generators.problem import SearchBatch, SearchContext, SearchProblem, SearchResult, SearchSettings, StackedScorer
+from recourse_sim.generators.problem import (
+    SearchBatch, SearchContext, SearchProblem, SearchResult, SearchSettings, StackedScorer, StepHook, StepRecord,
+)
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.generators.terms import ObjectiveTerm
-from recourse_sim.device import flush_denormals
+from recourse_sim.device import flush_denormals, torch_threads
 
 _LOG_HALF = math.log(0.5)
+# Below this many candidate rows (S x B x K) a CPU search runs on one intra-op thread: its kernels are too small
+# to gain from splitting, and under CPU contention every OpenMP region can stall (measured on 2 busy cores,
+# B = 1,000 and 10,000: 4-5x slower with 2 threads than with 1; see recourse_sim.device.torch_threads).
+PARALLEL_ROWS = 32_768
 
 Strategy = Callable[[SearchProblem, Sequence[GeneratorSpec]], SearchResult]
 STRATEGIES: dict[str, Strategy] = {}
@@ -49,18 +57,26 @@ def search(
     *,
     systems: torch.Tensor | None = None,
     settings: SearchSettings = SearchSettings(),
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
+    on_step: StepHook | None = None,
 ) -> SearchResult:
     """Counterfactuals for ``factual`` (S, B, d): system ``s`` uses ``generators[s]`` and model system ``systems[s]``.
 
     Systems are grouped by strategy (gradient, greedy, latent, ...) and each group runs as one batched call.
+    ``rng`` is the torch random generator for every draw of the search (initial noise, tie-breaks, ...);
+    ``on_step`` is called at every iteration of every strategy group's loop with a :class:`StepRecord` (see
+    :func:`descend`); it only observes, the result is the same with or without it.
     """
     S, B, d = factual.shape
     if len(generators) != S:
         raise ConfigError("generators", len(generators), f"one generator per system ({S})")
     device = factual.device
+    if device.type == "cpu" and S * B * settings.n_counterfactuals < PARALLEL_ROWS and torch.get_num_threads() > 1:
+        with torch_threads(1):
+            return search(model, factual, generators, context, systems=systems, settings=settings, rng=rng,
+                          on_step=on_step)
     systems = torch.arange(S, device=device) if systems is None else systems.to(device)
-    generator = generator or torch.Generator(device=device)
+    rng = rng or torch.Generator(device=device)
     K = settings.n_counterfactuals
     result = SearchResult(
         counterfactuals=torch.empty(S, B, K, d, device=device),
@@ -74,7 +90,7 @@ def search(
         rows = torch.tensor([i for i, g in enumerate(generators) if g.strategy == strategy_name], device=device)
         problem = SearchProblem(
             model=model, factual=factual[rows], systems=systems[rows], context=context,
-            settings=settings, generator=generator,
+            settings=settings, rng=rng, on_step=on_step,
         )
         part = STRATEGIES[strategy_name](problem, [generators[i] for i in rows.tolist()])
         result.counterfactuals[rows] = part.counterfactuals
@@ -102,14 +118,17 @@ def initial_state(problem: SearchProblem) -> torch.Tensor:
     """K copies per individual at ``x + init_noise * N(0, I)`` in the search space, projected onto constraints."""
     S, B, K, d = problem.shape
     start = problem.factual_std.unsqueeze(2).expand(S, B, K, d)
-    noise = torch.randn(start.shape, generator=problem.generator, device=start.device)
+    noise = torch.randn(start.shape, generator=problem.rng, device=start.device)
     return project_state(problem, start + problem.settings.init_noise * noise, slice(None))
 
 
 def decode(problem: SearchProblem, state: torch.Tensor, index, straight_through: bool = False) -> torch.Tensor:
     """Search-space state (S, B', K, d) -> feasible feature-space candidates."""
     x = problem.context.standardizer.inverse_transform(state)
-    return problem.context.constraints.project(x, problem.factual[:, index].unsqueeze(2), straight_through)
+    constraints = problem.context.constraints
+    if not constraints.active and not constraints.groups:  # nothing to project onto: skip gathering the factuals
+        return x
+    return constraints.project(x, problem.factual[:, index].unsqueeze(2), straight_through)
 
 
 def project_state(problem: SearchProblem, state: torch.Tensor, index) -> torch.Tensor:
@@ -119,22 +138,39 @@ def project_state(problem: SearchProblem, state: torch.Tensor, index) -> torch.T
 def score(problem: SearchProblem, x: torch.Tensor) -> torch.Tensor:
     """log p(y=1) of candidates (S, B', K, d) -> (S, B', K)."""
     S, B, K, d = x.shape
-    return problem.model.log_proba_stacked(x.reshape(S, B * K, d), problem.systems).view(S, B, K)
+    return problem.model.log_proba_stacked(x.reshape(S, B * K, d), problem.model_systems).view(S, B, K)
 
 
-def yloss(log_p: torch.Tensor, entropy: torch.Tensor | None = None) -> torch.Tensor:
+def yloss(log_p: torch.Tensor, entropy: torch.Tensor | bool | None = None) -> torch.Tensor:
     """Per-individual yloss (S, B') from log p(y=1) (S, B', K), averaged over the K copies.
 
-    ``"bce"`` (default): the binary cross-entropy toward y+ = 1, ``-log p``. ``"entropy"`` where the boolean
-    ``entropy`` (S, 1) is set: the predictive entropy ``-p log p - (1-p) log(1-p)`` (CLUE, Antoran et al. 2021).
+    ``"bce"`` (default): the binary cross-entropy toward y+ = 1, ``-log p``. ``"entropy"`` where ``entropy``
+    is set: the predictive entropy ``-p log p - (1-p) log(1-p)`` (CLUE, Antoran et al. 2021). ``entropy`` is
+    a boolean (S, 1) tensor for a mix of systems, or a Python bool / None when every system agrees: the
+    choice is made on the host, so the search loop never reads a device tensor to make it.
     """
-    bce = -log_p.mean(-1)
-    if entropy is None or not bool(entropy.any()):
-        return bce
+    if entropy is None or entropy is False:
+        return -log_p.mean(-1)
     p = log_p.exp()
     log_q = torch.log1p(-p.clamp(max=1.0 - 1e-6))  # finite everywhere, so torch.where has clean gradients
     ent = -(p * log_p + (1.0 - p) * log_q).mean(-1)
-    return torch.where(entropy, ent, bce)
+    if entropy is True:
+        return ent
+    return torch.where(entropy, ent, -log_p.mean(-1))
+
+
+def per_system_flag(flags: Sequence[bool], device: torch.device) -> torch.Tensor | bool:
+    """A per-system boolean as a Python bool when every system agrees, else an (S, 1) mask tensor."""
+    if all(flags) or not any(flags):
+        return bool(flags and flags[0])
+    return torch.tensor(list(flags), dtype=torch.bool, device=device).view(-1, 1)
+
+
+def _where(flag: torch.Tensor | bool, mask: torch.Tensor) -> torch.Tensor | None:
+    """``mask & flag`` for a per-system flag from :func:`per_system_flag`; None where the flag is False."""
+    if flag is False:
+        return None
+    return mask if flag is True else mask & flag
 
 
 def finish(problem: SearchProblem, space: SearchSpace, state: torch.Tensor, converged: torch.Tensor, steps: torch.Tensor) -> SearchResult:
@@ -152,6 +188,10 @@ class SearchSpace:
     columns of the working batch). ``candidates`` must return *feasible* feature-space points (S, B', K, d):
     every space runs them through ``FeatureConstraints.project``, so constraints hold for every strategy.
     """
+
+    # ``step`` and ``move`` are pure functions of their arguments (no state of the space changes), so a
+    # compiled search may trace them into its graph (``SearchSettings.compile``).
+    pure = False
 
     def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
         self.problem = problem
@@ -183,12 +223,17 @@ class FeatureSpace(SearchSpace):
     with NaN steps zeroed as in the reference code; immutable features get no step.
     """
 
+    pure = True
+
     def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
         super().__init__(problem, generators)
         K = problem.settings.n_counterfactuals
         scale = K if problem.settings.rescale_step_by_k else 1
         self.step_size = per_system([g.step_size * scale for g in generators], problem.factual.device).view(-1, 1, 1, 1)
+        self.neg_step_size = -self.step_size
         self.step_mask = problem.context.constraints.step_mask()
+        # Multiplying by an all-ones mask changes nothing: skip the kernel when no feature is immutable.
+        self.masks_steps = "none" in problem.context.constraints.active
 
     def initial(self) -> torch.Tensor:
         return initial_state(self.problem)
@@ -200,15 +245,53 @@ class FeatureSpace(SearchSpace):
         return self.step_mask
 
     def step(self, grad: torch.Tensor, work: torch.Tensor, index) -> torch.Tensor:
-        return torch.nan_to_num(-self.step_size * grad, nan=0.0) * self.step_mask
+        delta = torch.nan_to_num(self.neg_step_size * grad, nan=0.0)
+        return delta * self.step_mask if self.masks_steps else delta
 
     def move(self, work: torch.Tensor, delta: torch.Tensor, active: torch.Tensor, index) -> torch.Tensor:
-        mask = active.view(*active.shape, 1, 1)
-        moved = project_state(self.problem, work + delta * mask, index)
-        return torch.where(mask, moved, work)
+        # The projection acts row by row and inactive rows keep ``work``, so ``work + delta`` moves exactly
+        # as ``work + delta * active`` would.
+        moved = project_state(self.problem, work + delta, index)
+        return torch.where(active.view(*active.shape, 1, 1), moved, work)
 
 
 # ------------------------------------------------------------------------------------------ the loop
+Objective = Callable[..., tuple[torch.Tensor, tuple]]
+
+
+def _eager_gradient(objective: Objective) -> Callable:
+    def gradient(work: torch.Tensor, *args) -> tuple[torch.Tensor, tuple]:
+        work = work.detach().requires_grad_(True)
+        total, aux = objective(work, *args)
+        (grad,) = torch.autograd.grad(total, work)
+        return grad, aux
+
+    return gradient
+
+
+def _compiled_or(eager: Callable, build: Callable[[], Callable]) -> Callable:
+    """``torch.compile(build())`` where it works, else ``eager``: compilation that is unavailable (no
+    compiler, an unsupported model or term) falls back, with a warning, at set-up or at the first call."""
+    try:
+        compiled = torch.compile(build(), dynamic=True)
+    except Exception as error:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
+        warnings.warn(f"search: torch.compile unavailable ({error}); using autograd", RuntimeWarning, stacklevel=3)
+        return eager
+    use = [compiled]
+
+    def run(*args):
+        if use[0] is not eager:
+            try:
+                return use[0](*args)
+            except Exception as error:  # noqa: BLE001 - compile errors surface at the first call
+                warnings.warn(f"search: compiling the step failed ({type(error).__name__}: {error}); using autograd",
+                              RuntimeWarning, stacklevel=3)
+                use[0] = eager
+        return eager(*args)
+
+    return run
+
+
 def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: SearchSpace) -> SearchResult:
     """The iteration shared by every strategy: score candidates, evaluate yloss + weighted terms, take the
     space's step, test convergence per individual, and compact finished individuals out of the batch.
@@ -217,60 +300,126 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
     ``"threshold_and_small_step"`` — all copies valid (p >= 0.5) and every |step| < tolerance;
     ``"threshold_and_small_gradient"`` — all copies reach gamma and every |mutability-masked objective
     gradient| < tolerance (ECCCo). An individual stops moving once converged or at its system's cap.
+
+    Host-device synchronisation: which yloss, which convergence rules and which caps apply is decided once,
+    on the host, from ``generators``; inside the loop the only device read is one count of the still-active
+    individuals every ``settings.check_every`` steps (and at t = 0), for the early exit and the compaction.
+    ``problem.on_step``, if set, sees a :class:`StepRecord` at every iteration.
     """
     S, B, K, _ = problem.shape
     device = problem.factual.device
     settings = problem.settings
-    terms = pooled_terms(generators, device)
+    terms = [(term, weight.view(S, 1)) for term, weight in pooled_terms(generators, device)]
     prepared = [term.prepare(problem) for term, _ in terms]
-    entropy = torch.tensor([g.yloss == "entropy" for g in generators], device=device).view(S, 1)
-    log_threshold = per_system([math.log(g.threshold) for g in generators], device).view(S, 1)
-    rule = {name: torch.tensor([g.convergence == name for g in generators], device=device).view(S, 1)
+    # Per-system choices as Python bools where every system agrees (the common case), masks otherwise.
+    entropy = per_system_flag([g.yloss == "entropy" for g in generators], device)
+    rule = {name: per_system_flag([g.convergence == name for g in generators], device)
             for name in ("threshold", "threshold_and_small_step", "threshold_and_small_gradient")}
+    thresholds = [g.threshold for g in generators]
+    # gamma = 0.5 everywhere: "all copies reach gamma" is "all copies valid", already computed.
+    threshold_is_half = all(th == 0.5 for th in thresholds)
+    log_threshold = per_system([math.log(th) for th in thresholds], device).view(S, 1, 1)
+    need_threshold = rule["threshold"] is not False or rule["threshold_and_small_gradient"] is not False
     tolerance = per_system([g.tolerance for g in generators], device).view(S, 1)
-    max_steps = torch.tensor([g.max_steps for g in generators], device=device).view(S, 1)
+    caps = [g.max_steps for g in generators]
     gradient_mask = space.gradient_mask()
+    on_step = problem.on_step
+    check_every = settings.check_every
+
+    def objective(work: torch.Tensor, index, factual_std: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """Summed objective and, as auxiliary values, log p, validity and (for ``on_step``) the candidates
+        and the loss per individual. ``factual_std``: the working batch's factuals in the search space."""
+        x = space.candidates(work, index, straight_through=True)
+        log_p = score(problem, x)
+        log_p_value = log_p.detach()
+        all_valid = (log_p_value >= _LOG_HALF).all(-1)
+        loss = yloss(log_p, entropy)
+        if terms:
+            x_std = problem.context.standardizer.transform(x)
+            batch = SearchBatch(problem, x, x_std, log_p, all_valid, index, factual_std)
+            for (term, weight), prep in zip(terms, prepared):
+                loss = loss + weight * term(batch, prep)
+        seen = (x.detach(), loss.detach()) if on_step is not None else ()
+        return loss.sum(), (log_p_value, all_valid, *seen)
+
+    def iterate(gradient: Callable, work: torch.Tensor, index, factual_std: torch.Tensor, done: torch.Tensor,
+                taken: torch.Tensor, capped: torch.Tensor | None) -> tuple:
+        """One iteration for the working batch: gradient, step, convergence, move. ``capped`` (S, 1): systems
+        at their iteration cap (None: none is). Returns the moved state, the updated convergence flags and
+        step counts, the active mask, log p and the on_step extras."""
+        grad, (log_p_value, all_valid, *seen) = gradient(work, index, factual_std)
+        at_threshold = None
+        if need_threshold:
+            at_threshold = all_valid if threshold_is_half else (log_p_value >= log_threshold).all(-1)
+        delta = space.step(grad, work, index)
+        hits = [_where(rule["threshold"], at_threshold)]
+        if rule["threshold_and_small_step"] is not False:
+            small = all_valid & (delta.abs().flatten(2).amax(-1) < tolerance)
+            hits.append(_where(rule["threshold_and_small_step"], small))
+        if rule["threshold_and_small_gradient"] is not False:
+            small = torch.nan_to_num(grad * gradient_mask, nan=0.0).abs().flatten(2).amax(-1) < tolerance
+            hits.append(_where(rule["threshold_and_small_gradient"], at_threshold & small))
+        stop = done
+        for hit in hits:
+            if hit is not None:
+                stop = stop | hit
+        done = stop
+        # Systems whose own iteration cap is reached stop moving without being marked converged.
+        if capped is not None:
+            stop = stop | capped
+        active = ~stop
+        taken = taken + active
+        with torch.no_grad():
+            work = space.move(work.detach(), delta, active, index)
+        return work, done, taken, active, log_p_value, seen
+
+    eager_gradient = _eager_gradient(objective)
+
+    def eager_iterate(*args) -> tuple:
+        return iterate(eager_gradient, *args)
+
+    if not settings.compile:
+        step = eager_iterate
+    elif space.pure:  # the whole iteration as one compiled graph
+        step = _compiled_or(eager_iterate, lambda: functools.partial(iterate, torch.func.grad(objective, has_aux=True)))
+    else:  # a space with state of its own (greedy): only objective + gradient compiled
+        gradient = _compiled_or(eager_gradient, lambda: torch.func.grad(objective, has_aux=True))
+        step = functools.partial(iterate, gradient)
+    # t -> (S, 1) "system at its iteration cap", for the iterations where some system is (made up front).
+    cap_tensor = torch.tensor(caps, device=device).view(S, 1)
+    cap_flags = {t: cap_tensor <= t for t in range(min(caps), max(caps) + 1)}
 
     state = space.initial()
     converged = torch.zeros(S, B, dtype=torch.bool, device=device)
     steps = torch.zeros(S, B, dtype=torch.long, device=device)
+    everyone = torch.arange(B, device=device)
     # Active columns of the working batch: a slice until the first compaction, because indexing with a full
-    # index tensor would copy every per-individual tensor on every step.
+    # index tensor would copy every per-individual tensor on every step. ``done`` and ``taken`` are the
+    # working batch's convergence flags and step counts, written back at every check.
     index: slice | torch.Tensor = slice(None)
+    factual_std = problem.factual_std
     work = state
-    for t in range(max(g.max_steps for g in generators) + 1):
-        work = work.detach().requires_grad_(True)
-        x = space.candidates(work, index, straight_through=True)
-        log_p = score(problem, x)
-        all_valid = (log_p.detach() >= _LOG_HALF).all(-1)
-        at_threshold = (log_p.detach() >= log_threshold.unsqueeze(-1)).all(-1)
-        loss = yloss(log_p, entropy)
-        batch = SearchBatch(problem, x, problem.context.standardizer.transform(x), log_p, all_valid, index)
-        for (term, weight), prep in zip(terms, prepared):
-            loss = loss + weight.view(S, 1) * term(batch, prep)
-        (grad,) = torch.autograd.grad(loss.sum(), work)
-        delta = space.step(grad, work, index)
-        hit = at_threshold & rule["threshold"]
-        hit |= all_valid & (delta.abs().flatten(2).amax(-1) < tolerance) & rule["threshold_and_small_step"]
-        if bool(rule["threshold_and_small_gradient"].any()):
-            small = torch.nan_to_num(grad * gradient_mask, nan=0.0).abs().flatten(2).amax(-1) < tolerance
-            hit |= at_threshold & small & rule["threshold_and_small_gradient"]
-        already = converged[:, index]
-        converged[:, index] = already | hit
-        # Systems whose own iteration cap is reached stop moving without being marked converged.
-        active = ~(already | hit | (t >= max_steps))
-        steps[:, index] += active.long()
-        with torch.no_grad():
-            work = space.move(work.detach(), delta, active, index)
-        if t % settings.check_every == settings.check_every - 1 or t == 0:
-            state[:, index] = work.detach()
+    done = converged
+    taken = steps
+    for t in range(max(caps) + 1):
+        work, done, taken, active, log_p_value, seen = step(work, index, factual_std, done, taken, cap_flags.get(t))
+        if on_step is not None:
+            on_step(StepRecord(t, everyone[index], seen[0], log_p_value, seen[1], active))
+        if t % check_every == check_every - 1 or t == 0:
+            state[:, index] = work
+            converged[:, index] = done
+            steps[:, index] = taken
             keep = active.any(0)
-            if not keep.any():
+            remaining = int(keep.sum())  # the loop's one host read, every check_every steps
+            if remaining == 0:
                 break
-            if keep.sum() * 2 <= keep.numel():  # compact once half the batch is done everywhere
-                full = torch.arange(B, device=device)[index]
-                index, work = full[keep], work.detach()[:, keep]
-    state[:, index] = work.detach()
+            if remaining * 2 <= keep.numel():  # compact once half the batch is done everywhere
+                index = everyone[index][keep]
+                work, done, taken = work[:, keep], done[:, keep], taken[:, keep]
+                factual_std = problem.factual_std[:, index]
+    state[:, index] = work
+    converged[:, index] = done
+    steps[:, index] = taken
     return finish(problem, space, state, converged, steps)
 
 

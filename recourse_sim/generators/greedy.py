@@ -34,6 +34,8 @@ _MOVE_TOLERANCE = 1e-4  # a move counts as allowed when it changes the projected
 class GreedySpace(FeatureSpace):
     """Feature-space state with per-copy change counters; ``step`` picks one feature per copy."""
 
+    pure = False  # step and move update the counters
+
     def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
         super().__init__(problem, generators)
         S, B, K, d = problem.shape
@@ -70,7 +72,7 @@ class GreedySpace(FeatureSpace):
         best = salience.amax(-1, keepdim=True)
         ties = eligible & (salience == best)
         # Random tie-break: drawn at full batch size every step so the stream does not depend on compaction.
-        u = torch.rand(self.counts.shape, generator=self.problem.generator, device=work.device)[:, index]
+        u = torch.rand(self.counts.shape, generator=self.problem.rng, device=work.device)[:, index]
         pick = torch.argmax(ties * (1.0 + u), dim=-1, keepdim=True)
         chosen = torch.zeros_like(work).scatter_(-1, pick, 1.0) * eligible.any(-1, keepdim=True)
         return move * chosen

@@ -113,11 +113,11 @@ def _new_vae(params: dict, problem: SearchProblem, seed: int) -> VAE:
 def resolve_vae(problem: SearchProblem) -> tuple[VAE, torch.Tensor]:
     """The VAE for this search and the system index (S,) into its stack for each problem system.
 
-    A seed for a VAE that may need training is drawn from the search's generator on every call, trained or
+    A seed for a VAE that may need training is drawn from the search's ``rng`` on every call, trained or
     not, so the rest of the random stream (encoder samples) does not depend on the cache's state.
     """
     source = problem.context.vae
-    seed = int(torch.randint(0, 2**62, (1,), generator=problem.generator, device=problem.generator.device))
+    seed = int(torch.randint(0, 2**62, (1,), generator=problem.rng, device=problem.rng.device))
     own = torch.arange(len(problem.systems), device=problem.systems.device)  # a stack over problem.systems
     if isinstance(source, LatentCache):
         vae, systems = source.get(problem, seed), own
@@ -140,6 +140,8 @@ def resolve_vae(problem: SearchProblem) -> tuple[VAE, torch.Tensor]:
 class LatentSpace(SearchSpace):
     """z-space descent through the decoder, with the engine's projection applied to every decoded point."""
 
+    pure = True
+
     def __init__(self, problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> None:
         super().__init__(problem, generators)
         self.vae, self.vae_systems = resolve_vae(problem)
@@ -151,7 +153,7 @@ class LatentSpace(SearchSpace):
         S, B, K, _ = self.problem.shape
         with torch.no_grad():
             mu, log_sigma = self.vae.encode_stacked(self.problem.factual_std, self.vae_systems)
-        eps = torch.randn((S, B, K, mu.shape[-1]), generator=self.problem.generator, device=mu.device)
+        eps = torch.randn((S, B, K, mu.shape[-1]), generator=self.problem.rng, device=mu.device)
         return mu.unsqueeze(2) + log_sigma.exp().unsqueeze(2) * eps
 
     def candidates(self, work: torch.Tensor, index, straight_through: bool) -> torch.Tensor:

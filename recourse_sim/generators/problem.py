@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,7 +31,11 @@ class SearchSettings:
     - ``rescale_step_by_k``: the reference code multiplies the step by K (its loss averages over copies);
     - ``check_every`` 10: host-device synchronisation cadence for the early exit and batch compaction;
     - ``standardize``: search (and measure distances) in the space of features standardised on the initial
-      data, as the reference code does; ``False`` searches in raw feature units.
+      data, as the reference code does; ``False`` searches in raw feature units;
+    - ``compile`` False: evaluate objective and gradient as one ``torch.compile``-d graph (``torch.func.grad``)
+      instead of eager autograd. Pays a one-off compile (seconds) per process and generator mix, so it is for
+      long or large searches; results equal the eager ones within float tolerance (not bit for bit), and it
+      falls back to eager autograd, with a warning, where compilation is unavailable.
     """
 
     n_counterfactuals: int = 5
@@ -38,6 +43,7 @@ class SearchSettings:
     rescale_step_by_k: bool = True
     check_every: int = 10
     standardize: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, "search")
@@ -71,20 +77,53 @@ class SearchContext:
     vae: object | None = None
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """What an ``on_step`` hook sees at iteration ``t`` of a search (read-only: detached tensors; do not modify).
+
+    ``index`` (B',) are the individuals still in the working batch (all of them until the first compaction);
+    ``x`` (S, B', K, d) the candidates scored at this iteration (feature space, projected); ``log_p`` (S, B', K)
+    their log p(y=1); ``loss`` (S, B') the objective per individual (yloss + weighted terms); ``active``
+    (S, B') which individuals move after this iteration (not converged, below their system's cap).
+    """
+
+    t: int
+    index: torch.Tensor
+    x: torch.Tensor
+    log_p: torch.Tensor
+    loss: torch.Tensor
+    active: torch.Tensor
+
+
+StepHook = Callable[[StepRecord], None]
+
+
 @dataclass
 class SearchProblem:
-    """One engine call: S systems x B individuals x K copies."""
+    """One engine call: S systems x B individuals x K copies.
+
+    ``rng`` is the torch random generator of every draw in the search; ``on_step`` an optional observer
+    called once per iteration with a :class:`StepRecord`.
+    """
 
     model: StackedScorer
     factual: torch.Tensor  # (S, B, d) feature space
     systems: torch.Tensor  # (S,) indices into the model's stack (and into context.data_X)
     context: SearchContext
     settings: SearchSettings
-    generator: torch.Generator
+    rng: torch.Generator
+    on_step: StepHook | None = None
     factual_std: torch.Tensor = field(init=False)
+    # ``systems`` as passed to the model: None when it is the model's whole stack in order, which spares the
+    # model a per-step gather of its weights (decided once here, on the host).
+    model_systems: torch.Tensor | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.factual_std = self.context.standardizer.transform(self.factual)
+        n_systems = getattr(self.model, "n_systems", None)
+        whole = (isinstance(n_systems, int) and not isinstance(n_systems, bool) and self.systems.numel() == n_systems
+                 and self.systems.tolist() == list(range(n_systems)))
+        self.model_systems = None if whole else self.systems
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -98,7 +137,9 @@ class SearchBatch:
 
     ``x`` and ``x_std`` are the (projected) candidates in feature and standardised space, (S, B', K, d);
     ``log_p`` (S, B', K) is log p(y=1); ``all_valid`` (S, B') says every copy has p >= 0.5; ``index`` (B',)
-    maps the active columns to the problem's individuals, for terms with per-individual prepared data.
+    maps the active columns to the problem's individuals, for terms with per-individual prepared data;
+    ``factual_std`` (S, B', d) are their factuals in the search space (gathered from the problem if not given;
+    the engine passes the working batch's, gathered once per compaction instead of once per term and step).
     """
 
     problem: SearchProblem
@@ -107,9 +148,12 @@ class SearchBatch:
     log_p: torch.Tensor
     all_valid: torch.Tensor
     index: torch.Tensor
+    active_factual_std: torch.Tensor | None = None
 
     @property
     def factual_std(self) -> torch.Tensor:
+        if self.active_factual_std is not None:
+            return self.active_factual_std
         return self.problem.factual_std[:, self.index]
 
     @property

@@ -85,7 +85,7 @@ class GravitationalPull(ObjectiveTerm):
         weights = ctx.data_y.index_select(0, problem.systems).float()  # (S, n): sample target-class rows
         weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
         S, B, _ = problem.factual.shape
-        draws = torch.multinomial(weights, B * self.n_neighbours, replacement=True, generator=problem.generator)
+        draws = torch.multinomial(weights, B * self.n_neighbours, replacement=True, generator=problem.rng)
         neighbours = torch.gather(X, 1, draws.unsqueeze(-1).expand(-1, -1, X.shape[-1]))
         centres = neighbours.view(S, B, self.n_neighbours, -1).mean(2)
         return ctx.standardizer.transform(centres)  # (S, B, d) in the search space

@@ -162,7 +162,7 @@ class RecourseDynamics(mesa.Model):
         factual = torch.gather(pop.X[stack.systems], 1, rows.unsqueeze(-1).expand(-1, -1, pop.X.shape[-1]))
         context = dataclasses.replace(self.context, data_X=pop.X[stack.systems], data_y=pop.y[stack.systems])
         result = search(
-            stack.classifier, factual, stack.generators, context, settings=self.config.search, generator=self.torch_rng,
+            stack.classifier, factual, stack.generators, context, settings=self.config.search, rng=self.torch_rng,
         )
         S, B, K, d = result.counterfactuals.shape
         # Which copy each recipient implements; drawn for the acting systems only, so a control leaves the
