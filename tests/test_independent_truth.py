@@ -61,10 +61,10 @@ def test_adam_equals_torch_optim_adam_on_a_twin(hidden, shuffle):
     X = torch.randn(1, n, d)
     y = (X[0] @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 * torch.randn(n) > 0).float().unsqueeze(0)
     settings = AdamSettings(lr=0.02, beta1=0.8, beta2=0.99, eps=1e-7)  # non-default betas: a swap is visible
-    net = StackedMLP(1, 1, d, hidden, generator=torch.Generator().manual_seed(1))
+    net = StackedMLP(1, 1, d, hidden, rng=torch.Generator().manual_seed(1))
     twin = _twin(net)
     net.train(X, y, epochs=epochs, batch_size=batch, adam=settings, shuffle=shuffle,
-              generator=torch.Generator().manual_seed(7))
+              rng=torch.Generator().manual_seed(7))
 
     optimiser = torch.optim.Adam(twin.parameters(), lr=settings.lr, betas=(settings.beta1, settings.beta2),
                                  eps=settings.eps)
@@ -85,7 +85,7 @@ def test_adam_equals_torch_optim_adam_on_a_twin(hidden, shuffle):
     for ours, theirs in zip(trained.parameters(), twin.parameters()):
         torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
     # The twin really moved: the comparison is not between two untouched initial weights.
-    initial = _twin(StackedMLP(1, 1, d, hidden, generator=torch.Generator().manual_seed(1)))
+    initial = _twin(StackedMLP(1, 1, d, hidden, rng=torch.Generator().manual_seed(1)))
     moved = sum((a - b).abs().sum() for a, b in zip(twin.parameters(), initial.parameters()))
     assert moved > 0.05
 
@@ -98,7 +98,7 @@ def test_adam_first_step_size_is_lr_per_coordinate():
     beta2) ≈ 31.6 lr; without the first-moment correction it is 0.1 lr; with swapped betas
     lr * (1 - beta2) / sqrt(1 - beta1) ... ≈ 0.003 lr.
     """
-    net = StackedMLP(1, 1, 4, (), generator=torch.Generator().manual_seed(0))
+    net = StackedMLP(1, 1, 4, (), rng=torch.Generator().manual_seed(0))
     before = net.flat.clone()
     X, y = torch.randn(1, 8, 4), torch.ones(1, 8)
     grad = net._loss_gradient(X, y.unsqueeze(1).unsqueeze(-1), None)

@@ -12,7 +12,7 @@ from recourse_sim.models import MODELS, DeepEnsemble, LogisticRegression, MLPCla
 
 
 def test_hand_written_gradient_equals_autograd():
-    net = StackedMLP(3, 2, 4, (5, 6), generator=torch.Generator().manual_seed(1))
+    net = StackedMLP(3, 2, 4, (5, 6), rng=torch.Generator().manual_seed(1))
     X, y = torch.randn(3, 7, 4), (torch.rand(3, 7) > 0.5).float()
     grad = net._loss_gradient(X, y.unsqueeze(1).unsqueeze(-1), None)
     flat = net.flat.clone().requires_grad_(True)
@@ -29,7 +29,7 @@ def test_hand_written_dropout_gradient_equals_autograd_with_the_same_masks():
     """Inverted dropout after each hidden layer: keep where u >= p, u ~ U[0, 1) drawn layer by layer from the
     training generator, kept activations scaled by 1 / (1 - p)."""
     p = 0.3
-    net = StackedMLP(3, 2, 4, (5, 6), dropout=p, generator=torch.Generator().manual_seed(1))
+    net = StackedMLP(3, 2, 4, (5, 6), dropout=p, rng=torch.Generator().manual_seed(1))
     X, y = torch.randn(3, 7, 4), (torch.rand(3, 7) > 0.5).float()
     grad = net._loss_gradient(X, y.unsqueeze(1).unsqueeze(-1), torch.Generator().manual_seed(5))
     draws = torch.Generator().manual_seed(5)
@@ -53,7 +53,7 @@ def test_hand_written_dropout_gradient_equals_autograd_with_the_same_masks():
 def test_stacked_training_equals_separate_training(hidden, members):
     """One stacked step updates S systems exactly as S separate trainings from the same initial weights."""
     X, y = torch.randn(3, 40, 2), (torch.rand(3, 40) > 0.5).float()
-    stack = StackedMLP(3, members, 2, hidden, generator=torch.Generator().manual_seed(0))
+    stack = StackedMLP(3, members, 2, hidden, rng=torch.Generator().manual_seed(0))
     alone = [stack.select([s]) for s in range(3)]
     stack.train(X, y, epochs=2, batch_size=4)
     for s, net in enumerate(alone):

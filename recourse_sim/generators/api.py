@@ -9,7 +9,7 @@ from recourse_sim.errors import ConfigError, DataError
 from recourse_sim.generators.constraints import FeatureConstraints
 from recourse_sim.generators.engine import search
 from recourse_sim.generators.latent import LatentCache
-from recourse_sim.generators.problem import SearchContext, SearchResult, SearchSettings
+from recourse_sim.generators.problem import SearchContext, SearchResult, SearchSettings, StepHook
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.models.base import NotFittedError
 
@@ -56,9 +56,12 @@ def generate_counterfactuals(
     standardize: bool = True,
     seed: int = 0,
     vae: object | None = None,
+    on_step: StepHook | None = None,
     **generator_params,
 ) -> SearchResult:
     """Counterfactuals (B, K, d) for ``factuals`` (B, d) from a fitted single-system classifier.
+
+    ``on_step`` sees every iteration of the search (a :class:`StepRecord` with a leading system axis of 1).
 
     ``generator`` is a :class:`GeneratorSpec` or a registered name (its keyword parameters may be passed).
     ``vae`` (latent generators only): a fitted VAE or a :class:`LatentCache` to reuse across calls; by default
@@ -86,5 +89,5 @@ def generate_counterfactuals(
     context = make_context(reference, device, standardize, vae=vae)
     context.constraints.check_factuals(factuals, reference.schema.names)
     rng = torch.Generator(device=device).manual_seed(seed)
-    result = search(model, factuals.unsqueeze(0), [spec], context, settings=settings, rng=rng)
+    result = search(model, factuals.unsqueeze(0), [spec], context, settings=settings, rng=rng, on_step=on_step)
     return result.squeeze_system()

@@ -24,7 +24,14 @@ from collections.abc import Callable
 from recourse_sim.errors import ConfigError
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.generators.terms import (
-    ClassifierLoss, ConformalSetSize, Distance, DPPDiversity, Energy, GravitationalPull, L1Distance, MADDistance,
+    ClassifierLoss,
+    ConformalSetSize,
+    Distance,
+    DPPDiversity,
+    Energy,
+    GravitationalPull,
+    L1Distance,
+    MADDistance,
 )
 from recourse_sim.settings import check_value
 

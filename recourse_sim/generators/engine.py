@@ -22,15 +22,22 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from recourse_sim.device import flush_denormals, torch_threads
 from recourse_sim.errors import ConfigError
 from recourse_sim.generators.problem import (
-    SearchBatch, SearchContext, SearchProblem, SearchResult, SearchSettings, StackedScorer, StepHook, StepRecord,
+    SearchBatch,
+    SearchContext,
+    SearchProblem,
+    SearchResult,
+    SearchSettings,
+    StackedScorer,
+    StepHook,
+    StepRecord,
 )
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.generators.terms import ObjectiveTerm
-from recourse_sim.device import flush_denormals, torch_threads
+from recourse_sim.models.base import DECISION_THRESHOLD, LOG_DECISION_THRESHOLD
 
-_LOG_HALF = math.log(0.5)
 # Below this many candidate rows (S x B x K) a CPU search runs on one intra-op thread: its kernels are too small
 # to gain from splitting, and under CPU contention every OpenMP region can stall (measured on 2 busy cores,
 # B = 1,000 and 10,000: 4-5x slower with 2 threads than with 1; see recourse_sim.device.torch_threads).
@@ -317,7 +324,7 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
             for name in ("threshold", "threshold_and_small_step", "threshold_and_small_gradient")}
     thresholds = [g.threshold for g in generators]
     # gamma = 0.5 everywhere: "all copies reach gamma" is "all copies valid", already computed.
-    threshold_is_half = all(th == 0.5 for th in thresholds)
+    threshold_is_half = all(th == DECISION_THRESHOLD for th in thresholds)
     log_threshold = per_system([math.log(th) for th in thresholds], device).view(S, 1, 1)
     need_threshold = rule["threshold"] is not False or rule["threshold_and_small_gradient"] is not False
     tolerance = per_system([g.tolerance for g in generators], device).view(S, 1)
@@ -332,7 +339,7 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
         x = space.candidates(work, index, straight_through=True)
         log_p = score(problem, x)
         log_p_value = log_p.detach()
-        all_valid = (log_p_value >= _LOG_HALF).all(-1)
+        all_valid = (log_p_value >= LOG_DECISION_THRESHOLD).all(-1)
         loss = yloss(log_p, entropy)
         if terms:
             x_std = problem.context.standardizer.transform(x)

@@ -20,9 +20,9 @@ import torch
 
 from recourse_sim.errors import ConfigError
 from recourse_sim.generators.problem import SearchBatch, SearchProblem
+from recourse_sim.models.base import LOG_DECISION_THRESHOLD
 
 _EPS = 1e-12
-_LOG_HALF = math.log(0.5)
 
 
 def _stack_norm(diff: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ class ClassifierLoss(ObjectiveTerm):
 
     def __call__(self, batch: SearchBatch, prepared: Any) -> torch.Tensor:
         log_p = batch.log_p
-        predicted = (log_p.detach() >= torch.log(torch.tensor(0.5))).float()
+        predicted = (log_p.detach() >= LOG_DECISION_THRESHOLD).float()
         log_not_p = torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
         bce = -(predicted * log_p + (1 - predicted) * log_not_p)
         return bce.mean(-1) * batch.all_valid.float()
@@ -142,17 +142,14 @@ class DPPDiversity(ObjectiveTerm):
 def target_logit(batch: SearchBatch) -> torch.Tensor:
     """The logit of y+ = 1 at the candidates (S, B, K).
 
-    Models exposing ``logits_stacked(X, systems)`` or a stacked network with ``member_logits`` (the package's
-    classifiers) give the mean member logit, as ECCCo does for ensembles; otherwise the log-odds of p.
+    Every :class:`~recourse_sim.models.base.StackedClassifier` has ``logits_stacked(X, systems)``: the package's
+    ensembles give the mean member logit, as ECCCo does for ensembles. A bare scorer without it (anything with
+    ``log_proba_stacked``) gives the log-odds of p.
     """
     model = batch.problem.model
     S, B, K, d = batch.x.shape
-    flat = batch.x.reshape(S, B * K, d)
     if hasattr(model, "logits_stacked"):
-        return model.logits_stacked(flat, batch.systems).view(S, B, K)
-    network = getattr(model, "network_", None)
-    if network is not None and hasattr(network, "member_logits"):
-        return network.member_logits(flat, batch.systems).mean(1).view(S, B, K)
+        return model.logits_stacked(batch.x.reshape(S, B * K, d), batch.systems).view(S, B, K)
     log_p = batch.log_p
     return log_p - torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
 
@@ -236,4 +233,4 @@ class ConformalSetSize(ObjectiveTerm):
         p = batch.log_p.exp()
         proba = torch.stack([1.0 - p, p], dim=-1)
         omega = conformal_set_size(proba, prepared.view(-1, 1, 1), self.temperature, self.kappa)
-        return (omega * (batch.log_p.detach() >= _LOG_HALF)).mean(-1)
+        return (omega * (batch.log_p.detach() >= LOG_DECISION_THRESHOLD)).mean(-1)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from recourse_sim.errors import ConfigError, DataError
 from recourse_sim.metrics.mmd import _draw
+from recourse_sim.models.base import DECISION_THRESHOLD
 
 __all__ = ["decisiveness", "disagreement", "grid_points", "perturbation"]
 
@@ -41,7 +42,7 @@ def _float(x: Tensor) -> Tensor:
     return x if x.is_floating_point() else x.to(torch.get_default_dtype())
 
 
-def disagreement(p_initial: Tensor, p_current: Tensor, threshold: float = 0.5) -> Tensor:
+def disagreement(p_initial: Tensor, p_current: Tensor, threshold: float = DECISION_THRESHOLD) -> Tensor:
     """Share of points whose predicted label differs between the initial and current model.
 
     ``Pr(h_0(x) != h_t(x))`` with labels ``1[p >= threshold]``. The reference code takes the argmax of
@@ -51,7 +52,7 @@ def disagreement(p_initial: Tensor, p_current: Tensor, threshold: float = 0.5) -
     Args:
         p_initial: Initial model's positive-class probabilities ``(..., n)``.
         p_current: Current model's probabilities ``(..., n)``; leading dims broadcast.
-        threshold: Decision threshold (default 0.5).
+        threshold: Decision threshold (default :data:`DECISION_THRESHOLD`, 0.5).
 
     Returns:
         ``(...)`` shares in [0, 1].

@@ -13,17 +13,19 @@ several members overrides it with the mean member logit, as ECCCo's energy expec
 
 from __future__ import annotations
 
-import torch
-
+import math
 from collections.abc import Sequence
+
+import torch
 
 from recourse_sim.errors import DataError, RecourseSimError
 from recourse_sim.settings import parameter_names
 
-
 #: A classifier approves (predicts the good outcome y = 1) where p(y=1|x) >= 0.5: the reference code's ``round(p)``.
 #: Validity of a counterfactual means this too; a generator's own threshold gamma may ask for more.
 DECISION_THRESHOLD = 0.5
+#: Its log, for comparisons in the log-probability space the search works in.
+LOG_DECISION_THRESHOLD = math.log(DECISION_THRESHOLD)
 
 
 class NotFittedError(RecourseSimError, RuntimeError):

@@ -20,7 +20,6 @@ from recourse_sim.models.network import AdamSettings, StackedMLP
 from recourse_sim.settings import check_keywords, parameter_names
 
 
-
 class TorchClassifier(StackedClassifier):
     """A (stack of) ReLU MLP(s) / ensembles with one logit output; ``p(y=1|x)`` is the good outcome."""
 

@@ -25,11 +25,10 @@ from collections.abc import Sequence
 
 import torch
 
-from recourse_sim.device import resolve_device
+from recourse_sim.device import flush_denormals, resolve_device
 from recourse_sim.errors import ConfigError, DataError
 from recourse_sim.models.base import StackedEstimator
 from recourse_sim.settings import check_keywords
-from recourse_sim.device import flush_denormals
 
 _ENCODER = ("enc_W", "enc_b", "mu_W", "mu_b", "logsigma_W", "logsigma_b")
 _DECODER = ("dec_W1", "dec_b1", "dec_W2", "dec_b2")

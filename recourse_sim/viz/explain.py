@@ -1,23 +1,13 @@
 """Explain one fitted model with several generators: search paths, and the quality of the counterfactuals.
 
-The search engine does not record intermediate states (it is built for throughput). :func:`trace_search`
-recovers them without touching the engine, in one of two ways:
-
-- ``method="record"`` (default, one search): the model is wrapped in a proxy that copies the candidates the
-  engine scores at every iteration (the differentiable ``log_proba_stacked`` call on all B x K copies), with the
-  engine's batch compaction and early exit switched off (``SearchSettings.check_every`` beyond the cap) so that
-  every iteration scores every copy in order. Converged copies no longer move, so their path just stays put.
-- ``method="rerun"``: the same seeded search re-run with the iteration cap raised step by step. The engine is
-  deterministic for a fixed seed and the state after ``t`` iterations does not depend on the cap, so the run
-  capped at ``t`` ends where the full run was at ``t``. Exact, but costs ``sum(checkpoints)`` iterations.
-
-``"record"`` falls back to ``"rerun"`` when the proxy could not see every iteration (e.g. more than half the
-individuals were already converged at the start, which the engine compacts away before the first check).
+The search engine is built for throughput and keeps no history; :func:`trace_search` records the path of every
+copy through the engine's ``on_step`` hook, which sees the candidates of the individuals still in the working
+batch at each iteration. Individuals the engine has compacted away have converged and no longer move, so their
+path stays where they were last seen. The hook changes nothing in the search (tested bit-identical).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +17,7 @@ import torch
 
 from recourse_sim.data.dataset import Dataset
 from recourse_sim.generators import GENERATORS, GeneratorSpec, LatentCache, SearchSettings, generate_counterfactuals
+from recourse_sim.generators.problem import StepRecord
 from recourse_sim.metrics import implausibility, recourse_cost, validity
 from recourse_sim.models.base import DECISION_THRESHOLD
 from recourse_sim.reporting.comparisons import GeneratorPanel
@@ -53,23 +44,6 @@ def counterfactual_quality(factuals, counterfactuals, proba, X, y, *, k: int = 1
     }
 
 
-class _RecordingModel:
-    """Forwards everything to ``model``; keeps a copy of each differentiable scoring call on ``n_rows`` rows."""
-
-    def __init__(self, model, n_rows: int) -> None:
-        self._model = model
-        self._n_rows = n_rows
-        self.frames: list[torch.Tensor] = []
-
-    def log_proba_stacked(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
-        if X.requires_grad and X.shape[-2] == self._n_rows:
-            self.frames.append(X.detach().cpu().clone())
-        return self._model.log_proba_stacked(X, systems)
-
-    def __getattr__(self, name: str):
-        return getattr(self._model, name)
-
-
 def trace_search(
     model,
     factuals,
@@ -80,40 +54,34 @@ def trace_search(
     seed: int = 0,
     settings: SearchSettings = SearchSettings(),
     vae: object | None = None,
-    method: str = "record",
     **generator_params,
 ) -> tuple[np.ndarray, object]:
     """Positions along the search, ``(T, B, K, d)``: the candidates at iterations 0, every, 2 every, ... and the
     final counterfactuals last.
 
     Returns ``(paths, result)`` with ``result`` the search's :class:`SearchResult` (B, K, d). ``vae``: for latent
-    generators a :class:`LatentCache` is created once (one VAE for every re-run). See the module docstring for
-    ``method``.
+    generators a :class:`LatentCache` is created once and reused.
     """
-    if method not in ("record", "rerun"):
-        raise ValueError(f"method must be 'record' or 'rerun'; got {method!r}")
     spec = GENERATORS[generator](**generator_params) if isinstance(generator, str) else generator
     vae = LatentCache() if vae is None and spec.strategy == "latent" else vae
     factuals = torch.as_tensor(_np(factuals), dtype=torch.float32)
-    B, d = factuals.shape
-    K = settings.n_counterfactuals
     every = max(1, int(every))
-    if method == "record":
-        recorder = _RecordingModel(model, B * K)
-        quiet = dataclasses.replace(settings, check_every=spec.max_steps + 2)
-        result = generate_counterfactuals(recorder, factuals, spec, reference, settings=quiet, seed=seed, vae=vae)
-        complete = len(recorder.frames) == spec.max_steps + 1 or bool(result.converged.all())
-        if complete and recorder.frames:
-            frames = torch.stack(recorder.frames)[::every].reshape(-1, B, K, d)
-            final = result.counterfactuals.detach().cpu().unsqueeze(0)
-            return torch.cat([frames, final]).numpy(), result
-    checkpoints = sorted(set(range(0, spec.max_steps, every)) | {spec.max_steps})
-    positions, result = [], None
-    for t in checkpoints:
-        result = generate_counterfactuals(model, factuals, dataclasses.replace(spec, max_steps=t), reference,
-                                          settings=settings, seed=seed, vae=vae)
-        positions.append(_np(result.counterfactuals))
-    return np.stack(positions), result
+    frames: list[torch.Tensor] = []
+    position: torch.Tensor | None = None  # (B, K, d): where every copy was last seen
+
+    def record(step: StepRecord) -> None:
+        nonlocal position
+        x = step.x[0].cpu()
+        if position is None:
+            position = torch.empty((len(factuals), *x.shape[1:]))
+        position[step.index.cpu()] = x
+        if step.t % every == 0:
+            frames.append(position.clone())
+
+    result = generate_counterfactuals(model, factuals, spec, reference, settings=settings, seed=seed, vae=vae,
+                                      on_step=record)
+    final = result.counterfactuals.detach().cpu().unsqueeze(0)
+    return torch.cat([torch.stack(frames), final]).numpy() if frames else final.numpy(), result
 
 
 @dataclass
