@@ -183,7 +183,9 @@ def test_a_failure_while_writing_keeps_the_finished_rounds_and_says_where(tmp_pa
 
 
 # ------------------------------------------------------------------------------------------- signals
-LONG = TINY.replace("rounds = 2", "rounds = 400")
+# Long enough (tens of seconds even with compiled retraining) that the run is always still going when the
+# signal is sent after round 2: a run that finishes first would exit 0 and make the test flaky.
+LONG = TINY.replace("rounds = 2", "rounds = 20000")
 
 
 def _partial_rounds(directory: Path) -> int:
@@ -200,9 +202,10 @@ def test_interrupted_run_keeps_the_finished_rounds_and_says_where(tmp_path, sign
     out = tmp_path / "out"
     command = [sys.executable, "-m", "recourse_sim.cli", "run", str(write(tmp_path, LONG)), "--out", str(out), "-q"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while _partial_rounds(tmp_path) < 2 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, stdout + stderr
