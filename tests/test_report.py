@@ -155,3 +155,22 @@ def test_report_output_that_is_a_file(store, tmp_path):
     (tmp_path / "taken").write_text("")
     result = runner.invoke(app, ["report", str(store), "--out", str(tmp_path / "taken")])
     assert result.exit_code == 2 and "existing file" in result.output
+
+
+def test_paired_t_p_value_and_interval_equal_scipy_stats():
+    """reporting uses scipy.special (scipy.stats is slow to import); independent truth: scipy.stats itself.
+    Margin: 1e-12 relative (float rounding of the same formula)."""
+    from recourse_sim.reporting.attribution import _paired_t_p
+    from recourse_sim.reporting.summary import summarise
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 10, 40):
+        d = rng.normal(0.3, 1.0, n)
+        assert _paired_t_p(pd.Series(d)) == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue, rel=1e-12)
+    frame = pd.DataFrame({"model": "m", "generator": "g", "round": np.repeat([1, 2], 7), "metric": "x",
+                          "value": rng.normal(size=14)})
+    summary = summarise(frame)
+    for _, row in summary.iterrows():
+        values = frame.loc[frame["round"] == row["round"], "value"]
+        low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), rel=1e-12)
