@@ -122,3 +122,17 @@ def test_reliability_is_the_share_of_past_recipients_still_approved():
         approved = stack.classifier.predict(dynamics.population.X[stack.systems])[local] == 1
         expected = (approved & cohort).sum() / cohort.sum()
         assert row[system.label] == pytest.approx(float(expected))
+
+
+def test_only_latent_generators_get_a_vae():
+    """REVISE searches a VAE's latent space; generic and the control do not. The VAE stack trained before the
+    round's search holds exactly the REVISE systems (mutation check M30: a flipped test trained VAEs for every
+    other system instead). Truth: the generator names of the configuration."""
+    scenario = small_scenario(repetitions=1, models=[{"name": "logistic_regression", "epochs": 5}],
+                              generators=["generic", "revise", "none"], vae={"epochs": 2})
+    dynamics = RecourseDynamics(scenario.build(), seed=3)
+    (stack,) = dynamics.stacks
+    assert [dynamics.systems[int(stack.systems[i])].generator for i in stack.latent] == ["revise"]
+    dynamics.step()
+    vaes = dynamics.context.vae._joint[1]  # the VAE stack prepared for this round's latent searches
+    assert vaes.n_systems == 1

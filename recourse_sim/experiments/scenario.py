@@ -137,7 +137,8 @@ def _settings_table(cls: type, prefix: str):
 
 def _vae_table(table: Any) -> dict[str, Any]:
     """The ``[vae]`` table: keywords of :class:`~recourse_sim.models.vae.VAE` (the one home of their defaults and
-    checks), resolved with every default written out (``latent_dim`` unset means ``min(8, d)``). The SaTML 2023 real-data experiments use ``epochs = 250``."""
+    checks), resolved with every default written out (``latent_dim`` unset means ``min(8, d)``). The SaTML 2023
+    real-data experiments use ``epochs = 250``."""
     if not isinstance(table, dict):
         raise ConfigError("vae", table, "a table of VAE keywords")
     check_keywords("vae", VAE, table, exclude=_RUN_OWNED)

@@ -77,7 +77,7 @@ def open_staging(out: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
 
 
-def publish(staging: Path, out: Path, force: bool = False) -> Path:
+def publish(staging: Path, out: Path, force: bool) -> Path:
     """Move a finished staging directory to ``out``: in one rename when ``out`` is new, empty or a previous run;
     with ``force`` into a directory holding other files, file by file (replacing only a run's files)."""
     names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
