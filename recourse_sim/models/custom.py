@@ -201,7 +201,7 @@ class ModuleClassifier(StackedClassifier):
             return
         X, y = X.to(self.device_), y.to(self.device_)
         trainable = self._trainable()
-        optimiser = torch.optim.Adam(trainable, lr=self.learning_rate)
+        optimiser = torch.optim.Adam(trainable, lr=self.learning_rate, foreach=True)  # one kernel per update
         seed = int(torch.randint(0, 2**62, (1,), generator=self.rng_))
         self._set_training(True)
         try:
