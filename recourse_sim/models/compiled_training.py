@@ -63,6 +63,23 @@ def _u(index: int) -> np.uint64:
     return np.uint64(index)
 
 
+@njit(cache=True, inline="always")
+def _row_times_matrix(
+    x: np.ndarray, x_at: int, n_in: int, matrix: np.ndarray, m_at: int, out: np.ndarray, out_at: int, n_out: int,
+) -> None:
+    """``out[out_at:out_at + n_out] = x[x_at:x_at + n_in] @ M`` for the row-major ``n_in x n_out`` matrix ``M`` at
+    ``matrix[m_at:]``; the innermost loop runs over outputs (vectorised) and the sums in input order, the first
+    term assigned (0 + x = x). Serves the forward pass (activations x W) and the backward pass (delta x W^T)."""
+    a = x[_u(x_at)]
+    for k in range(n_out):
+        out[_u(out_at + k)] = a * matrix[_u(m_at + k)]
+    for i in range(1, n_in):
+        a = x[_u(x_at + i)]
+        row = m_at + i * n_out
+        for k in range(n_out):
+            out[_u(out_at + k)] += a * matrix[_u(row + k)]
+
+
 @njit(cache=True, error_model="numpy")
 def _train_pair(
     w: np.ndarray, X: np.ndarray, y: np.ndarray, orders: np.ndarray, shuffle: bool, sizes: np.ndarray,
@@ -149,14 +166,7 @@ def _train_pair(
                             acc += acts[_u(src + r * fi + i)] * params[_u(wo + i)]
                         acts[_u(out)] = acc
                     else:  # innermost loop over outputs: vectorised; sums run in input order (first term: 0 + x = x)
-                        a = acts[_u(src + r * fi)]
-                        for j in range(fo):
-                            acts[_u(out + j)] = a * params[_u(wo + j)]
-                        for i in range(1, fi):
-                            a = acts[_u(src + r * fi + i)]
-                            row = wo + i * fo
-                            for j in range(fo):
-                                acts[_u(out + j)] += a * params[_u(row + j)]
+                        _row_times_matrix(acts, src + r * fi, fi, params, wo, acts, out, fo)
                     if layer < n_layers - 1:
                         for j in range(fo):
                             acts[_u(out + j)] = max(params[_u(bo + j)] + acts[_u(out + j)], zero)
@@ -209,14 +219,7 @@ def _train_pair(
                         source = transposed
                     for r in range(nb):
                         out = there + r * fi
-                        dj = deltas[_u(here + r * fo)]
-                        for i in range(fi):
-                            deltas[_u(out + i)] = dj * params[_u(source + i)]
-                        for j in range(1, fo):
-                            dj = deltas[_u(here + r * fo + j)]
-                            row = source + j * fi
-                            for i in range(fi):
-                                deltas[_u(out + i)] += dj * params[_u(row + i)]
+                        _row_times_matrix(deltas, here + r * fo, fo, params, source, deltas, out, fi)
                         for i in range(fi):
                             if not acts[_u(src + r * fi + i)] > zero:
                                 deltas[_u(out + i)] = zero
