@@ -52,6 +52,9 @@ from recourse_sim.models.base import DECISION_THRESHOLD  # noqa: E402
 from recourse_sim.simulation.population import choose_recipients  # noqa: E402
 
 
+TITLE = "# One round at scale"  # the first line of every table this script writes (it overwrites only those)
+
+
 def peak_gib() -> float:
     """Peak resident memory of this process so far (GiB; Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -94,6 +97,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = resolve_device(args.device)
+    out = args.out or ROOT / "benchmarks" / "results" / f"scale_{device.type}.md"
+    if out.exists() and not out.read_text(errors="replace").startswith(TITLE):
+        parser.error(f"--out {out} exists and is not a table this script wrote; pick another path")
     timer = Timer(device)
     S, n, K = args.systems, args.n, args.k
     load = os.getloadavg()
@@ -142,9 +148,8 @@ def main() -> None:
                                         rng=torch.Generator(device=device).manual_seed(3)))
 
     total = sum(row[2] for row in timer.rows[3:])
-    out = args.out or ROOT / "benchmarks" / "results" / f"scale_{device.type}.md"
     lines = [
-        f"# One round at scale ({device.type})",
+        f"{TITLE} ({device.type})",
         "",
         f"`python benchmarks/scale.py --n {n} --systems {S} --k {K} --epochs {args.epochs} "
         f"--retrain-epochs {args.retrain_epochs}` on {dt.date.today()}, {platform.processor() or platform.machine()}, "
