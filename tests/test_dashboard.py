@@ -421,6 +421,7 @@ def test_a_scenario_with_several_generators_offers_all_of_them(dashboard_module)
     assert dashboard_module.scenario_notes(dashboard_module.base_scenario()) == []
 
 
+@needs_viz
 def test_cli_dashboard_port_0_prints_the_real_port(monkeypatch):
     import subprocess as subprocess_module
 
