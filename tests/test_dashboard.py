@@ -25,18 +25,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 from recourse_sim import DATASETS, GENERATORS, GeneratorSpec, SimulationConfig, generate_counterfactuals
 from recourse_sim.cli import app
 from recourse_sim.metrics import metric_label
+from recourse_sim.models import MODELS
 from recourse_sim.reporting import (
     Projection,
     plot_generator_grid,
     plot_population_snapshot,
     plot_trajectory_grid,
 )
+from recourse_sim.reporting.style import PALETTE
 from recourse_sim.viz import compare_generators, trace_search
 
 HAS_VIZ = importlib.util.find_spec("solara") is not None
@@ -278,6 +281,126 @@ def test_dashboard_on_higher_dimensional_data_uses_pca(dashboard_module):
     assert fig.axes[0].get_xlabel().startswith("PC1")
 
 
+# ------------------------------------------------------------------------------------------- side by side
+def labelled_panels(figure) -> dict[str, list[str]]:
+    """``panel title -> labels of its lines`` of a trajectory figure (its visible panels)."""
+    return {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in figure.axes if ax.axison}
+
+
+def label_points(ax, label: str) -> np.ndarray:
+    """The 2-D positions a population panel draws for ``label`` (``"y = 1"``...)."""
+    (points,) = [c for c in ax.collections if c.get_label() == label]
+    return np.asarray(points.get_offsets())
+
+
+def test_two_generators_step_together_on_the_same_people(dashboard_module, tmp_path):
+    """Generic next to gravitational: one population replicated per system, the same recipients each round, each
+    system moving them its own way; a panel and a trajectory line per system."""
+    model = dashboard_module.DashboardDynamics(scenario=str(tiny_scenario(tmp_path)), compare_generators=["generic"],
+                                               fast_retraining=True)
+    assert model.error is None and [s.generator for s in model.systems] == ["gravitational", "generic"]
+    start = model.population.X.clone()
+    assert torch.equal(start[0], model.config.train.X) and torch.equal(start[1], start[0])
+    for round_ in (1, 2):
+        model.step()
+        frame = model.results()
+        n_recourse = frame[(frame.metric == "n_recourse") & (frame["round"] == round_)].set_index("generator")["value"]
+        assert n_recourse["gravitational"] == n_recourse["generic"] > 0, round_
+        recipients = model.population.recourse_round == round_
+        assert torch.equal(recipients[0], recipients[1]), round_  # the same individuals, in both systems
+        assert int(recipients[0].sum()) == n_recourse["generic"], round_
+    X = model.population.X
+    ever = (model.population.recourse_round >= 0)[0]
+    assert torch.equal(X[0][~ever], X[1][~ever]) and torch.equal(X[0][~ever], start[0][~ever])  # nobody else moved
+    assert not torch.equal(X[0][ever], start[0][ever]) and not torch.equal(X[1][ever], start[1][ever])
+    assert (X[0][ever] - X[1][ever]).abs().max() > 0.1  # the generators move the recipients differently
+    assert model.title().endswith("gravitational vs generic")
+    assert "max_steps = 100 · vs generic (defaults) · μ = 0.05" in model.settings_line()
+    # one population panel per system, each drawing its own system's population
+    figure = dashboard_module.population_figure(model)
+    assert [ax.get_title() for ax in figure.axes] == ["gravitational", "generic"]
+    for i, ax in enumerate(figure.axes):
+        positives = model.population.y[i] == 1
+        np.testing.assert_allclose(label_points(ax, "y = 1"), X[i][positives].numpy(), atol=1e-6)
+    # one trajectory line per system, through that system's values
+    panels = labelled_panels(dashboard_module.metrics_figure(model))
+    assert panels[metric_label("domain_mmd")] == ["gravitational", "generic"]
+    domain = frame[frame.metric == "domain_mmd"]
+    for line in dashboard_module.metrics_figure(model).axes[0].get_lines():
+        expected = domain[domain.generator == line.get_label()].sort_values("round")["value"]
+        np.testing.assert_allclose(line.get_ydata(), expected.to_numpy(), rtol=1e-6)
+    assert not np.allclose(*[line.get_ydata() for line in dashboard_module.metrics_figure(model).axes[0].get_lines()])
+
+
+def test_adding_none_gives_a_control_whose_population_never_moves(dashboard_module, tmp_path):
+    model = dashboard_module.DashboardDynamics(scenario=str(tiny_scenario(tmp_path)), compare_generators=["generic"],
+                                               fast_retraining=True)
+    model = dashboard_module.rebuild(model, compare_generators=["generic", "none"])  # what the picker does
+    assert model.round == 0 and [s.generator for s in model.systems] == ["gravitational", "generic", "none"]
+    train = model.config.train
+    for _ in range(3):
+        model.step()
+    pop = model.population
+    assert torch.equal(pop.X[2], train.X) and torch.equal(pop.y[2], train.y)  # the control: nobody moved
+    assert (pop.recourse_round[2] == -1).all() and (pop.recourse_round[1] >= 0).sum() > 0
+    assert not torch.equal(pop.X[1], train.X)
+    frame = model.results()
+    n_recourse = frame[frame.metric == "n_recourse"].pivot(index="round", columns="generator", values="value")
+    assert (n_recourse["none"] == n_recourse["generic"]).all() and (n_recourse["none"] > 0).all()  # still chosen
+    assert frame[(frame.metric == "validity") & (frame.generator == "none")]["value"].isna().all()
+    assert model.title().endswith("gravitational vs generic vs none (no recourse, control)")
+    assert "vs generic (defaults) · vs none (no recourse, control) · μ" in model.settings_line()
+    # three panels wrap onto a second row; the control's panel says what it is
+    figure = dashboard_module.population_figure(model)
+    assert [ax.get_title() for ax in figure.axes] == ["gravitational", "generic", "none (no recourse, control)"]
+    assert [ax.get_subplotspec().rowspan.start for ax in figure.axes] == [0, 0, 1]
+    # the control's line: no recourse quality (validity, cost), but its shift metrics
+    panels = labelled_panels(dashboard_module.costs_figure(model))
+    assert panels[metric_label("validity")] == ["gravitational", "generic"]
+    assert panels[metric_label("recourse_cost")] == ["gravitational", "generic"]
+    assert labelled_panels(dashboard_module.metrics_figure(model))[metric_label("model_mmd")] == \
+        ["gravitational", "generic", "none"]
+
+
+def test_the_hidden_costs_figure_shows_the_cost_metrics_that_exist(dashboard_module):
+    rows = [{"generator": g, "round": r, "metric": m, "value": v}
+            for g in ("generic", "none") for r in (1, 2)
+            for m, v in (("lender_loss", 0.1 * r), ("validity", 1.0 if g == "generic" else np.nan), ("f1", 0.9))]
+    frame = pd.DataFrame(rows).assign(system=lambda f: f.generator, model="lr", repetition=0)
+    panels = labelled_panels(dashboard_module.plot_costs(frame, "generator", legend=True))
+    # in COST_METRICS' order, only those present; a metric outside COST_METRICS (f1) is not a cost
+    assert list(panels) == [metric_label("lender_loss"), metric_label("validity")]
+    assert panels[metric_label("lender_loss")] == ["generic", "none"] and panels[metric_label("validity")] == ["generic"]
+    assert {"recourse_cost", "validity", "collateral_rejections"} <= set(dashboard_module.COST_METRICS)
+    nothing = dashboard_module.plot_costs(frame[frame.metric == "f1"], "generator", legend=False)
+    assert not nothing.axes and "Nothing measured yet" in nothing.texts[0].get_text()
+    assert nothing._suptitle.get_text() == "Hidden costs of recourse"
+
+
+def test_two_models_side_by_side_are_named_model_slash_generator(dashboard_module, tmp_path):
+    model = dashboard_module.DashboardDynamics(scenario=str(tiny_scenario(tmp_path)),
+                                               compare_models=["logistic_regression", "mlp"], rounds=1,
+                                               fast_retraining=True)
+    assert model.error is None and model.controls["compare_models"] == ["mlp"]  # the main model runs anyway
+    assert model.system_names() == ["logistic_regression / gravitational", "mlp / gravitational"]
+    assert "logistic_regression vs mlp · gravitational" in model.title()
+    assert "models: logistic_regression vs mlp" in model.settings_line()
+    model.step()
+    recipients = model.population.recourse_round == 1
+    assert recipients[0].any() and torch.equal(recipients[0], recipients[1])  # paired across models too
+    figure = dashboard_module.metrics_figure(model)
+    assert labelled_panels(figure)[metric_label("accuracy")] == model.system_names()
+    assert figure.legends[0].get_title().get_text() == "model / generator"
+
+
+def test_a_comparison_that_cannot_be_built_leaves_the_main_system_running(dashboard_module, tmp_path):
+    model = dashboard_module.DashboardDynamics(scenario=str(tiny_scenario(tmp_path)),
+                                               compare_generators=["no_such_generator"], rounds=1)
+    assert "no_such_generator" in model.error and "without the comparison systems" in model.error
+    assert model.controls["compare_generators"] == [] and len(model.systems) == 1
+    assert model.controls["generator"] == "gravitational" and model.controls["lambda_extcost"] == 2.0
+
+
 def test_cli_dashboard_help_and_bad_scenario(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["dashboard", "--help"])
@@ -348,6 +471,33 @@ def test_a_changed_control_applies_at_once_and_the_page_shows_what_runs(dashboar
         labels = [w.label for w in rc.find(v.Slider).widgets]
         assert not any(label.startswith(("γ", "λ", "lambda", "step_size")) for label in labels)
         assert "has no settings of its own" in page_text(rc, "recourse-no-keywords")
+    finally:
+        rc.close()
+
+
+def test_the_comparison_pickers_add_systems_at_once(dashboard_module, tmp_path):
+    import ipyvuetify as v
+
+    rc = render_page(dashboard_module, fast_scenario(tmp_path))
+    try:
+        generators = rc.find(v.Select, label="Compare with generators").widget
+        assert {"text": "none (no recourse, control)", "value": "none"} in generators.items
+        assert {item["value"] for item in generators.items} == set(GENERATORS)
+        models = rc.find(v.Select, label="Compare with models").widget
+        assert [item["value"] for item in models.items] == [m for m in MODELS if m != "logistic_regression"]
+        assert "same people" in page_text(rc, "recourse-compare-note")
+        rc.find(v.Btn, children=["Step"]).widget.click()
+        generators.v_model = ["generic", "none"]  # applies at once: a fresh run, every system named
+        assert page_text(rc, "recourse-status") == "Round 0 of 3 (running)"
+        assert "· vs generic (defaults) · vs none (no recourse, control) · μ" in page_text(rc, "recourse-settings")
+        assert rc.find(v.Select, label="Compare with generators").widget.v_model == ["generic", "none"]
+        rc.find(v.Btn, children=["Step"]).widget.click()
+        assert page_text(rc, "recourse-status") == "Round 1 of 3 (running)"
+        rc.find(v.Select, label="Compare with models").widget.v_model = ["mlp"]
+        assert "models: logistic_regression vs mlp" in page_text(rc, "recourse-settings")
+        rc.find(v.Select, label="Compare with generators").widget.v_model = []
+        rc.find(v.Select, label="Compare with models").widget.v_model = []
+        assert " vs " not in page_text(rc, "recourse-settings")  # back to one system
     finally:
         rc.close()
 
@@ -468,6 +618,28 @@ def _wait_for(url: str, process: subprocess.Popen, timeout: float, log: Path) ->
     pytest.fail(f"the dashboard server did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+#: Counts the pixels of an image (by CSS selector) within ``tolerance`` of an RGB colour, at its natural size.
+COUNT_COLOUR_JS = """([selector, rgb, tolerance]) => {
+    const img = document.querySelector(selector);
+    if (!img || !img.complete || !img.naturalWidth) return -1;
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(img, 0, 0);
+    const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    let n = 0;
+    for (let i = 0; i < data.length; i += 4) {
+        if ([0, 1, 2].every(c => Math.abs(data[i + c] - rgb[c]) <= tolerance)) n++;
+    }
+    return n;
+}"""
+
+
+def _rgb(colour: str) -> list[int]:
+    return [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+
+
 def test_dashboard_in_headless_chromium(tmp_path):
     if not HAS_VIZ:
         pytest.skip("the dashboard needs the viz extra: pip install -e '.[viz]'")
@@ -518,6 +690,22 @@ def test_dashboard_in_headless_chromium(tmp_path):
                 assert page.get_by_text("lambda_extcost = 2.0").count() == 1  # sliders show their values
                 # every keyword of the generator has its own slider
                 assert page.get_by_text("n_neighbours = 50", exact=True).count() == 1
+                # side by side: one system draws its trajectories in the first palette colour only; adding a
+                # comparison generator through its picker adds a line in the second colour
+                second = [_rgb(PALETTE[1]), 40]
+                assert page.evaluate(COUNT_COLOUR_JS, [".recourse-metrics img", *second]) == 0
+                assert page.locator(".recourse-costs img").first.is_visible()
+                page.locator(".recourse-control-compare_generators .v-input__slot").click()
+                page.locator(".menuable__content__active").get_by_text("generic", exact=True).click()
+                page.keyboard.press("Escape")
+                page.locator(".recourse-settings").get_by_text("vs generic (defaults)").wait_for(timeout=60_000)
+                page.locator(".recourse-status").get_by_text("Round 0 of 10").wait_for(timeout=60_000)
+                step.click()
+                page.locator(".recourse-status").get_by_text("Round 1 of 10").wait_for(timeout=60_000)
+                page.wait_for_function(f"(args) => ({COUNT_COLOUR_JS})(args) > 30",
+                                       arg=[".recourse-metrics img", *second], timeout=60_000)
+                assert page.locator(".recourse-control-compare_generators .v-chip").all_inner_texts() == ["generic"]
+                page.screenshot(path=str(tmp_path / "dashboard_side_by_side.png"), full_page=True)
             finally:
                 browser.close()
     finally:

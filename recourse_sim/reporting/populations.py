@@ -2,7 +2,8 @@
 
 - :func:`plot_population`: populations before and after recourse, side by side;
 - :class:`Projection` + :func:`draw_population` / :func:`plot_population_snapshot`: one population by label and
-  by received recourse, with the boundary.
+  by received recourse, with the boundary (or both in one panel, ``colour_by="label_and_recourse"``, for
+  several systems side by side).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from matplotlib.lines import Line2D
 
 from recourse_sim.models.base import DECISION_THRESHOLD
 from recourse_sim.reporting.style import PALETTE, RECOURSE_COLOURS, finish, plt, prepare_figure
+
+#: How :func:`draw_population` colours individuals.
+COLOUR_BY = ("label", "recourse", "label_and_recourse")
 
 
 def _boundary(ax, predict_proba, X: np.ndarray, resolution: int = 150) -> None:
@@ -116,6 +120,19 @@ def padded_limits(Z: np.ndarray, pad: float = 0.15) -> tuple[tuple[float, float]
     return (lo[0] - pad * span[0], hi[0] + pad * span[0]), (lo[1] - pad * span[1], hi[1] + pad * span[1])
 
 
+def _recourse_groups(n: int, recourse_round, current_round: int | None) -> tuple:
+    """``(members (n,) bool, legend name, marker size)`` for: never received recourse, received it in an earlier
+    round, received it in ``current_round`` (default: the latest round in ``recourse_round``; -1 = never)."""
+    rounds = np.full(n, -1) if recourse_round is None else np.asarray(
+        recourse_round.cpu() if isinstance(recourse_round, torch.Tensor) else recourse_round)
+    now = current_round if current_round is not None else (rounds.max() if len(rounds) else -1)
+    return (
+        (rounds < 0, "no recourse", 7),
+        ((rounds >= 0) & (rounds != now), "recourse, earlier round", 12),
+        ((rounds >= 0) & (rounds == now), "recourse, this round", 22),
+    )
+
+
 def draw_population(
     ax,
     X,
@@ -134,9 +151,13 @@ def draw_population(
 
     ``colour_by="label"``: y = 0 / y = 1 (vermillion / blue); ``colour_by="recourse"``: individuals who never
     received recourse (grey), received it in an earlier round (purple), or in ``current_round`` (orange),
-    from ``recourse_round`` (n,) (-1 = never). ``predict_proba`` (X (m, d) tensor -> p (m,)) adds the decision
-    boundary p = 0.5 (black) and probability shading. ``projection`` maps d > 2 features to 2-D (PCA).
+    from ``recourse_round`` (n,) (-1 = never); ``colour_by="label_and_recourse"``: by label, with a ring around
+    each recipient (purple: an earlier round, orange: this round), so one panel shows both. ``predict_proba``
+    (X (m, d) tensor -> p (m,)) adds the decision boundary p = 0.5 (black) and probability shading.
+    ``projection`` maps d > 2 features to 2-D (PCA).
     """
+    if colour_by not in COLOUR_BY:
+        raise ValueError(f"colour_by must be one of {', '.join(map(repr, COLOUR_BY))}; got {colour_by!r}")
     X = np.asarray(X.cpu() if isinstance(X, torch.Tensor) else X)
     y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
     projection = projection or Projection.fit(X)
@@ -144,24 +165,22 @@ def draw_population(
     limits = limits or padded_limits(Z)
     if predict_proba is not None:
         draw_surface(ax, predict_proba, projection, limits)
-    if colour_by == "label":
+    if colour_by in ("label", "label_and_recourse"):
         for label, colour, name, marker in ((0, PALETTE[3], "y = 0", "o"), (1, PALETTE[0], "y = 1", "s")):
             members = y == label
             ax.scatter(Z[members, 0], Z[members, 1], s=10, color=colour, alpha=0.75, label=name, lw=0, marker=marker)
-    elif colour_by == "recourse":
-        rounds = np.full(len(X), -1) if recourse_round is None else np.asarray(
-            recourse_round.cpu() if isinstance(recourse_round, torch.Tensor) else recourse_round)
-        now = current_round if current_round is not None else (rounds.max() if len(rounds) else -1)
-        groups = (
-            (rounds < 0, "no recourse", 7),
-            ((rounds >= 0) & (rounds != now), "recourse, earlier round", 12),
-            ((rounds >= 0) & (rounds == now), "recourse, this round", 22),
-        )
-        for (members, name, size), colour in zip(groups, RECOURSE_COLOURS):
+    if colour_by == "recourse":
+        for (members, name, size), colour in zip(_recourse_groups(len(X), recourse_round, current_round),
+                                                 RECOURSE_COLOURS):
             if members.any() or legend:
                 ax.scatter(Z[members, 0], Z[members, 1], s=size, color=colour, alpha=0.85, label=name, lw=0)
-    else:
-        raise ValueError(f"colour_by must be 'label' or 'recourse'; got {colour_by!r}")
+    if colour_by == "label_and_recourse":
+        # Rings, not fills: the fill keeps showing the label, which recourse may have changed.
+        received = _recourse_groups(len(X), recourse_round, current_round)[1:]
+        for (members, name, _size), colour in zip(received, RECOURSE_COLOURS[1:]):
+            if members.any() or legend:
+                ax.scatter(Z[members, 0], Z[members, 1], s=30, facecolors="none", edgecolors=colour, lw=1.0,
+                           label=name)
     ax.set_xlim(*limits[0])
     ax.set_ylim(*limits[1])
     ax.set_xlabel(projection.labels[0])

@@ -27,18 +27,31 @@ architecture, search settings, metric settings).
   picking one loads its own values into its sliders), then the other registered generators (picking one loads
   its factory's defaults). The no-recourse control ``none`` is offered as "none (no recourse, control)":
   recipients are chosen but do not move, so its trajectories show what retraining alone does; it has no
-  sliders. One generator runs at a time; a note names the scenario's other models/generators.
+  sliders. A note names the scenario's other models/generators.
+- Side by side: "Compare with generators" (the same entries, the control included) and "Compare with models"
+  (the registered models) add comparison systems, e.g. generic vs gravitational vs none on the same people.
+  Every model runs with every generator, all in one :class:`~recourse_sim.simulation.RecourseDynamics`: one
+  population replicated per system (row i is the same individual everywhere), stepping together, and the same
+  recipients each round (the scenario's ``pairing``; the control does not vote on who the candidates are). A
+  comparison generator runs at its scenario entry's values, else at its factory's defaults (the sliders set the
+  main generator only; the same generator added as a comparison is labelled "(defaults)" or "(scenario
+  values)"). The settings line lists each comparison with its values; the title names every system. Nothing is
+  compared at first: the default is one system.
 - Datasets are offered only where their data loads at the dashboard's starting sample size.
 - "Simulation" card: Reset (rebuild with the same settings), play/pause and Step, and the round counter.
 - Views: the population in 2-D (PCA for d > 2) coloured by label and by received recourse, with the current
-  decision boundary; metric trajectories (domain MMD, model MMD, test accuracy, validity) updated every round.
+  decision boundary (several systems: one panel per system, :data:`POPULATION_COLUMNS` to a row, each with its
+  own population, recipients and boundary on shared axes); metric trajectories (domain MMD, model MMD, test
+  accuracy, validity) and the "Hidden costs of recourse" (those of :data:`COST_METRICS` the results hold),
+  updated every round, one line per system (hue: the generator, or "model / generator" when models differ).
 
 The page is built from Solara components rather than Mesa's ``SolaraViz`` (whose Reset-only parameter
 handling, page tabs and threading switches a user cannot act on changed from one Mesa release to the next);
 the model is :class:`DashboardDynamics`, a Mesa model (:class:`~recourse_sim.simulation.RecourseDynamics`)
-built from the controls (one model x one generator x one repetition; a generator's keywords are keywords of the
-model too, ``DashboardDynamics(generator="eccco", lambda_set_size=0.2)``), with shift metrics every round and no
-permutation test (p-values are skipped to keep a round interactive).
+built from the controls (the main model x generator, plus any comparison systems, one repetition; a generator's
+keywords are keywords of the model too, ``DashboardDynamics(generator="eccco", lambda_set_size=0.2,
+compare_generators=["generic", "none"])``), with shift metrics every round and no permutation test (p-values are
+skipped to keep a round interactive).
 """
 
 from __future__ import annotations
@@ -48,11 +61,14 @@ import inspect
 import math
 import os
 import re
+import textwrap
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
+import numpy as np
+import pandas as pd
 import reacton.ipyvuetify as rv
 import solara
 from matplotlib.figure import Figure
@@ -62,7 +78,12 @@ from recourse_sim.experiments import Scenario
 from recourse_sim.generators import GENERATORS
 from recourse_sim.generators.control import CONTROL
 from recourse_sim.models import MODELS
-from recourse_sim.reporting.populations import Projection, plot_population_snapshot
+from recourse_sim.reporting.populations import (
+    Projection,
+    draw_population,
+    padded_limits,
+    plot_population_snapshot,
+)
 from recourse_sim.reporting.trajectories import plot_trajectory_grid
 from recourse_sim.scenarios import embedded
 from recourse_sim.simulation import RecourseDynamics
@@ -70,14 +91,25 @@ from recourse_sim.simulation.config import SimulationConfig
 
 SCENARIO_ENV = "RECOURSE_SIM_SCENARIO"
 DASHBOARD_METRICS = ("domain_mmd", "model_mmd", "accuracy", "validity")
+#: The "Hidden costs of recourse" figure: a panel for each of these that the results hold (others are skipped).
+COST_METRICS = ("collateral_rejections", "collateral_approvals", "lender_loss", "truth_accuracy", "approval_rate",
+                "recourse_cost", "validity")
+#: Population panels per row when several systems run side by side (more wrap onto further rows).
+POPULATION_COLUMNS = 2
 #: The dashboard's starting sample size without a scenario file (the embedded default's 1,000 make a round slow).
 SAMPLES = 400
 FAST_BATCH = 32
 CONTROL_TEXT = " (no recourse, control)"  # how the picker shows the no-recourse control
+#: What the page says above the comparison pickers.
+COMPARISON_TEXT = ("Side by side: each added generator or model runs on the same people, stepping together, with "
+                   "the same recipients each round; an added generator runs at its scenario entry's values, else its "
+                   "factory's defaults (the sliders set the main one).")
 PLAY_PAUSE_S = 0.05  # breathing time between rounds while playing, so the page can redraw
 #: The controls that are not a generator's keyword (no registered generator may take a keyword of these names).
-SCENARIO_CONTROLS = ("dataset", "n_samples", "model", "generator", "recourse_share", "rounds", "seed",
-                     "fast_retraining")
+SCENARIO_CONTROLS = ("dataset", "n_samples", "model", "generator", "compare_generators", "compare_models",
+                     "recourse_share", "rounds", "seed", "fast_retraining")
+#: How a comparison generator is labelled when its picker key is already the main system's label.
+SAME_NAME_SUFFIX = {"registry": " (defaults)", "scenario": " (scenario values)"}
 #: Generator keywords with a symbol: (slider label, short form in the settings line); others show the keyword.
 KEYWORD_LABELS = {"threshold": ("γ: decision threshold", "γ"), "lambda_cost": ("λ₁: cost weight", "λ₁")}
 #: Slider range (min, max, step) per generator keyword; the default is always inside (the range widens to it).
@@ -252,16 +284,25 @@ def check_controls(controls: Mapping) -> None:
 
 def resolve_controls(base: Scenario, controls: Mapping) -> dict:
     """Every control's value: ``controls``' own (``None``: not set); the rest from ``base`` (its data, first
-    model, first generator entry, mu, rounds, seed) and, for the chosen generator's numeric keywords, from the
-    entry's own values, else its factory's defaults. Keywords the chosen generator does not take are dropped."""
+    model, first generator entry, mu, rounds, seed; no comparison systems) and, for the chosen generator's numeric
+    keywords, from the entry's own values, else its factory's defaults. Keywords the chosen generator does not
+    take are dropped, and so is a comparison model that is the main one."""
     check_controls(controls)
     start = {"dataset": base.data.name, "n_samples": int(base.data.n_samples or SAMPLES), "model": base.models[0].name,
-             "generator": entry_keys(base)[0], "recourse_share": float(base.recourse_share),
-             "rounds": int(base.rounds), "seed": int(base.seed), "fast_retraining": False}
+             "generator": entry_keys(base)[0], "compare_generators": [], "compare_models": [],
+             "recourse_share": float(base.recourse_share), "rounds": int(base.rounds), "seed": int(base.seed),
+             "fast_retraining": False}
     given = {k: v for k, v in controls.items() if v is not None}
     resolved = start | {k: v for k, v in given.items() if k in SCENARIO_CONTROLS}
+    resolved["compare_generators"] = unique_keys(resolved["compare_generators"])
+    resolved["compare_models"] = [m for m in unique_keys(resolved["compare_models"]) if m != resolved["model"]]
     name = generator_entry(base, resolved["generator"])["name"]
     return resolved | generator_values(base, resolved["generator"]) | generator_parameters(name, given)
+
+
+def unique_keys(keys) -> list[str]:
+    """A comparison control's keys as a list in their order, each once (a single string is one key)."""
+    return list(dict.fromkeys([keys] if isinstance(keys, str) else keys))
 
 
 def controls_for_generator(base: Scenario, controls: dict, key: str) -> dict:
@@ -272,14 +313,42 @@ def controls_for_generator(base: Scenario, controls: dict, key: str) -> dict:
 
 
 def scenario_notes(base: Scenario) -> list[str]:
-    """What the page says about a scenario with several models or generators (one of each runs at a time)."""
+    """What the page says about a scenario with several models or generators (the page starts with the first of
+    each; the others can be picked instead, or added as comparison systems)."""
     notes = []
     for kind, entries in (("model", [m.key for m in base.models]), ("generator", entry_keys(base))):
         if len(entries) > 1:
-            notes.append(f"The scenario lists {len(entries)} {kind}s ({', '.join(entries)}); the dashboard runs one "
-                         f"at a time and starts with the first, {entries[0]}. Pick another under "
-                         f"{kind.capitalize()}.")
+            notes.append(f"The scenario lists {len(entries)} {kind}s ({', '.join(entries)}); the dashboard starts "
+                         f"with the first, {entries[0]}. Pick another under {kind.capitalize()}, or add others under "
+                         f"\"Compare with {kind}s\" to run them side by side on the same people.")
     return notes
+
+
+def comparison_entry(base: Scenario, key: str, main_label: str) -> dict:
+    """The generator configuration of comparison entry ``key``: its scenario entry's own values, else its
+    factory's defaults (the sliders set the main generator only). It is labelled ``key``, or, where that is the
+    main system's label (the same generator compared with itself as the sliders set it), ``key`` with
+    :data:`SAME_NAME_SUFFIX`."""
+    entry = generator_entry(base, key)
+    source = "scenario" if key in entry_keys(base) else "registry"
+    return entry | {"label": key + SAME_NAME_SUFFIX[source] if key == main_label else key}
+
+
+def comparison_text(base: Scenario, key: str) -> str:
+    """How the settings line shows comparison entry ``key``: its name and the values it runs with, e.g.
+    ``gravitational (defaults)``, ``generic_gamma0.9 (γ = 0.9)``, ``none (no recourse, control)``."""
+    entry = generator_entry(base, key)
+    if entry["name"] == CONTROL:
+        return generator_text(base, key)
+    params = {k: v for k, v in entry.items() if k not in ("name", "label")}
+    values = ", ".join(keyword_text(k, v) for k, v in params.items())
+    return f"{key} ({values or 'defaults'})"
+
+
+def keyword_text(keyword: str, value) -> str:
+    """One generator keyword as the settings line shows it, e.g. ``γ = 0.5``, ``n_neighbours = 50``."""
+    shown = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    return f"{KEYWORD_LABELS.get(keyword, (None, keyword))[1]} = {shown}"
 
 
 # ------------------------------------------------------------------------------------------ the scenario
@@ -294,29 +363,43 @@ def dashboard_scenario(
     rounds: int,
     seed: int,
     fast_retraining: bool,
+    compare_generators: Sequence[str] = (),
+    compare_models: Sequence[str] = (),
     **generator_params: float,
 ) -> Scenario:
-    """One model x one generator x one repetition from the controls; everything else from ``base``.
-    ``generator`` is a picker entry (see :func:`generator_keys`); ``generator_params`` set its factory's numeric
-    keywords (those not given start at the entry's own values, else the factory's defaults; keywords of other
-    generators are dropped). Every numeric keyword is passed to the factory explicitly."""
+    """The controls' systems (one repetition); everything else from ``base``.
+
+    The main system is ``model`` x ``generator``: ``generator`` is a picker entry (see :func:`generator_keys`);
+    ``generator_params`` set its factory's numeric keywords (those not given start at the entry's own values,
+    else the factory's defaults; keywords of other generators are dropped), each passed to the factory
+    explicitly. ``compare_generators`` (picker entries, at their own values: see :func:`comparison_entry`) and
+    ``compare_models`` (registered models) add comparison systems: every model x every generator, all on the same
+    population with the same recipients (the scenario's ``pairing``). With neither, one system runs."""
     check_controls(generator_params)
     raw = base.model_dump(mode="json", exclude_none=True)
     data = dict(raw["data"]) if dataset == base.data.name else {"name": dataset}
     data["n_samples"] = int(n_samples)
-    model_cfg = dict(next((m for m in raw["models"] if m["name"] == model), {"name": model}))
-    model_cfg.pop("label", None)
-    if fast_retraining:
-        model_cfg["retrain_batch_size"] = FAST_BATCH
+    models = [model_config(raw, name, fast_retraining) for name in unique_keys([model, *unique_keys(compare_models)])]
     gen_cfg = generator_entry(base, generator)
     gen_cfg["label"] = gen_cfg["name"]  # the entry's label may no longer describe what the sliders set
     gen_cfg.update(generator_parameters(gen_cfg["name"], generator_values(base, generator) | generator_params))
+    compared = [comparison_entry(base, key, gen_cfg["label"]) for key in unique_keys(compare_generators)]
     raw.update(
         name="dashboard", seed=int(seed), rounds=int(rounds), repetitions=1, recourse_share=float(recourse_share),
-        data=data, models=[model_cfg], generators=[gen_cfg],
+        data=data, models=models, generators=[gen_cfg, *compared],
         metrics={**raw["metrics"], "evaluate_every": 1, "permutations": 0},
     )
     return Scenario.from_dict(raw, source="dashboard")
+
+
+def model_config(raw: Mapping, name: str, fast_retraining: bool) -> dict:
+    """Model ``name``'s configuration: the scenario ``raw``'s first entry of that name (else the model's
+    defaults), unlabelled (so it is named by its model), with :data:`FAST_BATCH` retraining when asked."""
+    config = dict(next((m for m in raw["models"] if m["name"] == name), {"name": name}))
+    config.pop("label", None)
+    if fast_retraining:
+        config["retrain_batch_size"] = FAST_BATCH
+    return config
 
 
 def offered_datasets(base: Scenario, n_samples: int | None = None) -> list[str]:
@@ -343,10 +426,12 @@ class DashboardDynamics(RecourseDynamics):
 
     Every keyword is a control (see the module docstring), the chosen generator's numeric keywords included
     (``generator="eccco", lambda_set_size=0.2``); a control left out (``None``) starts where the page starts
-    (see :func:`resolve_controls`). ``scenario`` (a TOML path, fixed) supplies the rest. A configuration that
-    cannot be built falls back to the generic generator with its starting values, then to the starting setup
-    (``self.error`` says why, ``self.controls`` holds what runs, and the page shows both); an error in a round
-    stops the run and is shown instead of crashing the page.
+    (see :func:`resolve_controls`). ``compare_generators`` and ``compare_models`` add comparison systems that run
+    on the same population, in lock-step, with the same recipients (``compare_generators=["generic", "none"]``);
+    system 0 is always the main one. ``scenario`` (a TOML path, fixed) supplies the rest. A configuration that
+    cannot be built falls back to the same setup without its comparison systems, then to the generic generator
+    with its starting values, then to the starting setup (``self.error`` says why, ``self.controls`` holds what
+    runs, and the page shows both); an error in a round stops the run and is shown instead of crashing the page.
     """
 
     def __init__(
@@ -360,21 +445,30 @@ class DashboardDynamics(RecourseDynamics):
         seed: int | None = None,
         fast_retraining: bool = False,
         scenario: str | None = None,
+        compare_generators: Sequence[str] | None = None,
+        compare_models: Sequence[str] | None = None,
         **generator_params: float,
     ) -> None:
         base = base_scenario(scenario)
         self.scenario_path = scenario
         self.base = base
         given = dict(dataset=dataset, n_samples=n_samples, model=model, generator=generator,
-                     recourse_share=recourse_share, rounds=rounds, seed=seed, fast_retraining=fast_retraining)
+                     recourse_share=recourse_share, rounds=rounds, seed=seed, fast_retraining=fast_retraining,
+                     compare_generators=compare_generators or None, compare_models=compare_models or None)
         check_controls(generator_params)  # a keyword no generator takes is a mistake, not a fallback
         self.error: str | None = None
+        alone = {"compare_generators": None, "compare_models": None}
         fallbacks = [  # (what the page says, base scenario, controls)
             ("", base, given | generator_params),
+            ("running without the comparison systems", base, given | generator_params | alone),
             ("showing the generic generator instead", base, given | {"generator": "generic"}),
             ("showing the default setup instead", base_scenario(None), {}),
         ]
+        tried = []
         for note, source, candidate in fallbacks:
+            if (source, candidate) in tried:  # e.g. "without the comparison systems" when there were none
+                continue
+            tried.append((source, candidate))
             try:
                 controls = resolve_controls(source, candidate)
                 self.scenario = dashboard_scenario(source, **controls)
@@ -405,29 +499,51 @@ class DashboardDynamics(RecourseDynamics):
 
     @property
     def system(self):
+        """The main system (the chosen model x the chosen generator)."""
         return self.systems[0]
 
+    @property
+    def compares_models(self) -> bool:
+        """Whether several models run (then a system is named ``model / generator``)."""
+        return len(self.config.models) > 1
+
+    def system_names(self) -> list[str]:
+        """Each system's name in the figures, in system order: its generator's label (``gravitational``,
+        ``generic (defaults)``, ``none``), or ``model / generator`` when several models run."""
+        return [f"{s.model} / {s.generator}" if self.compares_models else s.generator for s in self.systems]
+
     def settings_line(self) -> str:
-        """The values behind the controls, every keyword passed to the generator included, e.g. ``generic · γ = 0.5 ·
-        λ₁ = 0.1 · step_size = 0.01 · max_steps = 100 · μ = 0.05 · seed 42 · retraining: paper (batch 1)``."""
+        """The values behind the controls, every keyword passed to the main generator included, then each
+        comparison generator with the values it runs with and the models, e.g. ``generic · γ = 0.5 · λ₁ = 0.1 ·
+        step_size = 0.01 · max_steps = 100 · vs gravitational (defaults) · vs none (no recourse, control) · μ =
+        0.05 · seed 42 · retraining: paper (batch 1)``."""
         c = self.controls
         spec = self.scenario.generators[0]
         order = list(inspect.signature(GENERATORS[spec.name]).parameters)
         params = sorted(spec.params.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
         parts = [generator_text(self.base, c["generator"])]
-        for keyword, value in params:
-            shown = f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-            parts.append(f"{KEYWORD_LABELS.get(keyword, (None, keyword))[1]} = {shown}")
+        parts += [keyword_text(keyword, value) for keyword, value in params]
+        parts += [f"vs {comparison_text(self.base, key)}" for key in c["compare_generators"]]
+        if self.compares_models:
+            parts.append("models: " + " vs ".join(self.config.models))
         parts += [f"μ = {c['recourse_share']:g}", f"seed {c['seed']}",
                   "retraining: " + (f"batches of {FAST_BATCH}" if c["fast_retraining"] else "paper (batch 1)")]
         return " · ".join(parts)
 
     def title(self) -> str:
-        s = self.system
+        """The data, the models and the generators, e.g. ``overlapping (n = 200, d = 2) · logistic_regression ·
+        gravitational vs generic vs none (no recourse, control)``."""
         data = self.config.train
         n = data.n_samples + self.config.test.n_samples
-        return (f"{data.name} (n = {n}, d = {data.n_features}) · {s.model} · "
-                f"{generator_text(self.base, self.controls['generator'])}")
+        models = " vs ".join(self.config.models)
+        return f"{data.name} (n = {n}, d = {data.n_features}) · {models} · {' vs '.join(self.generator_names())}"
+
+    def generator_names(self) -> list[str]:
+        """The generators as the page names them: the main one as its picker shows it, each comparison by its
+        label; the no-recourse control says what it is."""
+        labels = list(self.config.generators)
+        names = [generator_text(self.base, self.controls["generator"])]
+        return names + [label + ("" if self.config.generators[label].moves else CONTROL_TEXT) for label in labels[1:]]
 
     def status(self) -> str:
         """``Round 3 of 50 (running)``."""
@@ -446,6 +562,10 @@ def rebuild(model: DashboardDynamics, **changes) -> DashboardDynamics:
 
 # ------------------------------------------------------------------------------------------------ views
 def population_figure(model: DashboardDynamics) -> Figure:
+    """One system: its population by label and by received recourse (two panels). Several: one panel per system
+    (see :func:`systems_population_figure`)."""
+    if len(model.systems) > 1:
+        return systems_population_figure(model)
     pop = model.population
     return plot_population_snapshot(
         pop.X[0].cpu().numpy(), pop.y[0].cpu().numpy(), model.scorer(0),
@@ -455,16 +575,81 @@ def population_figure(model: DashboardDynamics) -> Figure:
     )
 
 
-def metrics_figure(model: DashboardDynamics) -> Figure:
+def systems_population_figure(model: DashboardDynamics) -> Figure:
+    """One panel per system, side by side (:data:`POPULATION_COLUMNS` to a row, then wrapping): the same
+    individuals, each system's own population by label with its recourse recipients ringed and its own decision
+    boundary, all on the same axes so that who moved where compares across panels."""
+    pop = model.population
+    n = len(model.systems)
+    columns = min(n, POPULATION_COLUMNS)
+    rows = math.ceil(n / columns)
+    figure = Figure(figsize=(3.8 * columns, 3.4 * rows + 0.3), layout="constrained")
+    X = [pop.X[i].cpu().numpy() for i in range(n)]
+    limits = padded_limits(np.concatenate([model.projection.transform(x) for x in X]))
+    first = None
+    for i, name in enumerate(model.system_names()):
+        ax = figure.add_subplot(rows, columns, i + 1, sharex=first, sharey=first)
+        first = first or ax
+        draw_population(ax, X[i], pop.y[i].cpu().numpy(), colour_by="label_and_recourse",
+                        recourse_round=pop.recourse_round[i].cpu().numpy(), current_round=model.round,
+                        predict_proba=model.scorer(i), projection=model.projection, limits=limits,
+                        title=name + (CONTROL_TEXT if model.is_control[i] else ""), legend=i == 0)
+    # Several systems make a long title: wrap it to the figure's width (about 13 characters an inch at 10 pt).
+    title = textwrap.fill(f"Round {model.round}: {model.title()}", width=int(13 * figure.get_figwidth()))
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def results_by_system(model: DashboardDynamics) -> tuple[pd.DataFrame, str]:
+    """The results with a column naming each row's system as the figures do (see
+    :meth:`DashboardDynamics.system_names`), and that column's name: the hue of the trajectories."""
     frame = model.results()
-    figure = Figure(figsize=(7.0, 5.0), layout="constrained")
-    return plot_trajectory_grid(frame, DASHBOARD_METRICS, row=None, hue="generator", figure=figure, col_wrap=2,
-                                legend=False)
+    hue = "model / generator" if model.compares_models else "generator"
+    names = dict(zip((s.label for s in model.systems), model.system_names()))
+    return frame.assign(**{hue: frame["system"].map(names)}), hue
+
+
+def metrics_figure(model: DashboardDynamics) -> Figure:
+    """The trajectories of :data:`DASHBOARD_METRICS`, one line per system (a legend when several run)."""
+    frame, hue = results_by_system(model)
+    legend = len(model.systems) > 1
+    figure = Figure(figsize=(7.0, 5.0 + 0.5 * legend), layout="constrained")
+    return plot_trajectory_grid(frame, DASHBOARD_METRICS, row=None, hue=hue, figure=figure, col_wrap=2,
+                                legend=legend)
+
+
+def present_metrics(frame: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    """``metrics`` that ``frame`` holds a value for, in their order."""
+    held = set(frame.loc[frame["value"].notna(), "metric"])
+    return [metric for metric in metrics if metric in held]
+
+
+def costs_figure(model: DashboardDynamics) -> Figure:
+    """"Hidden costs of recourse" for ``model`` (see :func:`plot_costs`)."""
+    frame, hue = results_by_system(model)
+    return plot_costs(frame, hue, legend=len(model.systems) > 1)
+
+
+def plot_costs(frame: pd.DataFrame, hue: str, legend: bool) -> Figure:
+    """"Hidden costs of recourse": the trajectories of those :data:`COST_METRICS` that ``frame`` holds, one line
+    per ``hue`` value; before any is measured, a note says so."""
+    metrics = present_metrics(frame, COST_METRICS)
+    columns = 2 if len(metrics) <= 4 else 3
+    rows = max(1, math.ceil(len(metrics) / columns))
+    figure = Figure(figsize=(7.0, 2.5 * rows + 0.4 + 0.5 * legend), layout="constrained")
+    if metrics:
+        plot_trajectory_grid(frame, metrics, row=None, hue=hue, figure=figure, col_wrap=columns, legend=legend)
+    else:
+        figure.text(0.5, 0.5, "Nothing measured yet: the costs appear once recourse has been given (round 1).",
+                    ha="center", va="center", color="0.4")
+    figure.suptitle("Hidden costs of recourse", fontsize=10)
+    return figure
 
 
 @solara.component
 def PopulationView(model: DashboardDynamics, round_: int):
-    """The population in 2-D by label and by received recourse, with the current decision boundary."""
+    """The population in 2-D by label and by received recourse, with the current decision boundary; one panel
+    per system when several run."""
     figure = solara.use_memo(lambda: population_figure(model), [id(model), round_])
     with solara.Column(classes=["recourse-population"]) as view:
         solara.FigureMatplotlib(figure, format="png", dpi=90, dependencies=[id(model), round_])
@@ -482,11 +667,21 @@ def MetricsView(model: DashboardDynamics, round_: int):
     return view
 
 
+@solara.component
+def CostsView(model: DashboardDynamics, round_: int):
+    """The hidden costs of recourse (see :func:`costs_figure`)."""
+    figure = solara.use_memo(lambda: costs_figure(model), [id(model), round_])
+    with solara.Column(classes=["recourse-costs"]) as view:
+        solara.FigureMatplotlib(figure, format="png", dpi=90, dependencies=[id(model), round_])
+    return view
+
+
 # --------------------------------------------------------------------------------------------- controls
 def model_params(base: Scenario, scenario_path: str | None = None) -> dict:
     """The controls (Mesa's ``model_params`` format: ``type``, ``value``, range, ``label``), starting from
     ``base``'s values, with one slider per numeric keyword of ``base``'s first generator (marked ``keyword``;
-    the page shows the chosen generator's, see :func:`generator_controls`); ``scenario`` is the fixed path."""
+    the page shows the chosen generator's, see :func:`generator_controls`), and the comparison systems
+    (``SelectMultiple``, none at first); ``scenario`` is the fixed path."""
     start = resolve_controls(base, {})
     return {
         "dataset": {"type": "Select", "value": start["dataset"], "values": offered_datasets(base), "label": "Dataset"},
@@ -496,6 +691,10 @@ def model_params(base: Scenario, scenario_path: str | None = None) -> dict:
         "generator": {"type": "Select", "value": start["generator"], "values": generator_keys(base),
                       "label": "Generator"},
         **generator_controls(base, start["generator"]),
+        "compare_generators": {"type": "SelectMultiple", "value": start["compare_generators"],
+                               "values": generator_keys(base), "label": "Compare with generators"},
+        "compare_models": {"type": "SelectMultiple", "value": start["compare_models"], "values": list(MODELS),
+                           "label": "Compare with models"},
         "recourse_share": {"type": "SliderFloat", "value": start["recourse_share"], "min": 0.01, "max": 0.5,
                            "step": 0.01, "label": "μ: share given recourse per round"},
         "rounds": {"type": "SliderInt", "value": start["rounds"], "min": 1, "max": 200, "step": 1, "label": "Rounds"},
@@ -531,15 +730,39 @@ def Slider(name: str, spec: dict, value, on_apply):
     return slider
 
 
+def comparison_options(model: DashboardDynamics, name: str, offered: Sequence[str]) -> dict[str, str]:
+    """What comparison picker ``name`` offers, ``key -> shown text``: ``offered`` and anything already chosen;
+    the models without the main one (it runs anyway); the control generator says what it is."""
+    chosen = model.controls[name]
+    keys = [key for key in unique_keys([*offered, *chosen]) if name != "compare_models" or key != model.controls["model"]]
+    show = (lambda key: generator_text(model.base, key)) if name == "compare_generators" else str
+    return {key: show(key) for key in keys}
+
+
+@solara.component
+def MultiPick(name: str, label: str, options: dict, chosen: list, on_apply):
+    """A multi-select of ``options`` (``key -> shown text``) as chips; each change applies at once."""
+    return rv.Select(v_model=list(chosen), items=[{"text": text, "value": key} for key, text in options.items()],
+                     on_v_model=lambda keys: on_apply(name, list(keys)), label=label, multiple=True, chips=True,
+                     small_chips=True, deletable_chips=True, hide_details=True,
+                     class_=f"recourse-control recourse-control-{name}")
+
+
 @solara.component
 def Controls(params: dict, model: DashboardDynamics, on_apply):
     """The settings; every value shown is the one that runs (a change is applied at once). After the generator
-    picker come the chosen generator's own sliders, one per numeric keyword of its factory."""
+    picker come the chosen generator's own sliders, one per numeric keyword of its factory, then the comparison
+    systems."""
     c = model.controls
     base = model.base
     with solara.Column(classes=["recourse-controls"]) as column:
         for name, spec in params.items():
             if not isinstance(spec, dict) or spec.get("keyword"):
+                continue
+            if spec["type"] == "SelectMultiple":
+                if name == "compare_generators":
+                    solara.Text(COMPARISON_TEXT, classes=["recourse-compare-note"], style={"font-size": "0.85em"})
+                MultiPick(name, spec["label"], comparison_options(model, name, spec["values"]), c[name], on_apply)
                 continue
             if spec["type"] == "Select" and name == "generator":
                 texts = {generator_text(base, key): key for key in spec["values"]}
@@ -565,7 +788,7 @@ def Controls(params: dict, model: DashboardDynamics, on_apply):
     return column
 
 
-COMPONENTS = [PopulationView, MetricsView]
+COMPONENTS = [PopulationView, MetricsView, CostsView]
 TITLE = "recourse_sim · endogenous recourse dynamics"
 
 
