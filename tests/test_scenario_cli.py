@@ -51,7 +51,7 @@ def test_cli_run_writes_every_output(tmp_path):
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
     assert names == {"results.parquet", "results.csv", "summary.csv", "scenario.toml", "run.json",
-                     "trajectories.png", "population_logistic_regression.png"}
+                     "trajectories.png", "hidden_costs.csv", "hidden_costs.png", "population_logistic_regression.png"}
     parquet, csv = pd.read_parquet(out / "results.parquet"), pd.read_csv(out / "results.csv")
     assert len(parquet) == len(csv) > 0
     # The resolved scenario reproduces the run's configuration.
@@ -85,9 +85,11 @@ def test_embedded_default_matches_the_repository_copy():
     Scenario.from_toml(embedded("default"))
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted([*(ROOT / "scenarios").glob("*.toml"), *(ROOT / "scenarios").glob("agents/*.toml")]),
+                         ids=lambda p: p.name)
 def test_shipped_scenarios_validate(path):
-    assert runner.invoke(app, ["validate", str(path)]).exit_code == 0
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
 
 
 BAD = {
@@ -98,6 +100,10 @@ BAD = {
     "mu zero": (TINY.replace("rounds = 2", "rounds = 2\nrecourse_share = 0"), "recourse_share"),
     "mu above one": (TINY.replace("rounds = 2", "rounds = 2\nrecourse_share = 1.5"), "recourse_share"),
     "threshold out of range": (TINY.replace('name = "generic"', 'name = "generic"\nthreshold = 1.2'), "threshold"),
+    "compliance above one": (TINY + "\n[agents]\ncompliance = 1.5\n", "agents.compliance: got 1.5"),
+    "negative budget": (TINY + "\n[agents]\nbudget = -2.0\n", "agents.budget: got -2.0"),
+    "unknown outcome model": (TINY + '\n[agents]\noutcome = "causal"\n', "agents.outcome: got 'causal'"),
+    "missing group column": (TINY + '\n[agents]\ngroups = "income"\n', "agents.groups: got 'income'"),
     "negative lambda": (TINY.replace('name = "generic"', 'name = "generic"\nlambda_cost = -1'), "weight"),
     "unknown generator parameter": (TINY.replace('name = "generic"', 'name = "generic"\nthreshhold = 0.9'),
                                     "did you mean 'threshold'"),
@@ -202,3 +208,11 @@ def test_data_seed_fixes_the_dataset_across_scenario_seeds():
 
     assert not (data(1) == data(2)).all()
     assert (data(1, data_seed=7) == data(2, data_seed=7)).all()
+
+
+def test_the_readme_scenario_format_is_a_valid_scenario():
+    """The annotated scenario in the README (every table, [agents] included) reads as a scenario."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Scenario format", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    scenario = Scenario.from_dict(tomllib.loads(block))
+    assert scenario.agents.outcome == "model" and scenario.search.n_counterfactuals == 5

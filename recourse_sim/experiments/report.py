@@ -8,7 +8,11 @@ With one seed the interval collapses to the mean.
 
 Outputs (``RESULTS_DIR/report`` by default): ``summary.csv`` (every round), ``summary.md`` (the last recorded
 round of every metric, and an index of the figures) and ``figures/trajectories_<k>.png``, one per grid point,
-with the mean trajectory per generator and a 95% band across seeds.
+with the mean trajectory per generator and a 95% band across seeds. When the sweep has a no-recourse control
+(generator ``"none"``), also ``effects.csv`` and a section of ``summary.md`` with the final-round effects
+attributable to recourse, and ``hidden_costs.csv`` with a section on the hidden costs of recourse (both paired
+per seed and repetition: every repetition of every seed is a replicate; see ``reporting.attribution`` and
+``reporting.hidden_costs``).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import pandas as pd
 
 from recourse_sim.errors import ConfigError
 from recourse_sim.experiments.store import atomic_directory
-from recourse_sim.reporting.summary import summarise
 from recourse_sim.experiments.sweep import REPORT, load_results, read_manifest
+from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
+from recourse_sim.reporting.hidden_costs import hidden_costs_table
+from recourse_sim.reporting.summary import summarise
 
 SYSTEM = ["model", "generator"]
 
@@ -85,8 +91,11 @@ def report_sweep(results_dir: str | Path, out: str | Path | None = None, confide
     per_seed = frame.groupby([*axes, *SYSTEM, "round", "metric", "seed"], sort=False)["value"].mean().reset_index()
     points = per_seed[axes].drop_duplicates().reset_index(drop=True) if axes else pd.DataFrame(index=[0])
     figures: list[Path] = []
+    sections, tables = _recourse_sections(frame, axes)
     with atomic_directory(out) as staging:
         summary.to_csv(staging / "summary.csv", index=False)
+        for name, table in tables.items():
+            table.to_csv(staging / name, index=False)
         (staging / "figures").mkdir()
         index_rows = []
         for k, point in points.iterrows():
@@ -102,8 +111,38 @@ def report_sweep(results_dir: str | Path, out: str | Path | None = None, confide
             figures.append(out / "figures" / name)
             index_rows.append([f"[{name}](figures/{name})", *(str(point[a]) for a in axes)])
         (staging / "summary.md").write_text(
-            _markdown(manifest, summary, axes, index_rows, done, total, confidence, notes), encoding="utf-8")
+            _markdown(manifest, summary, axes, index_rows, done, total, confidence, notes) + sections,
+            encoding="utf-8")
     return Report(out, summary, done, total, figures, notes)
+
+
+def _recourse_sections(frame: pd.DataFrame, axes: list[str]) -> tuple[str, dict[str, pd.DataFrame]]:
+    """With a control: the final-round attributable effects and the hidden costs as markdown, and their tables
+    (file name -> table); nothing without one."""
+    if not has_control(frame):
+        return "", {}
+    by = [*axes, *SYSTEM]
+    effects = summarise_effects(paired_effects(frame), by=[*by, "round", "metric"])
+    final = effects[effects["round"] == effects["round"].max()]
+    costs = hidden_costs_table(frame, by=by)
+    rows = [[*(str(r[a]) for a in axes), r["model"], r["generator"], r["metric"], _number(r["mean"]),
+             f"[{_number(r['ci_low'])}, {_number(r['ci_high'])}]", _number(r["p_value"]), str(int(r["n"]))]
+            for _, r in final.iterrows()]
+    parts = [
+        "", "## Effects attributable to recourse (final round)", "",
+        "System minus its paired no-recourse control (same seed and repetition), mean, 95% t-interval and paired "
+        "t-test across seeds x repetitions.", "",
+        _table([*axes, "model", "generator", "metric", "effect", "95% CI", "p", "pairs"], rows),
+    ]
+    if not costs.empty:
+        parts += ["", "## Hidden costs of recourse (mean over rounds)", "",
+                  "`vs control`: paired difference to the no-recourse control, mean [95% CI] (p).", "",
+                  _table(list(costs.columns), [[_cell(v) for v in row] for row in costs.itertuples(index=False)])]
+    return "\n".join(parts) + "\n", {"effects.csv": effects, "hidden_costs.csv": costs}
+
+
+def _cell(value) -> str:
+    return _number(value) if isinstance(value, float) else str(value)
 
 
 def _final(summary: pd.DataFrame, axes: list[str]) -> pd.DataFrame:

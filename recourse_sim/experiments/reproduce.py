@@ -22,6 +22,7 @@ from recourse_sim.experiments.store import check_output_dir, write_results
 from recourse_sim.reporting.summary import summarise
 from recourse_sim.experiments.sweep import run_sweeps
 from recourse_sim.reporting.comparisons import plot_final_bars
+from recourse_sim.reporting.hidden_costs import plot_hidden_costs
 from recourse_sim.reporting.trajectories import plot_trajectories
 
 #: The paper's figures: domain and model shift, disagreement, decisiveness and performance over rounds.
@@ -78,6 +79,9 @@ def write_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool) 
         for kind, plot in (("trajectories", plot_trajectories), ("final", plot_final_bars)):
             name = f"figures/{experiment}_{kind}.png"
             plot(frame, metrics=PAPER_METRICS, path=out / name)
+            figures.append(name)
+        name = f"figures/{experiment}_hidden_costs.png"
+        if plot_hidden_costs(frame, path=out / name) is not None:
             figures.append(name)
     report = out / "report.md"
     report.write_text(report_markdown(results, seconds, quick, figures), encoding="utf-8")

@@ -36,6 +36,7 @@ from recourse_sim.errors import ConfigError
 from recourse_sim.experiments.scenario import Scenario
 from recourse_sim.experiments.store import check_run_dir, open_staging, publish, write_results, write_text
 from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
+from recourse_sim.reporting.hidden_costs import hidden_costs_table, plot_hidden_costs
 from recourse_sim.reporting.summary import summarise
 from recourse_sim.reporting.populations import plot_population
 from recourse_sim.reporting.trajectories import plot_trajectories
@@ -76,12 +77,14 @@ class RunResult:
 # --------------------------------------------------------------------------------------------- checks
 def preflight(scenario: Scenario, out: str | Path | None = None, force: bool = False) -> None:
     """Every check a run makes before simulating, without simulating (``recourse-sim validate`` runs it too):
-    the output directory, the resolved scenario as TOML, the memory estimate, and the data (loaded and split)."""
+    the output directory, the resolved scenario as TOML, the memory estimate, and the data (loaded and split,
+    with the ``[agents]`` options that name its features)."""
     if out is not None:
         check_run_dir(Path(out), force)
     check_writable_scenario(scenario)
     check_memory(scenario)
     train, _ = scenario.load_data()
+    scenario.agents.check_data(train)
     check_memory(scenario, n_rows=train.n_samples, n_features=train.n_features)
 
 
@@ -228,7 +231,8 @@ def _kept(staging: Path, table: _IncrementalTable, rounds: int, what: str) -> st
 def write_outputs(run: RunResult, scenario: Scenario, out: Path, force: bool = False,
                   staging: Path | None = None) -> Path:
     """results.parquet/.csv, summary.csv (mean and 95% CI over repetitions), effects.csv (with a control: the
-    effects attributable to recourse, see ``attribution``), scenario.toml (resolved),
+    effects attributable to recourse, see ``attribution``), hidden_costs.csv and hidden_costs.png (what recourse
+    costs bystanders and the lender, see ``reporting.hidden_costs``), scenario.toml (resolved),
     run.json (timing and versions), trajectories.png and, for 2-D data, population_<model>.png; written to
     ``staging`` (default: a new one) and then published to ``out`` (see :func:`store.publish`). On an error the
     staging directory given is kept; one created here is removed."""
@@ -244,6 +248,8 @@ def write_outputs(run: RunResult, scenario: Scenario, out: Path, force: bool = F
         write_text(staging, "scenario.toml", scenario.to_toml())
         write_text(staging, "run.json", json.dumps(_run_info(run), indent=2))
         plot_trajectories(run.results, path=staging / "trajectories.png")
+        hidden_costs_table(run.results).to_csv(staging / "hidden_costs.csv", index=False)
+        plot_hidden_costs(run.results, path=staging / "hidden_costs.png")
         if run.dynamics.config.train.n_features == 2:
             for model in run.dynamics.config.models:
                 plot_population(population_panels(run.dynamics, model), path=staging / f"population_{model}.png",

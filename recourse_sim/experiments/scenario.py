@@ -27,6 +27,7 @@ from recourse_sim.generators.problem import SearchSettings
 from recourse_sim.models import MODELS
 from recourse_sim.models.vae import VAE
 from recourse_sim.settings import check_keywords, defaults, from_table, signature_defaults
+from recourse_sim.simulation.agents import AgentSettings
 from recourse_sim.simulation.config import (
     DEFAULT_SEED, MetricSettings, Pairing, SimulationConfig, check_dynamics,
 )
@@ -157,8 +158,9 @@ class Scenario(_Strict):
 
     Each setting has one home, which this schema reads: the dynamics (``rounds``, ``repetitions``,
     ``recourse_share``, ``pairing``, ``device``) are :class:`SimulationConfig`'s fields, ``[metrics]`` is
-    :class:`MetricSettings`, ``[search]`` is :class:`SearchSettings`, ``[vae]`` and each model's keys are the
-    keywords of the VAE's and the model's constructors, and each generator's keys are its factory's keywords.
+    :class:`MetricSettings`, ``[search]`` is :class:`SearchSettings`, ``[agents]`` is :class:`AgentSettings`,
+    ``[vae]`` and each model's keys are the keywords of the VAE's and the model's constructors, and each
+    generator's keys are its factory's keywords.
     Defaults follow the SaTML 2023 protocol: 50 rounds, mu = 0.05, K = 5, seed 42, metrics every 10 rounds.
     """
 
@@ -177,6 +179,8 @@ class Scenario(_Strict):
     search: Annotated[SearchSettings, _settings_table(SearchSettings, "search")] = Field(
         default_factory=SearchSettings)
     vae: Annotated[dict[str, Any], BeforeValidator(_vae_table)] = Field(default_factory=lambda: _vae_table({}))
+    agents: Annotated[AgentSettings, _settings_table(AgentSettings, "agents")] = Field(
+        default_factory=AgentSettings)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -258,6 +262,7 @@ class Scenario(_Strict):
             search=self.search,
             metrics=self.metrics,
             vae=self.vae,
+            agents=self.agents,
             device=self.device,
         )
 

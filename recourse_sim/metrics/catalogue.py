@@ -66,6 +66,40 @@ for _name, _info in {
         "and are left out of validity and cost", "Non-finite counterfactuals", "individuals"),
     "search_steps": MetricInfo("Mean number of counterfactual search iterations this round", "Search iterations",
                                "iterations"),
+    "acted_share": MetricInfo(
+        "Share of this round's recipients (with a finite counterfactual) who acted on it ([agents] compliance and "
+        "budget)", "Recipients who acted", "share"),
+    "agent_cost": MetricInfo(
+        "Mean of the movers' own cost sum_j w_ij |x'_j - x_j| / s_j of the move they made ([agents] cost weights; "
+        "standardised units)", "Movers' own cost", "weighted L1"),
+    "move_fraction": MetricInfo("Mean share of the way to the counterfactual the movers went ([agents] partial "
+                                "moves and budgets)", "Share of the way moved", "share"),
+    "term_yloss": MetricInfo("-log p(y=1|x') at the points movers moved to (the objective's yloss)",
+                             "yloss at the implemented point"),
+    "term_cost": MetricInfo("||x' - x||_2 in the search space at the implemented points (the individual cost term)",
+                            "Cost term at the implemented point", "standardised units"),
+    "term_extcost_gravity": MetricInfo(
+        "||x' - c||_2 in the search space, c the mean of the system's target-class data (gravitational's "
+        "external cost) at the implemented points", "External cost: distance to target class",
+        "standardised units"),
+    "term_extcost_loss": MetricInfo(
+        "BCE(M(x'), yhat(x')) at the implemented points where valid (ClaPROAR's external cost)",
+        "External cost: model loss at x'"),
+    "approval_rate": MetricInfo("Share of the current population the model approves, after this round's retraining",
+                                "Approval rate", "share"),
+    "collateral_rejections": MetricInfo(
+        "Share of bystanders (features unchanged this round) approved before this round's retraining and "
+        "rejected after it", "Collateral rejections", "share of bystanders"),
+    "collateral_approvals": MetricInfo(
+        "Share of bystanders rejected before this round's retraining and approved after it",
+        "Collateral approvals", "share of bystanders"),
+    "lender_loss": MetricInfo(
+        "Share of the current population approved but truly negative (true labels: the data's, then the outcome "
+        "model's)", "Lender's realised loss", "share of population"),
+    "truth_accuracy": MetricInfo("Share of the current population whose decision equals its true label",
+                                 "Accuracy against the truth", "share"),
+    "truly_improved": MetricInfo("Share of this round's movers whose true label went from 0 to 1",
+                                 "Movers truly improved", "share"),
     **{
         f"reliability_lag{lag}": MetricInfo(
             f"Share of individuals whose latest recourse was {lag} round(s) ago that the model, after this "
@@ -81,9 +115,30 @@ for _name, _info in {
 del _name, _info
 
 
+#: The metrics a run and the reproduction report plot as the hidden costs of recourse (where present).
+HIDDEN_COST_METRICS = ("collateral_rejections", "collateral_approvals", "lender_loss", "truth_accuracy",
+                       "term_extcost_gravity", "term_extcost_loss")
+
+
+def group_metric(metric: str, group: str) -> str:
+    """The name of ``metric`` restricted to one group of individuals: ``validity[female]``."""
+    return f"{metric}[{group}]"
+
+
+def split_group(metric: str) -> tuple[str, str | None]:
+    """``validity[female]`` -> ``("validity", "female")``; a metric without a group -> ``(metric, None)``."""
+    if metric.endswith("]") and "[" in metric:
+        base, group = metric[:-1].split("[", 1)
+        return base, group
+    return metric, None
+
+
 def metric_label(metric: str, units: bool = False) -> str:
-    """Human-readable label of a metric (``domain_mmd`` -> "Domain shift (MMD²)"), optionally with its unit."""
-    if metric not in METRICS:
+    """Human-readable label of a metric (``domain_mmd`` -> "Domain shift (MMD²)"), optionally with its unit; a
+    group's metric names its group (``validity[female]`` -> "Validity of recourse (female)")."""
+    base, group = split_group(metric)
+    if base not in METRICS:
         return metric.replace("_", " ").capitalize()
-    info = METRICS[metric]
-    return f"{info.label} [{info.unit}]" if units and info.unit else info.label
+    info = METRICS[base]
+    label = info.label if group is None else f"{info.label} ({group})"
+    return f"{label} [{info.unit}]" if units and info.unit else label

@@ -16,10 +16,11 @@ from torch import Tensor
 from recourse_sim.errors import DataError
 from recourse_sim.models.base import DECISION_THRESHOLD
 
-__all__ = ["implausibility", "recourse_cost", "validity"]
+__all__ = ["implausibility", "masked_mean", "recourse_cost", "validity"]
 
 
-def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over the last axis of the rows ``mask`` selects (all rows without a mask); NaN for none."""
     if mask is None:
         return values.mean(-1)
     mask = mask.to(torch.bool)
@@ -42,7 +43,7 @@ def validity(p_cf: Tensor, threshold: float = DECISION_THRESHOLD, *, mask: Tenso
     if p_cf.dim() == 0:
         raise DataError("validity: p_cf must have an individual axis, got a scalar")
     dtype = p_cf.dtype if p_cf.is_floating_point() else torch.get_default_dtype()
-    return _masked_mean((p_cf >= threshold).to(dtype), mask)
+    return masked_mean((p_cf >= threshold).to(dtype), mask)
 
 
 def recourse_cost(x_factual: Tensor, x_cf: Tensor, p: float = 2, *, mask: Tensor | None = None) -> Tensor:
@@ -68,7 +69,7 @@ def recourse_cost(x_factual: Tensor, x_cf: Tensor, p: float = 2, *, mask: Tensor
     diff = x_cf - x_factual
     if not diff.is_floating_point():
         diff = diff.to(torch.get_default_dtype())
-    return _masked_mean(torch.linalg.vector_norm(diff, ord=p, dim=-1), mask)
+    return masked_mean(torch.linalg.vector_norm(diff, ord=p, dim=-1), mask)
 
 
 def implausibility(counterfactuals: Tensor, X: Tensor, y: Tensor, *, target: int = 1, k: int = 100) -> Tensor:

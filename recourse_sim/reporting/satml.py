@@ -16,6 +16,7 @@ import pandas as pd
 
 from recourse_sim.generators.control import CONTROL
 from recourse_sim.reporting.attribution import paired_effects, summarise_effects
+from recourse_sim.reporting.hidden_costs import hidden_costs_table
 from recourse_sim.scenarios import SATML_REAL as REAL
 from recourse_sim.scenarios import SATML_SYNTHETIC as SYNTHETIC
 from recourse_sim.scenarios import UNCONSTRAINED_SUFFIX
@@ -322,6 +323,14 @@ def report_markdown(frame: pd.DataFrame, seconds: float, quick: bool, figures: l
               "(mean over rounds, experiments and models).", "", _markdown(reliability_table(frame).reset_index()), "",
               "### Cost of recourse over rounds",
               "Mean distance moved by recipients early (first fifth of the rounds) vs late (last fifth).", "",
-              _markdown(cost_trend_table(frame).reset_index()), "", "## Figures", ""]
+              _markdown(cost_trend_table(frame).reset_index()), "",
+              "### Hidden costs of recourse",
+              "Mean over rounds and repetitions of what recourse costs others (collateral rejections and approvals "
+              "of bystanders at each retraining, the lender's realised loss and the accuracy against the true "
+              "labels where the data have a known generative process) and the external cost terms at the points "
+              "recipients moved to; `vs control`: the paired difference to the no-recourse control (mean [95% CI] "
+              "(paired p)). Definitions: docs/agents.md.", "",
+              _markdown(hidden_costs_table(frame, by=("experiment", "model", "generator"))), "",
+              "## Figures", ""]
     lines += [f"- `{name}`" for name in figures]
     return "\n".join(lines) + "\n"

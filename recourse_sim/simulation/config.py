@@ -17,6 +17,7 @@ from recourse_sim.generators.problem import SearchSettings
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.models.classifier import TorchClassifier
 from recourse_sim.settings import check_fields, check_value, require
+from recourse_sim.simulation.agents import AgentSettings
 
 Definitions = Literal["code", "paper"]
 DomainReference = Literal["held_out", "initial"]
@@ -85,6 +86,7 @@ class SimulationConfig:
     - each system's classifier is then retrained (warm start, ``model.retrain_epochs`` = 10).
 
     ``vae`` holds the parameters of the VAE behind latent generators (REVISE, CLUE); empty: ``VAE``'s defaults.
+    ``agents`` says how recipients act on recourse and what their label becomes (the defaults: as above).
 
     The defaults of ``rounds`` (50, the paper's), ``repetitions``, ``recourse_share``, ``pairing`` and ``device``
     are also a scenario's defaults: the scenario schema reads them from here.
@@ -101,6 +103,7 @@ class SimulationConfig:
     search: SearchSettings = field(default_factory=SearchSettings)
     metrics: MetricSettings = field(default_factory=MetricSettings)
     vae: Mapping[str, Any] = field(default_factory=dict)  # VAE(**vae) for latent generators; {}: its defaults
+    agents: AgentSettings = field(default_factory=AgentSettings)
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -111,6 +114,7 @@ class SimulationConfig:
             raise ConfigError("generators", dict(self.generators), "at least one generator")
         if self.train.n_features != self.test.n_features:
             raise ConfigError("test", self.test.n_features, f"{self.train.n_features} features like the train set")
+        self.agents.check_data(self.train)
 
 
 def check_dynamics(rounds: int, repetitions: int, recourse_share: float, pairing: str) -> None:

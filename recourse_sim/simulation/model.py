@@ -1,14 +1,17 @@
 """The Mesa model of endogenous recourse dynamics.
 
 Mesa provides time (``steps``), the seeded random generator (``rng``) and the ``DataCollector``; the state
-is tensors owned by the model (a :class:`Population` and one stacked classifier per model configuration),
-never one Python object per individual. One ``step()`` is one round of Algorithm 1 of Altmeyer et al.
-(SaTML 2023): choose recipients -> batched recourse -> individuals move -> retrain -> collect.
+is tensors owned by the model (a :class:`Population`, the individuals' traits (:class:`Agents`) and one stacked
+classifier per model configuration), never one Python object per individual. One ``step()`` is one round of
+Algorithm 1 of Altmeyer et al. (SaTML 2023): choose recipients -> batched recourse -> individuals act on it
+(:mod:`~recourse_sim.simulation.agents`) and take a label (:mod:`~recourse_sim.simulation.outcome`) -> retrain
+-> collect.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import mesa
@@ -20,12 +23,17 @@ from recourse_sim.generators.api import make_context
 from recourse_sim.generators.engine import search
 from recourse_sim.generators.latent import LatentCache
 from recourse_sim.generators.spec import GeneratorSpec
-from recourse_sim.metrics.catalogue import RELIABILITY_LAGS
-from recourse_sim.metrics.recourse import recourse_cost, validity
-from recourse_sim.models.base import DECISION_THRESHOLD
+from recourse_sim.metrics.catalogue import RELIABILITY_LAGS, group_metric
+from recourse_sim.metrics.hidden_costs import (
+    approval_rate, collateral_flips, lender_loss, truly_improved, truth_accuracy,
+)
+from recourse_sim.metrics.recourse import masked_mean, recourse_cost, validity
 from recourse_sim.models.classifier import TorchClassifier
+from recourse_sim.simulation.agents import AgentSettings, Agents
 from recourse_sim.simulation.config import DEFAULT_SEED, SimulationConfig, System
 from recourse_sim.simulation.evaluation import ShiftEvaluator
+from recourse_sim.simulation.objective_terms import implemented_terms
+from recourse_sim.simulation.outcome import OutcomeModel, resolve_truth
 from recourse_sim.simulation.population import Population, choose_recipients
 
 METRIC_COLUMNS = ["system", "model", "generator", "repetition", "round", "metric", "value"]
@@ -72,6 +80,10 @@ class RecourseDynamics(mesa.Model):
         self.context = make_context(train, self.device, standardize=config.search.standardize,
                                     vae=LatentCache(**config.vae))
         self.context.constraints.check_factuals(X_train, train.schema.names)
+        self.people = Agents.draw(config.agents, train, self.context.standardizer.scale, seed)
+        self.outcome = OutcomeModel(config.agents.outcome, resolve_truth(config.agents, train, test, seed, self.device))
+        # The agents' own metrics (compliance, partial moves, their cost) are reported once an [agents] option is set.
+        self.reports_agents = config.agents != AgentSettings()
         # The metrics draw from their own generator, so measuring (how often, how many permutations) never
         # changes the dynamics, and systems added to a run leave the others' searches as they were.
         metrics_rng = torch.Generator(device=self.device).manual_seed(self._draw_seed())
@@ -121,9 +133,8 @@ class RecourseDynamics(mesa.Model):
         """One round: recipients -> counterfactuals -> implementation -> retraining -> metrics."""
         self.round += 1
         pop = self.population
-        predicted_negative = torch.zeros_like(pop.y, dtype=torch.bool)
-        for stack in self.stacks:
-            predicted_negative[stack.systems] = stack.classifier.predict(pop.X[stack.systems]) == 0
+        approved_before = self._approved()
+        predicted_negative = ~approved_before
         for members in self.recipient_groups:  # controls do not vote unless a group has nothing else
             control = self.is_control[members]
             if not control.all():
@@ -131,17 +142,18 @@ class RecourseDynamics(mesa.Model):
         rows, valid = choose_recipients(
             predicted_negative, self.recipient_groups, self.config.recourse_share, self.rng
         )
+        draws = self.people.round_draws(pop.X.shape[1], self.device)
         if rows.shape[1] > 0:
             self._prepare_latent_models()
             for stack in self.stacks:
-                self._recourse(stack, rows[stack.systems], valid[stack.systems])
+                self._recourse(stack, rows[stack.systems], valid[stack.systems], *draws)
         last = self.round == self.config.rounds
         evaluate = self.round % self.config.metrics.evaluate_every == 0 or last
         for stack in self.stacks:
             if evaluate and self.config.metrics.definitions == "paper":  # theta_{t-1}: before this round's refit
                 self.evaluator.remember_parameters(stack.name, stack.classifier)
             stack.classifier.refit(pop.X[stack.systems], pop.y[stack.systems])
-        self._collect_reliability()
+        self._collect_after_retraining(approved_before)
         if evaluate:
             self._collect_shift_metrics()
         if last:
@@ -156,8 +168,18 @@ class RecourseDynamics(mesa.Model):
         if searches:
             self.context.vae.prepare(searches, seed=self._draw_seed())
 
-    def _recourse(self, stack: ModelStack, rows: torch.Tensor, valid: torch.Tensor) -> None:
-        """Batched search for one stack; each recipient implements one of its K counterfactuals at random."""
+    def _approved(self) -> torch.Tensor:
+        """Each system's current decisions on its own population, (S, n) bool."""
+        pop = self.population
+        approved = torch.zeros_like(pop.y, dtype=torch.bool)
+        for stack in self.stacks:
+            approved[stack.systems] = stack.classifier.predict(pop.X[stack.systems]) == 1
+        return approved
+
+    def _recourse(self, stack: ModelStack, rows: torch.Tensor, valid: torch.Tensor, comply_draw: torch.Tensor,
+                  outcome_draw: torch.Tensor) -> None:
+        """Batched search for one stack; each recipient chooses one of its K counterfactuals (at random in the
+        reference protocol), acts on it or not, moves (part of the way) and takes a label."""
         pop = self.population
         factual = torch.gather(pop.X[stack.systems], 1, rows.unsqueeze(-1).expand(-1, -1, pop.X.shape[-1]))
         context = dataclasses.replace(self.context, data_X=pop.X[stack.systems], data_y=pop.y[stack.systems])
@@ -165,23 +187,58 @@ class RecourseDynamics(mesa.Model):
             stack.classifier, factual, stack.generators, context, settings=self.config.search, rng=self.torch_rng,
         )
         S, B, K, d = result.counterfactuals.shape
-        # Which copy each recipient implements; drawn for the acting systems only, so a control leaves the
-        # other systems' draws unchanged.
         acting = ~self.is_control[stack.systems]
-        pick = torch.zeros(S, B, dtype=torch.long, device=self.device)
-        pick[acting] = torch.from_numpy(self.rng.integers(0, K, size=(int(acting.sum()), B))).to(self.device)
+        pick = self._pick(result, factual, rows, acting)
         chosen = torch.gather(result.counterfactuals, 2, pick.view(S, B, 1, 1).expand(-1, -1, 1, d)).squeeze(2)
         p_chosen = torch.gather(result.proba, 2, pick.unsqueeze(-1)).squeeze(-1)
-        # Non-converged counterfactuals still move; the new label is the model's prediction there.
-        new_label = (p_chosen >= DECISION_THRESHOLD).float()
-        system_rows = stack.systems.view(S, 1).expand(S, B)
         # A control's recipients stay where they are, and so does anyone whose counterfactual is not a finite
         # point (a search that diverged): it cannot be implemented, and one non-finite row would poison the
-        # retraining. Such rows are counted (``n_nonfinite``), never silently dropped.
+        # retraining. Such rows are counted (``n_nonfinite``), never silently dropped. Non-converged
+        # counterfactuals still move.
         finite = torch.isfinite(chosen).all(-1)
-        moving = valid & acting.view(S, 1) & finite
-        pop.move(system_rows[moving], rows[moving], chosen[moving], new_label[moving], self.round)
-        self._collect_recourse_metrics(stack, factual, chosen, p_chosen, result.steps, valid, finite)
+        agent_cost = self.people.cost(factual, chosen, rows)
+        complies, fraction = self.people.act(rows, agent_cost, comply_draw)
+        moving = valid & acting.view(S, 1) & finite & complies
+        moved_to, p_moved = self._destination(stack, factual, chosen, p_chosen, fraction)
+        system_rows = stack.systems.view(S, 1).expand(S, B)
+        y_true_before = pop.y_true[system_rows, rows]
+        recorded, y_true_after = self.outcome.labels(moved_to, p_moved, y_true_before, outcome_draw[rows])
+        pop.move(system_rows[moving], rows[moving], moved_to[moving], recorded[moving], self.round,
+                 y_true_after[moving])
+        self._collect_recourse_metrics(stack, rows, factual, chosen, p_chosen, result.steps, valid, finite)
+        if self.reports_agents:
+            spent = self.people.cost(factual, moved_to, rows)  # the cost of the move made, partial or not
+            self._collect_agent_metrics(stack, rows, valid & finite, moving, spent, fraction)
+        terms = implemented_terms(stack.classifier, context, factual, moved_to, p_moved.clamp_min(1e-12).log())
+        for name, values in terms.items():
+            self._add_values(stack, name, masked_mean(values, moving))
+        if self.outcome.tracks_truth:
+            self._add_values(stack, "truly_improved", truly_improved(y_true_before, y_true_after, moving))
+
+    def _pick(self, result, factual: torch.Tensor, rows: torch.Tensor, acting: torch.Tensor) -> torch.Tensor:
+        """Which copy each recipient implements (S, B). At random (the reference protocol), drawn for the acting
+        systems only, so a control leaves the other systems' draws unchanged; or by the agents' ``choice``."""
+        S, B, K, _ = result.counterfactuals.shape
+        if self.people.settings.choice == "random":
+            pick = torch.zeros(S, B, dtype=torch.long, device=self.device)
+            pick[acting] = torch.from_numpy(self.rng.integers(0, K, size=(int(acting.sum()), B))).to(self.device)
+            return pick
+        copy_costs = self.people.cost(factual, torch.nan_to_num(result.counterfactuals, nan=float("inf")), rows)
+        return self.people.choose(copy_costs, result.proba)
+
+    def _destination(self, stack: ModelStack, factual: torch.Tensor, chosen: torch.Tensor, p_chosen: torch.Tensor,
+                     fraction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each recipient would land moving ``fraction`` of the way to ``chosen`` (projected onto the
+        constraints, so a one-hot group stays one-hot), and the model's p(y = 1) there."""
+        full = fraction == 1
+        if bool(full.all()):  # the reference protocol: exactly the counterfactual, scored by the search
+            return chosen, p_chosen
+        partial = factual + fraction.unsqueeze(-1) * (chosen - factual)
+        partial = self.context.constraints.project(partial, factual)
+        moved_to = torch.where(full.unsqueeze(-1), chosen, partial)
+        with torch.no_grad():
+            p_moved = stack.classifier.log_proba_stacked(torch.nan_to_num(moved_to)).exp()
+        return moved_to, torch.where(full, p_chosen, p_moved)
 
     # --------------------------------------------------------------------------------------- collection
     def _add_row(self, system: int, metric: str, value: float) -> None:
@@ -192,41 +249,76 @@ class RecourseDynamics(mesa.Model):
              "round": self.round, "metric": metric, "value": value},
         )
 
-    def _collect_recourse_metrics(self, stack, factual, chosen, p_chosen, steps, valid, finite) -> None:
-        implemented = valid & finite
-        n = implemented.sum(1)
-        # A system without recipients, or a control (whose recipients do not act), has no recourse quality.
-        acted = (n > 0) & ~self.is_control[stack.systems]
-        count = torch.where(acted, n.float(), torch.nan)
-        not_acted = torch.where(acted, 0.0, torch.nan)  # NaN where the system has no recourse quality
-        per_system = {
-            "n_recourse": valid.sum(1).float(),
-            "n_nonfinite": (valid & ~finite).sum(1).float(),
-            "validity": validity(p_chosen, mask=implemented) + not_acted,
-            "recourse_cost": recourse_cost(factual, chosen, mask=implemented) + not_acted,
-            "search_steps": (steps * implemented).sum(1) / count,
-        }
-        values = {k: v.tolist() for k, v in per_system.items()}
-        for local, system in enumerate(stack.systems.tolist()):
-            for metric, column in values.items():
-                self._add_row(system, metric, float(column[local]))
+    def _add_values(self, stack: ModelStack, metric: str, values: torch.Tensor, skip_missing: bool = False) -> None:
+        """One value per system of ``stack`` (S,); ``skip_missing``: no row where the value is NaN."""
+        for system, value in zip(stack.systems.tolist(), values.tolist()):
+            if not (skip_missing and math.isnan(value)):
+                self._add_row(system, metric, float(value))
 
-    def _collect_reliability(self) -> None:
+    def _add_metric(self, stack: ModelStack, metric: str, compute, group: torch.Tensor | None = None,
+                    skip_missing: bool = False) -> None:
+        """``compute(selection) -> (S,)``: the metric over the individuals ``selection`` (a mask, None: all) picks.
+        With ``group`` (the group index of each individual ``compute`` sees) and at least two groups, also
+        ``metric[group]`` for each group (see :func:`~recourse_sim.metrics.catalogue.group_metric`)."""
+        self._add_values(stack, metric, compute(None), skip_missing)
+        if group is not None and len(self.people.group_names) > 1:
+            for g, group_name in enumerate(self.people.group_names):
+                self._add_values(stack, group_metric(metric, group_name), compute(group == g), skip_missing)
+
+    def _collect_recourse_metrics(self, stack, rows, factual, chosen, p_chosen, steps, valid, finite) -> None:
+        """The recourse offered this round: counts, validity, cost and search effort, per group too."""
+        group = self.people.group[rows]
+        # A system without recipients, or a control (whose recipients do not act), has no recourse quality.
+        quality = valid & finite & ~self.is_control[stack.systems].view(-1, 1)
+        self._add_metric(stack, "n_recourse", lambda sel: _count(valid, sel), group)
+        self._add_values(stack, "n_nonfinite", (valid & ~finite).sum(1).float())
+        self._add_metric(stack, "validity", lambda sel: validity(p_chosen, mask=_both(quality, sel)), group)
+        self._add_metric(stack, "recourse_cost", lambda sel: recourse_cost(factual, chosen, mask=_both(quality, sel)),
+                         group)
+        self._add_values(stack, "search_steps", masked_mean(steps.float(), quality))
+
+    def _collect_agent_metrics(self, stack, rows, offered, moving, agent_cost, fraction) -> None:
+        """How recipients acted: the share who acted, how far they moved and their own cost of the move."""
+        group = self.people.group[rows]
+        self._add_metric(stack, "acted_share", lambda sel: masked_mean(moving.float(), _both(offered, sel)), group)
+        self._add_metric(stack, "agent_cost", lambda sel: masked_mean(agent_cost, _both(moving, sel)), group)
+        self._add_values(stack, "move_fraction", masked_mean(fraction, moving))
+
+    def _collect_after_retraining(self, approved_before: torch.Tensor) -> None:
+        """After this round's retraining: recourse reliability, approval rate, collateral flips among bystanders
+        and, where the true labels are known, the lender's loss, accuracy against the truth (per group too)."""
+        pop = self.population
+        approved = self._approved()
+        bystander = pop.recourse_round != self.round  # features unchanged this round
+        rejections, approvals = collateral_flips(approved_before, approved, bystander)
+        truth = self.outcome.tracks_truth
+        for stack in self.stacks:
+            i = stack.systems
+            group = self.people.group
+            self._add_metric(stack, "approval_rate", lambda sel: approval_rate(approved[i], sel), group)
+            self._add_values(stack, "collateral_rejections", rejections[i])
+            self._add_values(stack, "collateral_approvals", approvals[i])
+            if truth:
+                self._add_metric(stack, "lender_loss", lambda sel: lender_loss(approved[i], pop.y_true[i], sel), group)
+                self._add_metric(stack, "truth_accuracy", lambda sel: truth_accuracy(approved[i], pop.y_true[i], sel),
+                                 group)
+        self._collect_reliability(approved)
+
+    def _collect_reliability(self, approved: torch.Tensor) -> None:
         """Durability of recourse (an extension of the paper): after this round's retraining, the share of the
         individuals whose latest recourse was ``k`` rounds ago that the model still approves, k in
-        ``RELIABILITY_LAGS`` (k = 0: does recourse survive the retraining it triggers?)."""
+        ``RELIABILITY_LAGS`` (k = 0: does recourse survive the retraining it triggers?); per group too."""
         pop = self.population
-        approved = torch.zeros_like(pop.y, dtype=torch.bool)
-        for stack in self.stacks:
-            approved[stack.systems] = stack.classifier.predict(pop.X[stack.systems]) == 1
         for lag in RELIABILITY_LAGS:
             cohort = pop.recourse_round == self.round - lag
             if self.round - lag < 1 or not cohort.any():
                 continue
-            share = (approved & cohort).sum(1) / cohort.sum(1).clamp_min(1)
-            for system, value, present in zip(range(len(self.systems)), share.tolist(), cohort.any(1).tolist()):
-                if present:
-                    self._add_row(system, f"reliability_lag{lag}", value)
+            for stack in self.stacks:
+                i = stack.systems
+                # A system without such a cohort (or a group without one) has no row, not a NaN.
+                self._add_metric(stack, f"reliability_lag{lag}",
+                                 lambda sel: approval_rate(approved[i], _both(cohort[i], sel)), self.people.group,
+                                 skip_missing=True)
 
     def _collect_shift_metrics(self) -> None:
         for stack in self.stacks:
@@ -258,3 +350,13 @@ class RecourseDynamics(mesa.Model):
         """Tidy table: one row per system x round x metric."""
         frame = self.datacollector.get_table_dataframe("metrics")
         return frame.astype({"repetition": "int64", "round": "int64", "value": "float64"})
+
+
+def _both(mask: torch.Tensor, selection: torch.Tensor | None) -> torch.Tensor:
+    """``mask`` restricted to ``selection`` (None: everyone)."""
+    return mask if selection is None else mask & selection
+
+
+def _count(mask: torch.Tensor, selection: torch.Tensor | None) -> torch.Tensor:
+    """How many individuals ``mask`` (S, m) and ``selection`` both pick, per system."""
+    return _both(mask, selection).sum(1).float()

@@ -13,11 +13,14 @@ class Population:
     """Training data of S systems, ``X`` (S, n, d) and ``y`` (S, n): row i is the same individual everywhere.
 
     ``recourse_round`` (S, n) records the last round in which each individual implemented recourse (-1: never).
+    ``y_true`` (S, n) are the individuals' true labels (the data's at the start; NaN where unknown), which the
+    recorded ``y`` follows only under some outcome models (see :mod:`recourse_sim.simulation.outcome`).
     """
 
     X: torch.Tensor
     y: torch.Tensor
     recourse_round: torch.Tensor
+    y_true: torch.Tensor
 
     @classmethod
     def replicate(cls, X: torch.Tensor, y: torch.Tensor, n_systems: int) -> Population:
@@ -25,12 +28,16 @@ class Population:
             X=X.unsqueeze(0).repeat(n_systems, 1, 1),
             y=y.unsqueeze(0).repeat(n_systems, 1),
             recourse_round=torch.full((n_systems, X.shape[0]), -1, dtype=torch.long, device=X.device),
+            y_true=y.unsqueeze(0).repeat(n_systems, 1),
         )
 
-    def move(self, systems: torch.Tensor, rows: torch.Tensor, x_new: torch.Tensor, y_new: torch.Tensor, round_: int) -> None:
-        """Individuals ``rows`` of ``systems`` (flat, paired) move to ``x_new`` and take label ``y_new``."""
+    def move(self, systems: torch.Tensor, rows: torch.Tensor, x_new: torch.Tensor, y_new: torch.Tensor, round_: int,
+             y_true: torch.Tensor | None = None) -> None:
+        """Individuals ``rows`` of ``systems`` (flat, paired) move to ``x_new`` and take the recorded label
+        ``y_new`` and the true label ``y_true`` (default: ``y_new``)."""
         self.X[systems, rows] = x_new
         self.y[systems, rows] = y_new
+        self.y_true[systems, rows] = y_new if y_true is None else y_true
         self.recourse_round[systems, rows] = round_
 
 

@@ -1,0 +1,65 @@
+"""The hidden costs of recourse in tables and figures: what recourse costs bystanders and the lender.
+
+The per-round metrics (:mod:`recourse_sim.metrics.hidden_costs`, and the objective terms at the implemented
+points) are summarised per system as their **mean over all rounds** (a run's total harm per round, not one
+noisy final round), per repetition; with a no-recourse control in the table, each system's mean is also paired
+with its control's (same repetition: same people, recipients and retraining), so the attributable part of a
+cost comes with a t-interval and a paired test across repetitions (:mod:`~recourse_sim.reporting.attribution`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from recourse_sim.metrics.catalogue import HIDDEN_COST_METRICS
+from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
+from recourse_sim.reporting.summary import summarise
+
+#: What the hidden-costs table reports per system, in its column order (the ones a table has).
+TABLE_METRICS = (*HIDDEN_COST_METRICS, "approval_rate", "truly_improved", "recourse_cost", "agent_cost")
+
+
+def round_means(frame: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS) -> pd.DataFrame:
+    """Each system's mean over the rounds (>= 1) of every metric in ``metrics``, per repetition: the tidy table's
+    columns, with ``round`` set to 0 so the result pairs like any results table."""
+    part = frame[frame["metric"].isin(metrics) & (frame["round"] >= 1)]
+    keys = [c for c in part.columns if c not in ("round", "value")]
+    means = part.groupby(keys, sort=True, dropna=False)["value"].mean().reset_index()
+    means.insert(len(keys), "round", 0)
+    return means
+
+
+def hidden_costs_table(frame: pd.DataFrame, by: Sequence[str] = ("model", "generator")) -> pd.DataFrame:
+    """One row per ``by`` group (e.g. experiment x model x generator), one column per metric: the mean over
+    rounds and repetitions, and, with a control, ``<metric> vs control`` (mean difference [95% CI] (p))."""
+    means = round_means(frame)
+    if means.empty:
+        return pd.DataFrame()
+    by = [c for c in by if c in means.columns]
+    levels = summarise(means, by=[*by, "metric"]).pivot_table(index=by, columns="metric", values="mean")
+    ordered = [m for m in TABLE_METRICS if m in levels.columns]
+    table = levels[ordered]
+    if has_control(means):
+        effects = summarise_effects(paired_effects(means, metrics=ordered))
+        effects["cell"] = [f"{m:+.3g} [{lo:+.3g}, {hi:+.3g}] (p={p:.2g})" for m, lo, hi, p in
+                           effects[["mean", "ci_low", "ci_high", "p_value"]].itertuples(index=False)]
+        wide = effects.pivot_table(index=by, columns="metric", values="cell", aggfunc="first")
+        wide.columns = [f"{m} vs control" for m in wide.columns]
+        table = table.join(wide)
+        table = table[[c for m in ordered for c in (m, f"{m} vs control") if c in table.columns]]
+    return table.reset_index()
+
+
+def plot_hidden_costs(frame: pd.DataFrame, path: str | Path | None = None):
+    """Trajectories of the hidden costs the table has (collateral rejections and approvals, lender loss,
+    accuracy against the truth, external costs at the implemented points) per generator, 95% bands; None
+    when it has none of them."""
+    from recourse_sim.reporting.trajectories import plot_trajectories  # matplotlib only when drawing
+
+    present = [m for m in HIDDEN_COST_METRICS if m in set(frame["metric"])]
+    if not present:
+        return None
+    return plot_trajectories(frame, metrics=present, path=path)
