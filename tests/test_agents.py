@@ -12,7 +12,11 @@ from recourse_sim.data import DATASETS
 from recourse_sim.errors import ConfigError
 from recourse_sim.experiments import Scenario
 from recourse_sim.metrics.hidden_costs import (
-    approval_rate, collateral_flips, lender_loss, truly_improved, truth_accuracy,
+    approval_rate,
+    collateral_flips,
+    lender_loss,
+    truly_improved,
+    truth_accuracy,
 )
 from recourse_sim.simulation import RecourseDynamics
 from recourse_sim.simulation.agents import Agents, AgentSettings, Trait, agent_rng
@@ -173,7 +177,7 @@ def test_budgets_refuse_or_cap_the_cost():
 
 
 def test_cheapest_choice_costs_less_than_random_on_the_same_searches():
-    _, random = run({"cost_weights": {"x1": 1.0}}, rounds=1)
+    _, random = run({"cost_weights": {"x1": 1.0}}, rounds=1)  # the defaults, spelled out: agent metrics on
     _, cheapest = run({"choice": "cheapest"}, rounds=1)
     assert values(cheapest, "agent_cost")[0] < values(random, "agent_cost")[0]
     assert values(cheapest, "validity")[0] >= values(random, "validity")[0]
@@ -188,7 +192,7 @@ def test_unchanged_outcome_is_gaming_the_true_and_recorded_labels_never_move():
 
 
 def test_truth_outcome_records_the_true_draw_and_follows_the_true_probability():
-    dynamics, frame = run({"outcome": "truth"}, rounds=5)
+    dynamics, _ = run({"outcome": "truth"}, rounds=5)
     pop = dynamics.population
     assert torch.equal(pop.y, pop.y_true)  # the lender records the realised outcome
     truth = dynamics.config.train.truth
@@ -245,12 +249,48 @@ def test_terms_at_the_implemented_point_by_hand(overlapping, fitted_lr):
     assert torch.allclose(terms["term_yloss"], -log_p)
 
 
-def test_collateral_flips_are_measured_on_bystanders_only():
-    dynamics, frame = run(rounds=4)
-    rejections = values(frame, "collateral_rejections")
-    assert np.all((rejections >= 0) & (rejections <= 1))
-    control = values(frame, "collateral_rejections", "none")
-    assert len(control) == 4  # the control has bystanders too: its flips are what retraining alone does
+def test_collateral_flips_are_recomputed_from_the_decisions_before_and_after_a_retraining():
+    dynamics = RecourseDynamics(agent_scenario(rounds=3).build(), seed=5)
+    dynamics.step()
+    pop, stack = dynamics.population, dynamics.stacks[0]
+    before = stack.classifier.predict(pop.X) == 1  # one stack: every system, in order
+    dynamics.step()
+    after = stack.classifier.predict(pop.X) == 1
+    bystander = pop.recourse_round != 2
+    frame = dynamics.results()
+    for system in dynamics.systems:
+        s = system.index
+        rows = frame[(frame["system"] == system.label) & (frame["round"] == 2)].set_index("metric")["value"]
+        who = bystander[s]
+        expected_rejections = (before[s] & ~after[s] & who).sum().item() / who.sum().item()
+        expected_approvals = (~before[s] & after[s] & who).sum().item() / who.sum().item()
+        assert rows["collateral_rejections"] == pytest.approx(expected_rejections)
+        assert rows["collateral_approvals"] == pytest.approx(expected_approvals)
+    # Someone was flipped somewhere: the recomputation is not a comparison of zeros.
+    assert (frame[frame["metric"].str.startswith("collateral")]["value"] > 0).any()
+
+
+def test_hidden_costs_table_pairs_round_means_with_the_control_by_hand():
+    import pandas as pd
+
+    from recourse_sim.reporting.hidden_costs import hidden_costs_table
+
+    rows = []
+    # generic's collateral rejections per (repetition, round): rep 0 -> 0.2, 0.4; rep 1 -> 0.1, 0.3;
+    # the control's: rep 0 -> 0.0, 0.2; rep 1 -> 0.1, 0.1. Round 0 values are ignored (no retraining yet).
+    table = {("generic", 0): (0.9, 0.2, 0.4), ("generic", 1): (0.9, 0.1, 0.3),
+             ("none", 0): (0.9, 0.0, 0.2), ("none", 1): (0.9, 0.1, 0.1)}
+    for (generator, rep), series in table.items():
+        for round_, value in enumerate(series):
+            rows.append({"system": f"lr/{generator}/rep{rep}", "model": "lr", "generator": generator,
+                         "repetition": rep, "round": round_, "metric": "collateral_rejections", "value": value})
+    result = hidden_costs_table(pd.DataFrame(rows)).set_index("generator")
+    assert result.loc["generic", "collateral_rejections"] == pytest.approx(0.25)  # mean of 0.3 and 0.2
+    assert result.loc["none", "collateral_rejections"] == pytest.approx(0.1)
+    # Paired differences per repetition: 0.3 - 0.1 = 0.2 and 0.2 - 0.1 = 0.1 -> mean 0.15, t(1) interval.
+    cell = result.loc["generic", "collateral_rejections vs control"]
+    half = 12.706204736 * 0.05  # t_{0.975, 1} * sd / sqrt(n): sd = 0.0707, n = 2, so sd / sqrt(n) = 0.05
+    assert cell.startswith("+0.15 [") and f"{0.15 - half:+.3g}" in cell and f"{0.15 + half:+.3g}" in cell
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -20,12 +20,36 @@ pytest.importorskip("ipykernel", reason="notebook tests need the dev extra (nbfo
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
-EXPECTED = {"01_quickstart", "02_generators", "03_dynamics_mitigations", "04_bring_your_own"}
+EXPECTED = {"01_quickstart", "02_generators", "03_dynamics_mitigations", "04_bring_your_own", "06_agents"}
 BUDGET_S = 120  # each notebook must run in under 2 minutes on a laptop CPU
 
 _SKLEARN = "from sklearn.linear_model import LogisticRegression as _SkLR\n"
 #: One check cell per notebook, against independent baselines where there is one; margins in the comments.
 CHECKS = {
+    "06_agents": """
+# Gaming: neither the recorded nor the true label of anyone ever moves, and no mover truly improves.
+_pop = runs["unchanged"].dynamics.population
+assert (_pop.y == runs["unchanged"].dynamics.config.train.y).all() and (_pop.y_true == _pop.y).all()
+assert (outcomes[(outcomes.outcome == "unchanged") & (outcomes.metric == "truly_improved")]["value"] == 0).all()
+# Improvement: the lender records the realised (true) outcome.
+assert (runs["truth"].dynamics.population.y == runs["truth"].dynamics.population.y_true).all()
+# The reference records the model's decision: valid movers are approved, so its lender loss is at least the
+# truth outcome's (movers who truly default are labelled 1 and kept approved) for generic recourse.
+_c = costs.set_index(["outcome", "generator"])
+assert _c.loc[("model", "generic"), "lender_loss"] >= _c.loc[("truth", "generic"), "lender_loss"] - 0.01, _c
+# Half comply: the acted share is 0.5 within 4 binomial standard errors of all offers.
+_b = behaviour.results
+_acted = _b[(_b.metric == "acted_share") & (_b.generator == "generic")]["value"].mean()
+_offers = _b[(_b.metric == "n_recourse") & (_b.generator == "generic")]["value"].sum()
+assert abs(_acted - 0.5) < 4 * (0.25 / _offers) ** 0.5 + 0.02, (_acted, _offers)
+assert 0.45 < _b[(_b.metric == "move_fraction")]["value"].mean() < 0.75
+# Groups: the costlier group pays more for its recourse, and the group counts add up to the total.
+_g = per_group[per_group.base == "agent_cost"].groupby("group")["value"].mean()
+assert _g["group_a"] > _g["group_b"], _g
+_n = frame[frame.metric.str.startswith("n_recourse")].pivot_table(index=["system", "round"], columns="metric",
+                                                                   values="value")
+assert (_n["n_recourse[group_a]"] + _n["n_recourse[group_b]"] == _n["n_recourse"]).all()
+""",
     "01_quickstart": _SKLEARN + """
 # The package's logistic regression matches scikit-learn's on the same split (within 3 points = 4 of 120 test
 # rows; a wrong class column or a broken optimiser is off by tens of points).

@@ -37,8 +37,8 @@ from recourse_sim.experiments.scenario import Scenario
 from recourse_sim.experiments.store import check_run_dir, open_staging, publish, write_results, write_text
 from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
 from recourse_sim.reporting.hidden_costs import hidden_costs_table, plot_hidden_costs
-from recourse_sim.reporting.summary import summarise
 from recourse_sim.reporting.populations import plot_population
+from recourse_sim.reporting.summary import summarise
 from recourse_sim.reporting.trajectories import plot_trajectories
 from recourse_sim.simulation.model import RecourseDynamics
 
@@ -48,8 +48,10 @@ PARTIAL_TABLE = "results.csv"
 MEMORY_SHARE = 0.8
 #: Bytes per row of the results table while it is collected and written (Python lists, then pandas, then files).
 _ROW_BYTES = 400
-#: Rows per system and round: recourse metrics, reliability lags and (at most every round) the shift metrics.
-_ROWS_PER_ROUND = 24
+#: Rows per system and round: recourse metrics, reliability lags, the hidden costs, the agents' metrics and (at most
+#: every round) the shift metrics; the group-wise metrics add :data:`_ROWS_PER_GROUP` per group.
+_ROWS_PER_ROUND = 45
+_ROWS_PER_GROUP = 12
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -125,9 +127,10 @@ def estimate_memory(scenario: Scenario, n_rows: int | None = None, n_features: i
     recipients = math.ceil(scenario.recourse_share * n)
     return {
         "data": 3 * n * d * 8,  # generation and split (float64 temporaries)
-        "population": systems * n * (4 * d + 12),  # the population: X, y and the recourse round per system
+        "population": systems * n * (4 * d + 16),  # X, the recorded and true labels, the recourse round
         "search": 20 * systems * recipients * k * d * 4,  # search state and autograd buffers
-        "results table": (scenario.rounds + 1) * systems * _ROWS_PER_ROUND * _ROW_BYTES,  # the results table
+        "results table": (scenario.rounds + 1) * systems * _ROW_BYTES  # the results table
+        * (_ROWS_PER_ROUND + (_ROWS_PER_GROUP * 4 if scenario.agents.groups else 0)),  # (groups: ~4 at most)
     }
 
 

@@ -29,7 +29,7 @@ from recourse_sim.metrics.hidden_costs import (
 )
 from recourse_sim.metrics.recourse import masked_mean, recourse_cost, validity
 from recourse_sim.models.classifier import TorchClassifier
-from recourse_sim.simulation.agents import AgentSettings, Agents
+from recourse_sim.simulation.agents import Agents, AgentSettings
 from recourse_sim.simulation.config import DEFAULT_SEED, SimulationConfig, System
 from recourse_sim.simulation.evaluation import ShiftEvaluator
 from recourse_sim.simulation.objective_terms import implemented_terms
@@ -186,7 +186,7 @@ class RecourseDynamics(mesa.Model):
         result = search(
             stack.classifier, factual, stack.generators, context, settings=self.config.search, rng=self.torch_rng,
         )
-        S, B, K, d = result.counterfactuals.shape
+        S, B, _, d = result.counterfactuals.shape
         acting = ~self.is_control[stack.systems]
         pick = self._pick(result, factual, rows, acting)
         chosen = torch.gather(result.counterfactuals, 2, pick.view(S, B, 1, 1).expand(-1, -1, 1, d)).squeeze(2)
@@ -291,17 +291,17 @@ class RecourseDynamics(mesa.Model):
         approved = self._approved()
         bystander = pop.recourse_round != self.round  # features unchanged this round
         rejections, approvals = collateral_flips(approved_before, approved, bystander)
-        truth = self.outcome.tracks_truth
+        group = self.people.group
         for stack in self.stacks:
-            i = stack.systems
-            group = self.people.group
-            self._add_metric(stack, "approval_rate", lambda sel: approval_rate(approved[i], sel), group)
-            self._add_values(stack, "collateral_rejections", rejections[i])
-            self._add_values(stack, "collateral_approvals", approvals[i])
-            if truth:
-                self._add_metric(stack, "lender_loss", lambda sel: lender_loss(approved[i], pop.y_true[i], sel), group)
-                self._add_metric(stack, "truth_accuracy", lambda sel: truth_accuracy(approved[i], pop.y_true[i], sel),
-                                 group)
+            # Each metric is computed (for everyone, then per group) before the next iteration rebinds these.
+            decided, y_true = approved[stack.systems], pop.y_true[stack.systems]
+            self._add_metric(stack, "approval_rate", lambda sel: approval_rate(decided, sel), group)  # noqa: B023
+            self._add_values(stack, "collateral_rejections", rejections[stack.systems])
+            self._add_values(stack, "collateral_approvals", approvals[stack.systems])
+            if self.outcome.tracks_truth:
+                self._add_metric(stack, "lender_loss", lambda sel: lender_loss(decided, y_true, sel), group)  # noqa: B023
+                self._add_metric(stack, "truth_accuracy",
+                                 lambda sel: truth_accuracy(decided, y_true, sel), group)  # noqa: B023
         self._collect_reliability(approved)
 
     def _collect_reliability(self, approved: torch.Tensor) -> None:
@@ -314,11 +314,11 @@ class RecourseDynamics(mesa.Model):
             if self.round - lag < 1 or not cohort.any():
                 continue
             for stack in self.stacks:
-                i = stack.systems
+                decided, members = approved[stack.systems], cohort[stack.systems]
                 # A system without such a cohort (or a group without one) has no row, not a NaN.
                 self._add_metric(stack, f"reliability_lag{lag}",
-                                 lambda sel: approval_rate(approved[i], _both(cohort[i], sel)), self.people.group,
-                                 skip_missing=True)
+                                 lambda sel: approval_rate(decided, _both(members, sel)),  # noqa: B023
+                                 self.people.group, skip_missing=True)
 
     def _collect_shift_metrics(self) -> None:
         for stack in self.stacks:

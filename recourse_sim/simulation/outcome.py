@@ -51,7 +51,8 @@ def resolve_truth(settings: AgentSettings, train: Dataset, test: Dataset, seed: 
         settings.check_data(train)
         return train.truth
     oracle_seed = int(np.random.SeedSequence(seed, spawn_key=(_ORACLE_STREAM,)).generate_state(1)[0])
-    return fit_oracle(torch.cat([train.X, test.X]), torch.cat([train.y, test.y]), seed=oracle_seed, device=device)
+    rows, labels = torch.cat([train.X, test.X]), torch.cat([train.y, test.y])
+    return fit_oracle(rows, labels, seed=oracle_seed, device=str(device))
 
 
 @dataclass
