@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import typing
 import urllib.request
 from pathlib import Path
 
@@ -371,7 +372,8 @@ def test_the_hidden_costs_figure_shows_the_cost_metrics_that_exist(dashboard_mod
     # in COST_METRICS' order, only those present; a metric outside COST_METRICS (f1) is not a cost
     assert list(panels) == [metric_label("lender_loss"), metric_label("validity")]
     assert panels[metric_label("lender_loss")] == ["generic", "none"] and panels[metric_label("validity")] == ["generic"]
-    assert {"recourse_cost", "validity", "collateral_rejections"} <= set(dashboard_module.COST_METRICS)
+    assert {"recourse_cost", "validity", "collateral_rejections", "collateral_approvals", "lender_loss",
+            "truth_accuracy", "approval_rate", "acted_share"} <= set(dashboard_module.COST_METRICS)
     nothing = dashboard_module.plot_costs(frame[frame.metric == "f1"], "generator", legend=False)
     assert not nothing.axes and "Nothing measured yet" in nothing.texts[0].get_text()
     assert nothing._suptitle.get_text() == "Hidden costs of recourse"
@@ -399,6 +401,164 @@ def test_a_comparison_that_cannot_be_built_leaves_the_main_system_running(dashbo
     assert "no_such_generator" in model.error and "without the comparison systems" in model.error
     assert model.controls["compare_generators"] == [] and len(model.systems) == 1
     assert model.controls["generator"] == "gravitational" and model.controls["lambda_extcost"] == 2.0
+
+
+# ------------------------------------------------------------------------------------------------ the agents
+def agents_scenario(tmp_path: Path, agents: str) -> Path:
+    """The tiny scenario with an ``[agents]`` table."""
+    path = tiny_scenario(tmp_path)
+    path.write_text(path.read_text() + "[agents]\n" + textwrap.dedent(agents))
+    return path
+
+
+def test_the_agent_controls_start_at_agent_settings_defaults(dashboard_module):
+    """Without a scenario file every agent control starts at AgentSettings' own default (read here from the
+    dataclass, not re-typed: changing a default there moves the control with it), the pickers offer what the
+    fields' Literal types allow, and the run is the reference protocol: nothing about agents in the settings."""
+    from recourse_sim.simulation import agents
+
+    defaults = agents.AgentSettings()
+    params = dashboard_module.model_params(dashboard_module.base_scenario())
+    values = dashboard_module.initial_values(params)
+    for name in ("outcome", "choice", "compliance", "cost_aversion", "move_fraction", "over_budget"):
+        assert values[name] == getattr(defaults, name), name
+        assert params[name]["agents"], name
+    assert values["budget_on"] is (defaults.budget is not None)
+    assert values["groups"] == (defaults.groups or "none")
+    for name in ("compliance", "cost_aversion", "move_fraction"):
+        assert params[name]["min"] <= values[name] <= params[name]["max"], name
+    assert (params["compliance"]["min"], params["compliance"]["max"]) == (0.0, 1.0)
+    assert (params["move_fraction"]["min"], params["move_fraction"]["max"]) == (0.1, 1.0)
+    for name, kind in (("outcome", agents.Outcome), ("choice", agents.Choice), ("over_budget", agents.OverBudget)):
+        assert tuple(params[name]["options"]) == typing.get_args(kind), name
+    model = dashboard_module.DashboardDynamics(**(values | {"n_samples": 100, "rounds": 1, "fast_retraining": True}))
+    assert model.error is None and model.scenario.agents == defaults
+    assert "agents" not in model.settings_line()
+    # an option that differs is named, and only that one
+    cheapest = dashboard_module.rebuild(model, choice="cheapest")
+    assert cheapest.scenario.agents == dataclasses.replace(defaults, choice="cheapest")
+    assert cheapest.settings_line().endswith("· agents: choice = cheapest")
+
+
+def test_a_scenario_agents_table_starts_the_controls_and_a_distribution_is_kept(dashboard_module, tmp_path):
+    path = agents_scenario(tmp_path, """
+        choice = "cheapest"
+        cost_aversion = 0.5
+        compliance = {distribution = "beta", mean = 0.6, concentration = 4}
+        budget = 3.0
+        over_budget = "partial"
+    """)
+    model = dashboard_module.DashboardDynamics(scenario=str(path), rounds=1, fast_retraining=True)
+    c = model.controls
+    assert model.error is None
+    assert (c["choice"], c["cost_aversion"], c["budget_on"], c["budget"], c["over_budget"]) == \
+        ("cheapest", 0.5, True, 3.0, "partial")
+    table = {"distribution": "beta", "mean": 0.6, "concentration": 4}
+    assert c["compliance"] is None and model.scenario.agents.compliance == table  # kept, not flattened
+    line = model.settings_line()
+    assert "compliance = beta(mean 0.6, concentration 4) from the scenario (its slider replaces it)" in line
+    assert "choice = cheapest" in line and "budget = 3" in line and "over_budget = partial" in line
+    # the slider sits at the distribution's mean and says what it stands for
+    value, note = dashboard_module.trait_slider(model, "compliance")
+    assert value == 0.6 and "beta" in note
+    # another control leaves the table alone; moving its own slider replaces it
+    moved = dashboard_module.rebuild(model, move_fraction=0.5)
+    assert moved.scenario.agents.compliance == table and moved.scenario.agents.move_fraction == 0.5
+    replaced = dashboard_module.rebuild(moved, compliance=0.3)
+    assert replaced.scenario.agents.compliance == 0.3 and "beta" not in replaced.settings_line()
+    assert "compliance = 0.3" in replaced.settings_line()
+    assert dashboard_module.rebuild(replaced, budget_on=False).scenario.agents.budget is None
+
+
+def test_the_agent_controls_reach_the_simulation(dashboard_module):
+    """Compliance 0: recipients are chosen but nobody moves; half the way: the movers' share is 0.5; outcome
+    "unchanged": the recorded labels never change although people move (and do change under the paper's rule)."""
+    common = {"n_samples": 200, "rounds": 3, "fast_retraining": True}
+    nobody = dashboard_module.DashboardDynamics(compliance=0.0, **common)
+    for _ in range(2):
+        nobody.step()
+    frame = nobody.results()
+    train = nobody.config.train
+    assert frame[frame.metric == "n_recourse"]["value"].min() > 0  # recipients were chosen...
+    assert torch.equal(nobody.population.X[0], train.X) and (nobody.population.recourse_round == -1).all()
+    assert (frame[frame.metric == "acted_share"]["value"] == 0).all()  # ...and none acted
+    assert dashboard_module.acted_text(nobody) == "Round 2: recipients who acted on their recourse: generic 0%"
+
+    half = dashboard_module.DashboardDynamics(move_fraction=0.5, **common)
+    half.step()
+    frame = half.results()
+    assert frame[frame.metric == "move_fraction"]["value"].tolist() == [0.5]
+
+    labels = {}
+    for outcome in ("unchanged", "model"):
+        model = dashboard_module.DashboardDynamics(outcome=outcome, **common)
+        for _ in range(3):
+            model.step()
+        assert (model.population.recourse_round >= 0).any() and not torch.equal(model.population.X[0], train.X)
+        labels[outcome] = model.population.y[0]
+    assert torch.equal(labels["unchanged"], train.y)
+    assert not torch.equal(labels["model"], train.y)
+
+
+def test_groups_are_reported_and_drawn_per_system_and_group(dashboard_module):
+    model = dashboard_module.DashboardDynamics(groups="random", compare_generators=["none"], n_samples=200,
+                                               rounds=3, fast_retraining=True)
+    assert model.error is None and dashboard_module.has_groups(model)
+    assert "agents: groups = random" in model.settings_line()
+    for _ in range(2):
+        model.step()
+    frame = model.results()
+    assert dashboard_module.acted_text(model).endswith("acted on their recourse: generic 100%")  # not the control
+    for metric in ("approval_rate", "validity"):
+        for group in ("group_a", "group_b"):
+            rows = frame[frame.metric == f"{metric}[{group}]"]
+            assert sorted(rows["round"].unique()) == [1, 2], (metric, group)
+    panels = labelled_panels(dashboard_module.groups_figure(model))
+    assert panels[metric_label("approval_rate")] == ["generic · group_a", "none · group_a", "generic · group_b",
+                                                      "none · group_b"]
+    assert panels[metric_label("validity")] == ["generic · group_a", "generic · group_b"]  # the control has none
+    # each line runs through its system's values for its group
+    axes = {ax.get_title(): ax for ax in dashboard_module.groups_figure(model).axes if ax.axison}
+    for line in axes[metric_label("approval_rate")].get_lines():
+        generator, group = line.get_label().split(" · ")
+        expected = frame[(frame.metric == f"approval_rate[{group}]") & (frame.generator == generator)]
+        np.testing.assert_allclose(line.get_ydata(), expected.sort_values("round")["value"], rtol=1e-6)
+    # one system: a line per group, named by the group
+    alone = dashboard_module.rebuild(model, compare_generators=[])
+    alone.step()
+    assert labelled_panels(dashboard_module.groups_figure(alone))[metric_label("approval_rate")] == \
+        ["group_a", "group_b"]
+    assert not dashboard_module.has_groups(dashboard_module.rebuild(alone, groups="none"))
+
+
+def test_the_groups_picker_offers_the_datas_attributes(dashboard_module):
+    from recourse_sim.simulation.agents import AgentSettings
+
+    rng = np.random.default_rng(0)
+    two_d = list(dashboard_module.group_options(DATASETS["overlapping"](100, rng), AgentSettings()))
+    assert two_d == ["none", "random", "x1", "x2"]
+    credit = dashboard_module.group_options(DATASETS["credit_default"](200, rng), AgentSettings())
+    assert {"SEX", "EDUCATION", "MARRIAGE"} <= set(credit) and not any("_" in key for key in credit)
+    model = dashboard_module.DashboardDynamics(groups="x1", n_samples=100, rounds=1, fast_retraining=True)
+    assert model.error is None and len(model.people.group_names) == 2
+    assert model.people.group_names[0].startswith("x1<")
+    # a grouping by the data's features does not carry over to other data; a random split does
+    assert dashboard_module.rebuild(model, dataset="moons").controls["groups"] == "none"
+    random = dashboard_module.rebuild(model, groups="random")
+    assert dashboard_module.rebuild(random, dataset="moons").controls["groups"] == "random"
+
+
+def test_a_bad_agent_combination_falls_back_and_says_why(dashboard_module, tmp_path):
+    path = agents_scenario(tmp_path, 'truth = "none"\n')
+    model = dashboard_module.DashboardDynamics(scenario=str(path), outcome="truth", compare_generators=["generic"],
+                                               rounds=1, fast_retraining=True)
+    assert "could not build" in model.error and "agents.truth" in model.error
+    assert "agent settings the page started with" in model.error
+    assert model.controls["outcome"] == "model" and len(model.systems) == 2  # the comparison stays
+    model.step()
+    assert model.error.startswith("could not build") and model.round == 1
+    again = dashboard_module.rebuild(model, outcome="truth")  # what the picker does
+    assert "agents.truth" in again.error and again.controls["outcome"] == "model"
 
 
 def test_cli_dashboard_help_and_bad_scenario(tmp_path):
@@ -498,6 +658,42 @@ def test_the_comparison_pickers_add_systems_at_once(dashboard_module, tmp_path):
         rc.find(v.Select, label="Compare with generators").widget.v_model = []
         rc.find(v.Select, label="Compare with models").widget.v_model = []
         assert " vs " not in page_text(rc, "recourse-settings")  # back to one system
+    finally:
+        rc.close()
+
+
+def test_the_agents_card_applies_each_control_at_once(dashboard_module, tmp_path):
+    import ipyvuetify as v
+    import ipywidgets
+
+    rc = render_page(dashboard_module, fast_scenario(tmp_path))
+    try:
+        assert "agents" not in page_text(rc, "recourse-settings")  # the reference protocol
+        outcome = rc.find(v.Select, label="Outcome of a move").widget
+        assert [item["value"] for item in outcome.items] == ["model", "truth", "unchanged"]
+        outcome.v_model = "unchanged"
+        assert page_text(rc, "recourse-settings").endswith("agents: outcome = unchanged")
+        rc.find(v.Slider, label="Compliance: chance of acting = 1.00").widget.fire_event("change", 0.0)
+        assert "agents: outcome = unchanged, compliance = 0" in page_text(rc, "recourse-settings")
+        rc.find(v.Btn, children=["Step"]).widget.click()
+        assert page_text(rc, "recourse-acted") == "Round 1: recipients who acted on their recourse: gravitational 0%"
+        # the budget: its amount and rule appear once switched on
+        assert not [w for w in rc.find(v.Slider).widgets if w.label.startswith("Budget")]
+        rc.find(v.Switch, label="A budget per person").widget.v_model = True
+        assert "budget = 1" in page_text(rc, "recourse-settings")
+        rc.find(v.Select, label="Over budget").widget.v_model = "partial"
+        assert "over_budget = partial" in page_text(rc, "recourse-settings")
+        assert rc.find(v.Slider, label="Budget (cost units: SDs moved) = 1.0").widget.max == 10.0
+        # groups: the 2-D data's features are offered; a grouping adds the per-group figure
+        groups = rc.find(v.Select, label="Groups (metrics per group)").widget
+        assert [item["value"] for item in groups.items] == ["none", "random", "x1", "x2"]
+        figures = len(rc.find(ipywidgets.Image).widgets)  # population, trajectories, hidden costs
+        groups.v_model = "x1"
+        assert "groups = x1" in page_text(rc, "recourse-settings")
+        assert page_text(rc, "recourse-status") == "Round 0 of 3 (running)"
+        assert len(rc.find(ipywidgets.Image).widgets) == figures + 1  # and recourse by group
+        groups = rc.find(v.Select, label="Groups (metrics per group)").widget
+        assert groups.v_model == "x1" and [item["value"] for item in groups.items] == ["none", "random", "x1", "x2"]
     finally:
         rc.close()
 
@@ -706,6 +902,22 @@ def test_dashboard_in_headless_chromium(tmp_path):
                                        arg=[".recourse-metrics img", *second], timeout=60_000)
                 assert page.locator(".recourse-control-compare_generators .v-chip").all_inner_texts() == ["generic"]
                 page.screenshot(path=str(tmp_path / "dashboard_side_by_side.png"), full_page=True)
+                # an agent control through the page: compliance to its minimum (the slider's Home key), then a round
+                # in which both systems' recipients are chosen but none acts on the recourse
+                assert page.locator(".recourse-acted").count() == 0  # the reference protocol: everyone acts
+                compliance = page.locator(".recourse-control-compliance [role=slider]")
+                compliance.scroll_into_view_if_needed()
+                compliance.press("Home")
+                page.locator(".recourse-settings").get_by_text("agents: compliance = 0").wait_for(timeout=60_000)
+                page.locator(".recourse-status").get_by_text("Round 0 of 10").wait_for(timeout=60_000)
+                step.click()
+                page.locator(".recourse-status").get_by_text("Round 1 of 10").wait_for(timeout=60_000)
+                acted = page.locator(".recourse-acted").first
+                acted.wait_for(timeout=60_000)
+                assert acted.inner_text() == ("Round 1: recipients who acted on their recourse: gravitational 0%, "
+                                              "generic 0%")
+                assert page.get_by_text("Compliance: chance of acting = 0.00").count() == 1
+                page.screenshot(path=str(tmp_path / "dashboard_agents.png"), full_page=True)
             finally:
                 browser.close()
     finally:

@@ -37,21 +37,40 @@ architecture, search settings, metric settings).
   main generator only; the same generator added as a comparison is labelled "(defaults)" or "(scenario
   values)"). The settings line lists each comparison with its values; the title names every system. Nothing is
   compared at first: the default is one system.
+- Agents (sidebar, "Agents"; :mod:`~recourse_sim.viz.agent_controls`): how recipients act on recourse, the
+  options of :class:`~recourse_sim.simulation.agents.AgentSettings` (the scenario's ``[agents]``): the outcome
+  model (the model's prediction, the truth, unchanged), which of the K counterfactuals is implemented (at random,
+  the cheapest valid, the most confident), compliance (0-1), cost aversion, the share of the way moved (0.1-1),
+  a budget per person (a switch, then its amount and the over-budget rule: refuse or partial), and the groups
+  whose metrics are reported apart (none, a random split, the data's categorical attributes such as ``SEX``, or
+  for data without any, e.g. 2-D data, a split of a feature). They apply at once like every other control. They
+  start at the scenario's ``[agents]`` values, else at ``AgentSettings``' defaults (read from the dataclass; a
+  picker offers what its field's ``Literal`` allows); a trait the scenario sets as a distribution table is kept
+  (its slider sits at the table's centre and says so) until its slider is moved. The settings line ends with the
+  agent options that differ from the defaults (``agents: compliance = 0.5, groups = random``). A combination
+  that cannot be built (outcome "truth" with the scenario's truth "none") falls back to the agent settings the
+  page started with, and the page says why. Choosing another dataset drops a grouping by the previous data's
+  attributes.
 - Datasets are offered only where their data loads at the dashboard's starting sample size.
 - "Simulation" card: Reset (rebuild with the same settings), play/pause and Step, and the round counter.
 - Views: the population in 2-D (PCA for d > 2) coloured by label and by received recourse, with the current
   decision boundary (several systems: one panel per system, :data:`POPULATION_COLUMNS` to a row, each with its
   own population, recipients and boundary on shared axes); metric trajectories (domain MMD, model MMD, test
-  accuracy, validity) and the "Hidden costs of recourse" (those of :data:`COST_METRICS` the results hold),
-  updated every round, one line per system (hue: the generator, or "model / generator" when models differ).
+  accuracy, validity) and the "Hidden costs of recourse" (those of :data:`COST_METRICS` the results hold:
+  collateral rejections and approvals, lender loss, accuracy against the truth, movers truly improved, approval
+  rate, recipients who acted, movers' own cost, cost and validity of recourse), under a line saying which share
+  of the latest round's recipients acted (once an agent option differs from the paper's), updated every round,
+  one line per system (hue: the generator, or "model / generator" when models differ). With groups, "Recourse by
+  group" adds the approval rate, validity, share who acted and lender loss per group, one line per system x
+  group, so that a gap recourse opens or widens between groups shows.
 
 The page is built from Solara components rather than Mesa's ``SolaraViz`` (whose Reset-only parameter
 handling, page tabs and threading switches a user cannot act on changed from one Mesa release to the next);
 the model is :class:`DashboardDynamics`, a Mesa model (:class:`~recourse_sim.simulation.RecourseDynamics`)
 built from the controls (the main model x generator, plus any comparison systems, one repetition; a generator's
-keywords are keywords of the model too, ``DashboardDynamics(generator="eccco", lambda_set_size=0.2,
-compare_generators=["generic", "none"])``), with shift metrics every round and no permutation test (p-values are
-skipped to keep a round interactive).
+keywords and the agent controls are keywords of the model too, ``DashboardDynamics(generator="eccco",
+lambda_set_size=0.2, compare_generators=["generic", "none"], compliance=0.5, groups="random")``), with shift
+metrics every round and no permutation test (p-values are skipped to keep a round interactive).
 """
 
 from __future__ import annotations
@@ -88,12 +107,27 @@ from recourse_sim.reporting.trajectories import plot_trajectory_grid
 from recourse_sim.scenarios import embedded
 from recourse_sim.simulation import RecourseDynamics
 from recourse_sim.simulation.config import SimulationConfig
+from recourse_sim.viz.agent_controls import (
+    AGENT_CONTROLS,
+    AGENTS_TEXT,
+    TRAITS,
+    acted_line,
+    agent_control_specs,
+    agent_settings,
+    agent_start,
+    agents_changed,
+    controls_for_dataset,
+    group_options,
+    plot_groups,
+    trait_centre,
+    trait_text,
+)
 
 SCENARIO_ENV = "RECOURSE_SIM_SCENARIO"
 DASHBOARD_METRICS = ("domain_mmd", "model_mmd", "accuracy", "validity")
 #: The "Hidden costs of recourse" figure: a panel for each of these that the results hold (others are skipped).
-COST_METRICS = ("collateral_rejections", "collateral_approvals", "lender_loss", "truth_accuracy", "approval_rate",
-                "recourse_cost", "validity")
+COST_METRICS = ("collateral_rejections", "collateral_approvals", "lender_loss", "truth_accuracy", "truly_improved",
+                "approval_rate", "acted_share", "agent_cost", "recourse_cost", "validity")
 #: Population panels per row when several systems run side by side (more wrap onto further rows).
 POPULATION_COLUMNS = 2
 #: The dashboard's starting sample size without a scenario file (the embedded default's 1,000 make a round slow).
@@ -107,7 +141,7 @@ COMPARISON_TEXT = ("Side by side: each added generator or model runs on the same
 PLAY_PAUSE_S = 0.05  # breathing time between rounds while playing, so the page can redraw
 #: The controls that are not a generator's keyword (no registered generator may take a keyword of these names).
 SCENARIO_CONTROLS = ("dataset", "n_samples", "model", "generator", "compare_generators", "compare_models",
-                     "recourse_share", "rounds", "seed", "fast_retraining")
+                     "recourse_share", "rounds", "seed", "fast_retraining", *AGENT_CONTROLS)
 #: How a comparison generator is labelled when its picker key is already the main system's label.
 SAME_NAME_SUFFIX = {"registry": " (defaults)", "scenario": " (scenario values)"}
 #: Generator keywords with a symbol: (slider label, short form in the settings line); others show the keyword.
@@ -150,9 +184,11 @@ def base_scenario(path: str | os.PathLike | None = None) -> Scenario:
 @lru_cache(maxsize=1)
 def _default_scenario() -> Scenario:
     """The embedded default scenario with its first model and generator (logistic regression, generic recourse),
-    :class:`SimulationConfig`'s default number of rounds (the paper's 50) and :data:`SAMPLES` samples."""
+    :class:`SimulationConfig`'s default number of rounds (the paper's 50), :data:`SAMPLES` samples and
+    :class:`~recourse_sim.simulation.agents.AgentSettings`' defaults (the reference protocol)."""
     default = Scenario.from_toml(embedded("default"))
     raw = default.model_dump(mode="json", exclude_none=True)
+    raw.pop("agents", None)  # the agent controls start at AgentSettings' own defaults
     raw.update(name="dashboard", rounds=simulation_default("rounds"),
                data={**raw["data"], "n_samples": SAMPLES}, models=raw["models"][:1], generators=raw["generators"][:1])
     return Scenario.from_dict(raw)
@@ -284,15 +320,19 @@ def check_controls(controls: Mapping) -> None:
 
 def resolve_controls(base: Scenario, controls: Mapping) -> dict:
     """Every control's value: ``controls``' own (``None``: not set); the rest from ``base`` (its data, first
-    model, first generator entry, mu, rounds, seed; no comparison systems) and, for the chosen generator's numeric
-    keywords, from the entry's own values, else its factory's defaults. Keywords the chosen generator does not
-    take are dropped, and so is a comparison model that is the main one."""
+    model, first generator entry, mu, rounds, seed, ``[agents]``; no comparison systems) and, for the chosen
+    generator's numeric keywords, from the entry's own values, else its factory's defaults. Keywords the chosen
+    generator does not take are dropped, and so is a comparison model that is the main one. A ``budget`` given
+    without ``budget_on`` switches the budget on; a trait left at ``None`` keeps ``base``'s distribution table
+    (see :func:`~recourse_sim.viz.agent_controls.agent_start`)."""
     check_controls(controls)
     start = {"dataset": base.data.name, "n_samples": int(base.data.n_samples or SAMPLES), "model": base.models[0].name,
              "generator": entry_keys(base)[0], "compare_generators": [], "compare_models": [],
              "recourse_share": float(base.recourse_share), "rounds": int(base.rounds), "seed": int(base.seed),
-             "fast_retraining": False}
+             "fast_retraining": False, **agent_start(base.agents)}
     given = {k: v for k, v in controls.items() if v is not None}
+    if "budget" in given and "budget_on" not in given:
+        given["budget_on"] = True
     resolved = start | {k: v for k, v in given.items() if k in SCENARIO_CONTROLS}
     resolved["compare_generators"] = unique_keys(resolved["compare_generators"])
     resolved["compare_models"] = [m for m in unique_keys(resolved["compare_models"]) if m != resolved["model"]]
@@ -365,17 +405,20 @@ def dashboard_scenario(
     fast_retraining: bool,
     compare_generators: Sequence[str] = (),
     compare_models: Sequence[str] = (),
-    **generator_params: float,
+    **options,
 ) -> Scenario:
-    """The controls' systems (one repetition); everything else from ``base``.
+    """The controls' systems (one repetition) and agents; everything else from ``base``.
 
     The main system is ``model`` x ``generator``: ``generator`` is a picker entry (see :func:`generator_keys`);
-    ``generator_params`` set its factory's numeric keywords (those not given start at the entry's own values,
-    else the factory's defaults; keywords of other generators are dropped), each passed to the factory
-    explicitly. ``compare_generators`` (picker entries, at their own values: see :func:`comparison_entry`) and
-    ``compare_models`` (registered models) add comparison systems: every model x every generator, all on the same
-    population with the same recipients (the scenario's ``pairing``). With neither, one system runs."""
-    check_controls(generator_params)
+    ``options`` are the agent controls (:data:`~recourse_sim.viz.agent_controls.AGENT_CONTROLS`; those not
+    given keep ``base``'s ``[agents]``, see :func:`~recourse_sim.viz.agent_controls.agent_settings`) and the
+    generator's numeric keywords (those not given start at the entry's own values, else the factory's defaults;
+    keywords of other generators are dropped), each passed to the factory explicitly. ``compare_generators``
+    (picker entries, at their own values: see :func:`comparison_entry`) and ``compare_models`` (registered
+    models) add comparison systems: every model x every generator, all on the same population with the same
+    recipients (the scenario's ``pairing``). With neither, one system runs."""
+    check_controls(options)
+    generator_params = {k: v for k, v in options.items() if k not in AGENT_CONTROLS}
     raw = base.model_dump(mode="json", exclude_none=True)
     data = dict(raw["data"]) if dataset == base.data.name else {"name": dataset}
     data["n_samples"] = int(n_samples)
@@ -386,7 +429,7 @@ def dashboard_scenario(
     compared = [comparison_entry(base, key, gen_cfg["label"]) for key in unique_keys(compare_generators)]
     raw.update(
         name="dashboard", seed=int(seed), rounds=int(rounds), repetitions=1, recourse_share=float(recourse_share),
-        data=data, models=models, generators=[gen_cfg, *compared],
+        data=data, models=models, generators=[gen_cfg, *compared], agents=agent_settings(base.agents, options),
         metrics={**raw["metrics"], "evaluate_every": 1, "permutations": 0},
     )
     return Scenario.from_dict(raw, source="dashboard")
@@ -424,14 +467,15 @@ def _loads(base: Scenario, dataset: str, n_samples: int) -> bool:
 class DashboardDynamics(RecourseDynamics):
     """The simulation behind the dashboard: a :class:`RecourseDynamics` built from the dashboard's controls.
 
-    Every keyword is a control (see the module docstring), the chosen generator's numeric keywords included
-    (``generator="eccco", lambda_set_size=0.2``); a control left out (``None``) starts where the page starts
-    (see :func:`resolve_controls`). ``compare_generators`` and ``compare_models`` add comparison systems that run
-    on the same population, in lock-step, with the same recipients (``compare_generators=["generic", "none"]``);
-    system 0 is always the main one. ``scenario`` (a TOML path, fixed) supplies the rest. A configuration that
-    cannot be built falls back to the same setup without its comparison systems, then to the generic generator
-    with its starting values, then to the starting setup (``self.error`` says why, ``self.controls`` holds what
-    runs, and the page shows both); an error in a round stops the run and is shown instead of crashing the page.
+    Every keyword is a control (see the module docstring), the chosen generator's numeric keywords and the agent
+    controls included (``generator="eccco", lambda_set_size=0.2, compliance=0.5, groups="random"``); a control
+    left out (``None``) starts where the page starts (see :func:`resolve_controls`). ``compare_generators`` and
+    ``compare_models`` add comparison systems that run on the same population, in lock-step, with the same
+    recipients (``compare_generators=["generic", "none"]``); system 0 is always the main one. ``scenario`` (a
+    TOML path, fixed) supplies the rest. A configuration that cannot be built falls back to the same setup with
+    the agent settings the page started with (the scenario's), then without its comparison systems, then to the generic generator with its
+    starting values, then to the starting setup (``self.error`` says why, ``self.controls`` holds what runs, and
+    the page shows both); an error in a round stops the run and is shown instead of crashing the page.
     """
 
     def __init__(
@@ -447,7 +491,7 @@ class DashboardDynamics(RecourseDynamics):
         scenario: str | None = None,
         compare_generators: Sequence[str] | None = None,
         compare_models: Sequence[str] | None = None,
-        **generator_params: float,
+        **options,
     ) -> None:
         base = base_scenario(scenario)
         self.scenario_path = scenario
@@ -455,12 +499,14 @@ class DashboardDynamics(RecourseDynamics):
         given = dict(dataset=dataset, n_samples=n_samples, model=model, generator=generator,
                      recourse_share=recourse_share, rounds=rounds, seed=seed, fast_retraining=fast_retraining,
                      compare_generators=compare_generators or None, compare_models=compare_models or None)
-        check_controls(generator_params)  # a keyword no generator takes is a mistake, not a fallback
+        check_controls(options)  # a keyword no generator takes is a mistake, not a fallback
         self.error: str | None = None
         alone = {"compare_generators": None, "compare_models": None}
+        scenario_agents = {k: v for k, v in options.items() if k not in AGENT_CONTROLS}
         fallbacks = [  # (what the page says, base scenario, controls)
-            ("", base, given | generator_params),
-            ("running without the comparison systems", base, given | generator_params | alone),
+            ("", base, given | options),
+            ("running with the agent settings the page started with", base, given | scenario_agents),
+            ("running without the comparison systems", base, given | options | alone),
             ("showing the generic generator instead", base, given | {"generator": "generic"}),
             ("showing the default setup instead", base_scenario(None), {}),
         ]
@@ -514,9 +560,10 @@ class DashboardDynamics(RecourseDynamics):
 
     def settings_line(self) -> str:
         """The values behind the controls, every keyword passed to the main generator included, then each
-        comparison generator with the values it runs with and the models, e.g. ``generic · γ = 0.5 · λ₁ = 0.1 ·
-        step_size = 0.01 · max_steps = 100 · vs gravitational (defaults) · vs none (no recourse, control) · μ =
-        0.05 · seed 42 · retraining: paper (batch 1)``."""
+        comparison generator with the values it runs with and the models, then the agent options that differ from
+        the defaults (see :func:`~recourse_sim.viz.agent_controls.agents_changed`), e.g. ``generic · γ = 0.5 · λ₁
+        = 0.1 · step_size = 0.01 · max_steps = 100 · vs gravitational (defaults) · vs none (no recourse, control)
+        · μ = 0.05 · seed 42 · retraining: paper (batch 1) · agents: compliance = 0.5, groups = random``."""
         c = self.controls
         spec = self.scenario.generators[0]
         order = list(inspect.signature(GENERATORS[spec.name]).parameters)
@@ -528,6 +575,9 @@ class DashboardDynamics(RecourseDynamics):
             parts.append("models: " + " vs ".join(self.config.models))
         parts += [f"μ = {c['recourse_share']:g}", f"seed {c['seed']}",
                   "retraining: " + (f"batches of {FAST_BATCH}" if c["fast_retraining"] else "paper (batch 1)")]
+        changed = agents_changed(self.scenario.agents)
+        if changed:
+            parts.append("agents: " + ", ".join(changed))
         return " · ".join(parts)
 
     def title(self) -> str:
@@ -553,10 +603,15 @@ class DashboardDynamics(RecourseDynamics):
 def rebuild(model: DashboardDynamics, **changes) -> DashboardDynamics:
     """A fresh simulation (round 0) with ``model``'s controls and ``changes``: what a control change and Reset
     do. Choosing a generator also loads its own values (the scenario entry's, else its factory's defaults)
-    into its sliders."""
+    into its sliders; choosing a dataset drops a grouping by the previous data's attributes; setting a budget
+    switches it on."""
     controls = dict(model.controls)
     if "generator" in changes and changes["generator"] != controls["generator"]:
         controls = controls_for_generator(model.base, controls, changes["generator"])
+    if "dataset" in changes:
+        controls = controls_for_dataset(controls, changes["dataset"])
+    if "budget" in changes:
+        changes.setdefault("budget_on", True)
     return DashboardDynamics(**(controls | changes), scenario=model.scenario_path)
 
 
@@ -646,6 +701,27 @@ def plot_costs(frame: pd.DataFrame, hue: str, legend: bool) -> Figure:
     return figure
 
 
+def groups_figure(model: DashboardDynamics) -> Figure:
+    """"Recourse by group" for ``model``, one line per system x group (see
+    :func:`~recourse_sim.viz.agent_controls.plot_groups`)."""
+    frame, hue = results_by_system(model)
+    return plot_groups(frame, hue, several=len(model.systems) > 1)
+
+
+def acted_text(model: DashboardDynamics) -> str:
+    """Who acted on the latest round's recourse, per system (see
+    :func:`~recourse_sim.viz.agent_controls.acted_line`); the no-recourse control is left out: its recipients are
+    given nothing to act on."""
+    frame, hue = results_by_system(model)
+    controls = [s.label for s, control in zip(model.systems, model.is_control.tolist()) if control]
+    return acted_line(frame[~frame["system"].isin(controls)], hue)
+
+
+def has_groups(model: DashboardDynamics) -> bool:
+    """Whether ``model``'s individuals fall into several groups (the agents' ``groups``)."""
+    return len(model.people.group_names) > 1
+
+
 @solara.component
 def PopulationView(model: DashboardDynamics, round_: int):
     """The population in 2-D by label and by received recourse, with the current decision boundary; one panel
@@ -669,10 +745,25 @@ def MetricsView(model: DashboardDynamics, round_: int):
 
 @solara.component
 def CostsView(model: DashboardDynamics, round_: int):
-    """The hidden costs of recourse (see :func:`costs_figure`)."""
+    """The hidden costs of recourse (see :func:`costs_figure`), under a line on who acted on the latest round's
+    recourse (once an agent option differs from the paper's)."""
     figure = solara.use_memo(lambda: costs_figure(model), [id(model), round_])
+    acted = solara.use_memo(lambda: acted_text(model), [id(model), round_])
     with solara.Column(classes=["recourse-costs"]) as view:
+        if acted:
+            solara.Text(acted, classes=["recourse-acted"], style={"font-size": "0.85em"})
         solara.FigureMatplotlib(figure, format="png", dpi=90, dependencies=[id(model), round_])
+    return view
+
+
+@solara.component
+def GroupsView(model: DashboardDynamics, round_: int):
+    """Recourse by group (see :func:`groups_figure`), where the agents fall into groups; nothing otherwise."""
+    grouped = has_groups(model)
+    figure = solara.use_memo(lambda: groups_figure(model) if grouped else None, [id(model), round_])
+    with solara.Column(classes=["recourse-groups"]) as view:
+        if figure is not None:
+            solara.FigureMatplotlib(figure, format="png", dpi=90, dependencies=[id(model), round_])
     return view
 
 
@@ -680,8 +771,10 @@ def CostsView(model: DashboardDynamics, round_: int):
 def model_params(base: Scenario, scenario_path: str | None = None) -> dict:
     """The controls (Mesa's ``model_params`` format: ``type``, ``value``, range, ``label``), starting from
     ``base``'s values, with one slider per numeric keyword of ``base``'s first generator (marked ``keyword``;
-    the page shows the chosen generator's, see :func:`generator_controls`), and the comparison systems
-    (``SelectMultiple``, none at first); ``scenario`` is the fixed path."""
+    the page shows the chosen generator's, see :func:`generator_controls`), the comparison systems
+    (``SelectMultiple``, none at first) and the agent controls (marked ``agents``, starting at ``base``'s
+    ``[agents]``, see :func:`~recourse_sim.viz.agent_controls.agent_control_specs`); ``scenario`` is the fixed
+    path."""
     start = resolve_controls(base, {})
     return {
         "dataset": {"type": "Select", "value": start["dataset"], "values": offered_datasets(base), "label": "Dataset"},
@@ -701,6 +794,7 @@ def model_params(base: Scenario, scenario_path: str | None = None) -> dict:
         "seed": {"type": "SliderInt", "value": start["seed"], "min": 0, "max": 1000, "step": 1, "label": "Seed"},
         "fast_retraining": {"type": "Checkbox", "value": start["fast_retraining"],
                             "label": f"Fast retraining (batches of {FAST_BATCH})"},
+        **agent_control_specs(base.agents),
         "scenario": scenario_path,
     }
 
@@ -716,13 +810,16 @@ def slider_label(spec: dict, value) -> str:
 
 
 @solara.component
-def Slider(name: str, spec: dict, value, on_apply):
-    """A slider that shows its value and applies it when released (dragging only moves the shown value)."""
+def Slider(name: str, spec: dict, value, on_apply, note: str = ""):
+    """A slider that shows its value and applies it when released (dragging only moves the shown value);
+    ``note`` follows the value in the label until the slider is moved."""
     cast = int if spec["type"] == "SliderInt" else float
     shown, set_shown = solara.use_state(value, key=f"{name}-{value}")  # restarts when the applied value changes
     label = slider_label(spec, shown)
     if cast(shown) != cast(value):
         label += " (release to apply)"
+    elif note:
+        label += f" {note}"
     slider = rv.Slider(v_model=shown, on_v_model=lambda v: set_shown(cast(v)), label=label, min=spec["min"],
                        max=spec["max"], step=spec["step"], thumb_label=True, hide_details=True,
                        class_=f"recourse-control recourse-control-{name}")
@@ -749,6 +846,51 @@ def MultiPick(name: str, label: str, options: dict, chosen: list, on_apply):
 
 
 @solara.component
+def Pick(name: str, label: str, options: dict, chosen: str, on_apply):
+    """A picker of ``options`` (``key -> shown text``, ``chosen`` added at the end if missing); a change applies
+    at once."""
+    shown = options if chosen in options else options | {chosen: chosen}
+    items = [{"text": text, "value": key} for key, text in shown.items()]
+    return rv.Select(v_model=chosen, items=items, on_v_model=lambda key: on_apply(name, key), label=label,
+                     hide_details=True, class_=f"recourse-control recourse-control-{name}")
+
+
+def trait_slider(model: DashboardDynamics, name: str) -> tuple[float, str]:
+    """Where trait slider ``name`` sits and what its label adds: its number, or, while it keeps the scenario's
+    distribution table (control ``None``), the table's centre and a note naming the table."""
+    value = model.controls[name]
+    if value is not None:
+        return value, ""
+    table = getattr(model.scenario.agents, name)
+    return trait_centre(name, table), f"(scenario: {trait_text(table)}; move to replace)"
+
+
+@solara.component
+def AgentControls(params: dict, model: DashboardDynamics, on_apply):
+    """The "Agents" controls (those of ``params`` marked ``agents``): pickers, sliders and the budget switch; the
+    budget's amount and rule show while the switch is on, and the groups picker offers the current data's
+    attributes (see :func:`~recourse_sim.viz.agent_controls.group_options`)."""
+    c = model.controls
+    with solara.Column(classes=["recourse-agent-controls"]) as column:
+        for name, spec in params.items():
+            if not isinstance(spec, dict) or not spec.get("agents"):
+                continue
+            if name in ("budget", "over_budget") and not c["budget_on"]:
+                continue
+            if spec["type"] == "Select":
+                options = group_options(model.config.train, model.scenario.agents) if name == "groups" \
+                    else spec["options"]
+                Pick(name, spec["label"], options, c[name], on_apply)
+            elif spec["type"] == "Switch":
+                solara.Switch(label=spec["label"], value=bool(c[name]), classes=[f"recourse-control-{name}"],
+                              on_value=lambda value, name=name: on_apply(name, bool(value)))
+            else:
+                value, note = trait_slider(model, name) if name in TRAITS else (c[name], "")
+                Slider(name, spec, value, on_apply, note).key(f"agent-{name}")
+    return column
+
+
+@solara.component
 def Controls(params: dict, model: DashboardDynamics, on_apply):
     """The settings; every value shown is the one that runs (a change is applied at once). After the generator
     picker come the chosen generator's own sliders, one per numeric keyword of its factory, then the comparison
@@ -757,7 +899,7 @@ def Controls(params: dict, model: DashboardDynamics, on_apply):
     base = model.base
     with solara.Column(classes=["recourse-controls"]) as column:
         for name, spec in params.items():
-            if not isinstance(spec, dict) or spec.get("keyword"):
+            if not isinstance(spec, dict) or spec.get("keyword") or spec.get("agents"):
                 continue
             if spec["type"] == "SelectMultiple":
                 if name == "compare_generators":
@@ -788,7 +930,7 @@ def Controls(params: dict, model: DashboardDynamics, on_apply):
     return column
 
 
-COMPONENTS = [PopulationView, MetricsView, CostsView]
+COMPONENTS = [PopulationView, MetricsView, CostsView, GroupsView]
 TITLE = "recourse_sim · endogenous recourse dynamics"
 
 
@@ -802,8 +944,8 @@ def initial_state(scenario_path: str | None = None) -> tuple[dict, DashboardDyna
 
 @solara.component
 def Dashboard(params: dict, first: DashboardDynamics):
-    """The page: "Simulation" (Reset, play/pause, Step, round) and "Settings" in the sidebar, views in the main
-    area. ``first`` is the simulation to show first."""
+    """The page: "Simulation" (Reset, play/pause, Step, round), "Settings" and "Agents" in the sidebar, views in
+    the main area. ``first`` is the simulation to show first."""
     model = solara.use_reactive(first)
     playing = solara.use_reactive(False)
     tick = solara.use_reactive(0)  # bumped after each round: the model changes in place
@@ -849,6 +991,9 @@ def Dashboard(params: dict, first: DashboardDynamics):
             solara.Text("A change applies at once and restarts the simulation at round 0.",
                         style={"font-size": "0.85em"})
             Controls(params, current, apply)
+        with solara.Card("Agents"):
+            solara.Text(AGENTS_TEXT, style={"font-size": "0.85em"})
+            AgentControls(params, current, apply)
     with solara.Column():
         for note in notes:
             solara.Info(note, classes=["recourse-note"])
