@@ -26,7 +26,6 @@ class Dataset:
     schema: FeatureSchema
     name: str = "custom"
     is_part: bool = field(default=False, repr=False, compare=False)
-    truth: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         X = torch.as_tensor(self.X, dtype=torch.float32)
