@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,9 @@ import torch
 
 from recourse_sim.data.schema import FeatureSchema
 from recourse_sim.errors import DataError
+
+if TYPE_CHECKING:  # the annotation is all this module needs of it
+    from recourse_sim.data.truth import TruthModel
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,10 @@ class Dataset:
     Validated on construction: shapes agree with each other and with the schema, no NaN/inf, binary labels
     with both classes present, no constant feature (except in a part of a dataset, ``is_part``: a rare one-hot
     level may be absent from a 20 % test split, which is no fault of the data).
+
+    ``truth``: the true ``P(y = 1 | x)`` where it is known (the synthetic generators attach their exact one; real
+    data has none until an oracle is fitted, :func:`recourse_sim.data.truth.fit_oracle`); every part of the
+    dataset (``subset`` and what goes through it) keeps it.
     """
 
     X: torch.Tensor
@@ -26,6 +34,7 @@ class Dataset:
     schema: FeatureSchema
     name: str = "custom"
     is_part: bool = field(default=False, repr=False, compare=False)
+    truth: TruthModel | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         X = torch.as_tensor(self.X, dtype=torch.float32)
@@ -117,7 +126,7 @@ class Dataset:
 
     def subset(self, index: np.ndarray | torch.Tensor) -> Dataset:
         index = torch.as_tensor(index, dtype=torch.long)
-        return Dataset(self.X[index], self.y[index], self.schema, self.name, is_part=True)
+        return Dataset(self.X[index], self.y[index], self.schema, self.name, is_part=True, truth=self.truth)
 
     def shuffled(self, rng: np.random.Generator) -> Dataset:
         """The same rows in a random order drawn from ``rng``."""
