@@ -207,9 +207,11 @@ def test_model_outcome_records_the_decision_and_tracks_the_truth_beside_it():
     dynamics, frame = run(rounds=5)
     pop = dynamics.population
     moved = pop.recourse_round >= 1
-    assert torch.all(pop.y[moved] == 1)  # valid counterfactuals: the model approves them
-    assert set(pop.y_true[moved].unique().tolist()) <= {0.0, 1.0}  # drawn from the truth, some 0
-    assert pop.y_true[moved].mean() < 1
+    # Recorded: the model's decision at the counterfactual (1 wherever the search converged, nearly everyone);
+    # true: drawn from the truth, so some movers are recorded 1 but truly 0.
+    assert pop.y[moved].mean() > 0.9
+    assert set(pop.y_true[moved].unique().tolist()) <= {0.0, 1.0}
+    assert ((pop.y[moved] == 1) & (pop.y_true[moved] == 0)).any()
     # The truth metrics agree with a recomputation from the final state.
     system = next(s.index for s in dynamics.systems if s.generator == "generic")
     approved = dynamics.stacks[0].classifier.predict(pop.X[system:system + 1].expand(3, -1, -1))[system] == 1

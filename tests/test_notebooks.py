@@ -30,7 +30,8 @@ CHECKS = {
 # Gaming: neither the recorded nor the true label of anyone ever moves, and no mover truly improves.
 _pop = runs["unchanged"].dynamics.population
 assert (_pop.y == runs["unchanged"].dynamics.config.train.y).all() and (_pop.y_true == _pop.y).all()
-assert (outcomes[(outcomes.outcome == "unchanged") & (outcomes.metric == "truly_improved")]["value"] == 0).all()
+_gamed = outcomes[(outcomes.outcome == "unchanged") & (outcomes.metric == "truly_improved")]["value"].dropna()
+assert len(_gamed) > 0 and (_gamed == 0).all()  # (NaN: the control, whose recipients never move)
 # Improvement: the lender records the realised (true) outcome.
 assert (runs["truth"].dynamics.population.y == runs["truth"].dynamics.population.y_true).all()
 # The reference records the model's decision: valid movers are approved, so its lender loss is at least the

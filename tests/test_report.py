@@ -174,3 +174,48 @@ def test_paired_t_p_value_and_interval_equal_scipy_stats():
         values = frame.loc[frame["round"] == row["round"], "value"]
         low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
         assert (row["ci_low"], row["ci_high"]) == pytest.approx((low, high), rel=1e-12)
+
+
+def fake_cell_with_control(config: dict) -> pd.DataFrame:
+    """Like :func:`fake_cell` with a control ("none"), hidden costs and two groups: generic = control + 0.1 in
+    disagreement and collateral rejections, and widens the approval gap between the groups by 0.05."""
+    rng = np.random.default_rng(config["seed"])
+    rows = []
+    for r in range(2):
+        for t in range(config["rounds"] + 1):
+            base = {metric: rng.normal(0.3, 0.05) for metric in ("disagreement", "collateral_rejections",
+                                                                  "approval_rate[a]", "approval_rate[b]")}
+            for generator in ("generic", "none"):
+                shift = 0.1 if generator == "generic" else 0.0
+                values = {"disagreement": base["disagreement"] + shift,
+                          "collateral_rejections": base["collateral_rejections"] + shift + rng.normal(0, 0.01),
+                          "approval_rate[a]": base["approval_rate[a]"],
+                          "approval_rate[b]": base["approval_rate[b]"] + shift / 2}
+                rows += [(f"lr/{generator}/rep{r}", "lr", generator, r, t, metric, value)
+                         for metric, value in values.items()]
+    frame = pd.DataFrame(rows, columns=["system", "model", "generator", "repetition", "round", "metric", "value"])
+    return frame.astype({"repetition": "int64", "round": "int64", "value": "float64"})
+
+
+def test_report_with_a_control_adds_effects_hidden_costs_and_group_gaps(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(textwrap.dedent(SWEEP).replace('name = "gravitational"', 'name = "none"'))
+    assert run_sweep(load_sweep(path), tmp_path / "store", cell_fn=fake_cell_with_control).ok
+    report = report_sweep(tmp_path / "store")
+    names = sorted(p.name for p in report.out.iterdir())
+    assert names == ["effects.csv", "figures", "group_gaps.csv", "hidden_costs.csv", "summary.csv", "summary.md"]
+    effects = pd.read_csv(report.out / "effects.csv")
+    final = effects[(effects["metric"] == "disagreement") & (effects["round"] == 2)]
+    assert np.allclose(final["mean"], 0.1) and (final["n"] == 6).all()  # 3 seeds x 2 repetitions, paired
+    costs = pd.read_csv(report.out / "hidden_costs.csv").set_index(["recourse_share", "generator"])
+    frame = load_results(tmp_path / "store")
+    rejections = frame[(frame["metric"] == "collateral_rejections") & (frame["round"] >= 1)]
+    expected = rejections[(rejections["generator"] == "generic") & (rejections["recourse_share"] == 0.05)]["value"]
+    assert costs.loc[(0.05, "generic"), "collateral_rejections"] == pytest.approx(expected.mean())
+    paired = costs.loc[(0.05, "generic"), "collateral_rejections vs control"]  # "+0.098 [+0.096, +0.1] (p=...)"
+    assert float(paired.split(" [")[0]) == pytest.approx(0.1, abs=0.01)
+    gaps = pd.read_csv(report.out / "group_gaps.csv")
+    widened = gaps[(gaps["generator"] == "generic") & (gaps["metric"] == "approval_rate gap (b - a)")]
+    assert np.allclose(widened["vs control"], 0.05)
+    markdown = (report.out / "summary.md").read_text()
+    assert "## Effects attributable to recourse" in markdown and "## Gaps between groups" in markdown

@@ -12,7 +12,7 @@ with the mean trajectory per generator and a 95% band across seeds. When the swe
 (generator ``"none"``), also ``effects.csv`` and a section of ``summary.md`` with the final-round effects
 attributable to recourse, and ``hidden_costs.csv`` with a section on the hidden costs of recourse (both paired
 per seed and repetition: every repetition of every seed is a replicate; see ``reporting.attribution`` and
-``reporting.hidden_costs``).
+``reporting.hidden_costs``); with groups, ``group_gaps.csv`` and a section on the gaps between them.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from recourse_sim.errors import ConfigError
 from recourse_sim.experiments.store import atomic_directory
 from recourse_sim.experiments.sweep import REPORT, load_results, read_manifest
 from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
-from recourse_sim.reporting.hidden_costs import hidden_costs_table
+from recourse_sim.reporting.hidden_costs import group_gap_table, hidden_costs_table
 from recourse_sim.reporting.summary import summarise
 
 SYSTEM = ["model", "generator"]
+#: The metrics whose gap between groups the report shows (when the sweep has groups).
+GAP_METRICS = ("approval_rate", "lender_loss")
 
 
 def aggregate_seeds(
@@ -138,7 +140,15 @@ def _recourse_sections(frame: pd.DataFrame, axes: list[str]) -> tuple[str, dict[
         parts += ["", "## Hidden costs of recourse (mean over rounds)", "",
                   "`vs control`: paired difference to the no-recourse control, mean [95% CI] (p).", "",
                   _table(list(costs.columns), [[_cell(v) for v in row] for row in costs.itertuples(index=False)])]
-    return "\n".join(parts) + "\n", {"effects.csv": effects, "hidden_costs.csv": costs}
+    tables = {"effects.csv": effects, "hidden_costs.csv": costs}
+    gaps = pd.concat([group_gap_table(frame, metric, by=by) for metric in GAP_METRICS], ignore_index=True)
+    if not gaps.empty:
+        tables["group_gaps.csv"] = gaps
+        parts += ["", "## Gaps between groups (final round)", "",
+                  "Gap between the groups in each metric, mean [95% CI] across seeds x repetitions; `vs control`: "
+                  "the paired difference to the no-recourse control's gap (> 0: recourse widens a positive gap).", "",
+                  _table(list(gaps.columns), [[_cell(v) for v in row] for row in gaps.itertuples(index=False)])]
+    return "\n".join(parts) + "\n", tables
 
 
 def _cell(value) -> str:

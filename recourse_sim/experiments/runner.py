@@ -36,7 +36,7 @@ from recourse_sim.errors import ConfigError
 from recourse_sim.experiments.scenario import Scenario
 from recourse_sim.experiments.store import check_run_dir, open_staging, publish, write_results, write_text
 from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
-from recourse_sim.reporting.hidden_costs import hidden_costs_table, plot_hidden_costs
+from recourse_sim.reporting.hidden_costs import group_gap_table, hidden_costs_table, plot_hidden_costs
 from recourse_sim.reporting.populations import plot_population
 from recourse_sim.reporting.summary import summarise
 from recourse_sim.reporting.trajectories import plot_trajectories
@@ -235,7 +235,8 @@ def write_outputs(run: RunResult, scenario: Scenario, out: Path, force: bool = F
                   staging: Path | None = None) -> Path:
     """results.parquet/.csv, summary.csv (mean and 95% CI over repetitions), effects.csv (with a control: the
     effects attributable to recourse, see ``attribution``), hidden_costs.csv and hidden_costs.png (what recourse
-    costs bystanders and the lender, see ``reporting.hidden_costs``), scenario.toml (resolved),
+    costs bystanders and the lender, see ``reporting.hidden_costs``), group_gaps.csv (with ``[agents] groups``: the
+    final approval-rate gap between the groups and its difference to the control's), scenario.toml (resolved),
     run.json (timing and versions), trajectories.png and, for 2-D data, population_<model>.png; written to
     ``staging`` (default: a new one) and then published to ``out`` (see :func:`store.publish`). On an error the
     staging directory given is kept; one created here is removed."""
@@ -252,6 +253,9 @@ def write_outputs(run: RunResult, scenario: Scenario, out: Path, force: bool = F
         write_text(staging, "run.json", json.dumps(_run_info(run), indent=2))
         plot_trajectories(run.results, path=staging / "trajectories.png")
         hidden_costs_table(run.results).to_csv(staging / "hidden_costs.csv", index=False)
+        gaps = group_gap_table(run.results)
+        if not gaps.empty:  # [agents] groups: does recourse widen the approval gap between them?
+            gaps.to_csv(staging / "group_gaps.csv", index=False)
         plot_hidden_costs(run.results, path=staging / "hidden_costs.png")
         if run.dynamics.config.train.n_features == 2:
             for model in run.dynamics.config.models:

@@ -16,7 +16,7 @@ from recourse_sim.errors import ConfigError
 
 #: What ``recourse-sim run`` writes into its output directory (``population_<model>.png`` besides).
 RUN_FILES = ("results.parquet", "results.csv", "summary.csv", "effects.csv", "scenario.toml", "run.json",
-             "trajectories.png", "hidden_costs.csv", "hidden_costs.png")
+             "trajectories.png", "hidden_costs.csv", "hidden_costs.png", "group_gaps.csv")
 RUN_MARKER = "run.json"
 
 

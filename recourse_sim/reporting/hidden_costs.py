@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recourse_sim.metrics.catalogue import HIDDEN_COST_METRICS
+from recourse_sim.metrics.catalogue import HIDDEN_COST_METRICS, split_group
 from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
 from recourse_sim.reporting.summary import summarise
 
@@ -43,7 +43,9 @@ def hidden_costs_table(frame: pd.DataFrame, by: Sequence[str] = ("model", "gener
     ordered = [m for m in TABLE_METRICS if m in levels.columns]
     table = levels[ordered]
     if has_control(means):
-        effects = summarise_effects(paired_effects(means, metrics=ordered))
+        pairs = paired_effects(means, metrics=ordered)
+        # A cost the control does not have (terms at implemented points, movers' costs) has no paired difference.
+        effects = summarise_effects(pairs.dropna(subset=["control"]))
         effects["cell"] = [f"{m:+.3g} [{lo:+.3g}, {hi:+.3g}] (p={p:.2g})" for m, lo, hi, p in
                            effects[["mean", "ci_low", "ci_high", "p_value"]].itertuples(index=False)]
         wide = effects.pivot_table(index=by, columns="metric", values="cell", aggfunc="first")
@@ -51,6 +53,35 @@ def hidden_costs_table(frame: pd.DataFrame, by: Sequence[str] = ("model", "gener
         table = table.join(wide)
         table = table[[c for m in ordered for c in (m, f"{m} vs control") if c in table.columns]]
     return table.reset_index()
+
+
+def group_gap_table(frame: pd.DataFrame, metric: str = "approval_rate",
+                    by: Sequence[str] = ("model", "generator")) -> pd.DataFrame:
+    """The gap in ``metric`` between two groups at the final round: ``metric[second] - metric[first]`` (groups in
+    the order the results name them, e.g. ``SEX_female - SEX_male``; with more groups, the largest minus the
+    smallest), mean and 95% CI over repetitions per ``by`` group, and with a control its paired difference to
+    the control's gap: whether recourse widens (> 0 for a positive gap) or narrows it. Empty without groups."""
+    part = frame[[split_group(m)[0] == metric and split_group(m)[1] is not None for m in frame["metric"]]]
+    if part.empty:
+        return pd.DataFrame()
+    part = part[part["round"] == part["round"].max()]
+    groups = list(dict.fromkeys(split_group(m)[1] for m in part["metric"]))
+    keys = [c for c in part.columns if c not in ("system", "metric", "value")]
+    wide = part.pivot_table(index=keys, columns="metric", values="value").reset_index()
+    columns = [f"{metric}[{g}]" for g in groups]
+    if len(groups) == 2:
+        gap, name = wide[columns[1]] - wide[columns[0]], f"{groups[1]} - {groups[0]}"
+    else:
+        gap, name = wide[columns].max(axis=1) - wide[columns].min(axis=1), "largest - smallest"
+    gaps = wide[keys].assign(metric=f"{metric} gap ({name})", value=gap)
+    by = [c for c in by if c in gaps.columns]
+    table = summarise(gaps, by=[*by, "metric"])[[*by, "metric", "mean", "ci_low", "ci_high", "n"]]
+    if has_control(gaps):
+        effects = summarise_effects(paired_effects(gaps, metrics=[gaps["metric"].iloc[0]]))
+        effects = effects[[*by, "mean", "ci_low", "ci_high", "p_value"]].rename(
+            columns={"mean": "vs control", "ci_low": "vs control ci_low", "ci_high": "vs control ci_high"})
+        table = table.merge(effects, on=by, how="left")
+    return table
 
 
 def plot_hidden_costs(frame: pd.DataFrame, path: str | Path | None = None):

@@ -38,6 +38,7 @@ import torch
 
 from recourse_sim.data.dataset import Dataset
 from recourse_sim.errors import ConfigError
+from recourse_sim.models.base import DECISION_THRESHOLD
 from recourse_sim.settings import check_fields, require
 
 Outcome = Literal["model", "truth", "unchanged"]
@@ -56,6 +57,9 @@ DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
 }
 #: The groups of a random split (``groups = "random"``): ``group_share`` of the individuals are in the first.
 RANDOM_GROUPS = ("group_a", "group_b")
+#: The options of how recipients act (as opposed to what their label becomes, and to groups).
+_BEHAVIOUR = ("choice", "compliance", "cost_aversion", "move_fraction", "budget", "cost_weights",
+              "group_cost_weights", "cost_weight_spread")
 #: The spawn key of the agents' random stream (see :func:`agent_rng`).
 _AGENT_STREAM = 1
 
@@ -201,6 +205,13 @@ class AgentSettings:
         require(self.groups is not None or not self.group_cost_weights, "agents.group_cost_weights",
                 dict(self.group_cost_weights), "empty unless agents.groups is set")
 
+    @property
+    def changes_behaviour(self) -> bool:
+        """Whether recipients act otherwise than in the reference protocol (compliance, partial moves, budgets,
+        the choice among the K counterfactuals, their own cost weights): then the agents' metrics are reported."""
+        reference = AgentSettings()
+        return any(getattr(self, name) != getattr(reference, name) for name in _BEHAVIOUR)
+
     def check_data(self, data: Dataset) -> None:
         """The checks that need the data: the group attribute, the features and groups named by cost weights,
         and an exact truth where one is asked for. Raises :class:`ConfigError` naming the field."""
@@ -292,8 +303,6 @@ class Agents:
         valid copy, the cheapest if none is valid) or "most_confident" (the highest p(y+))."""
         if self.settings.choice == "most_confident":
             return proba.argmax(-1)
-        from recourse_sim.models.base import DECISION_THRESHOLD
-
         valid = proba >= DECISION_THRESHOLD
         any_valid = valid.any(-1, keepdim=True)
         ranked = torch.where(valid | ~any_valid, copy_costs, torch.full_like(copy_costs, math.inf))

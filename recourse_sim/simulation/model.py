@@ -29,7 +29,7 @@ from recourse_sim.metrics.hidden_costs import (
 )
 from recourse_sim.metrics.recourse import masked_mean, recourse_cost, validity
 from recourse_sim.models.classifier import TorchClassifier
-from recourse_sim.simulation.agents import Agents, AgentSettings
+from recourse_sim.simulation.agents import Agents
 from recourse_sim.simulation.config import DEFAULT_SEED, SimulationConfig, System
 from recourse_sim.simulation.evaluation import ShiftEvaluator
 from recourse_sim.simulation.objective_terms import implemented_terms
@@ -82,8 +82,8 @@ class RecourseDynamics(mesa.Model):
         self.context.constraints.check_factuals(X_train, train.schema.names)
         self.people = Agents.draw(config.agents, train, self.context.standardizer.scale, seed)
         self.outcome = OutcomeModel(config.agents.outcome, resolve_truth(config.agents, train, test, seed, self.device))
-        # The agents' own metrics (compliance, partial moves, their cost) are reported once an [agents] option is set.
-        self.reports_agents = config.agents != AgentSettings()
+        # The agents' own metrics (who acted, how far, at what cost to them) once they act otherwise than the reference.
+        self.reports_agents = config.agents.changes_behaviour
         # The metrics draw from their own generator, so measuring (how often, how many permutations) never
         # changes the dynamics, and systems added to a run leave the others' searches as they were.
         metrics_rng = torch.Generator(device=self.device).manual_seed(self._draw_seed())

@@ -252,7 +252,8 @@ def plot_groups(frame: pd.DataFrame, hue: str, several: bool) -> Figure:
 
 def acted_line(frame: pd.DataFrame, hue: str) -> str:
     """Who acted on the latest round's recourse, per system: ``Round 2: recipients who acted: gravitational 0%,
-    generic 100%`` (``acted_share``, reported once an agent option differs from the paper's); empty before."""
+    generic 100%`` (``acted_share``, reported once recipients act otherwise than in the paper,
+    ``AgentSettings.changes_behaviour``); empty before."""
     acted = frame[(frame["metric"] == "acted_share") & frame["value"].notna()]
     if acted.empty:
         return ""

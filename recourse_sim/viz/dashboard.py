@@ -59,7 +59,8 @@ architecture, search settings, metric settings).
   accuracy, validity) and the "Hidden costs of recourse" (those of :data:`COST_METRICS` the results hold:
   collateral rejections and approvals, lender loss, accuracy against the truth, movers truly improved, approval
   rate, recipients who acted, movers' own cost, cost and validity of recourse), under a line saying which share
-  of the latest round's recipients acted (once an agent option differs from the paper's), updated every round,
+  of the latest round's recipients acted (once they act otherwise than in the paper:
+  ``AgentSettings.changes_behaviour``), updated every round,
   one line per system (hue: the generator, or "model / generator" when models differ). With groups, "Recourse by
   group" adds the approval rate, validity, share who acted and lender loss per group, one line per system x
   group, so that a gap recourse opens or widens between groups shows.
@@ -746,7 +747,7 @@ def MetricsView(model: DashboardDynamics, round_: int):
 @solara.component
 def CostsView(model: DashboardDynamics, round_: int):
     """The hidden costs of recourse (see :func:`costs_figure`), under a line on who acted on the latest round's
-    recourse (once an agent option differs from the paper's)."""
+    recourse (once they act otherwise than in the paper)."""
     figure = solara.use_memo(lambda: costs_figure(model), [id(model), round_])
     acted = solara.use_memo(lambda: acted_text(model), [id(model), round_])
     with solara.Column(classes=["recourse-costs"]) as view:
