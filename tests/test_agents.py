@@ -38,7 +38,8 @@ def agent_scenario(agents: dict | None = None, **overrides) -> Scenario:
 
 
 def run(agents: dict | None = None, rounds: int = 3, **overrides) -> tuple[RecourseDynamics, object]:
-    dynamics = RecourseDynamics(agent_scenario(agents, rounds=rounds, **overrides).build(), seed=5)
+    scenario = agent_scenario(agents, rounds=rounds, **overrides)
+    dynamics = RecourseDynamics(scenario.build(), seed=scenario.seed)
     return dynamics, dynamics.run()
 
 
@@ -219,6 +220,30 @@ def test_model_outcome_records_the_decision_and_tracks_the_truth_beside_it():
     assert final["lender_loss"] == pytest.approx(lender_loss(approved, pop.y_true[system]).item())
     assert final["truth_accuracy"] == pytest.approx(truth_accuracy(approved, pop.y_true[system]).item())
     assert final["approval_rate"] == pytest.approx(approved.float().mean().item())
+
+
+def test_same_seed_same_draws_with_every_option_on():
+    agents = {"outcome": "truth", "compliance": {"distribution": "beta", "mean": 0.6, "concentration": 4},
+              "cost_aversion": 0.3, "move_fraction": {"distribution": "uniform", "low": 0.4, "high": 1.0},
+              "budget": 1.5, "over_budget": "partial", "choice": "cheapest", "groups": "random",
+              "cost_weight_spread": 0.2}
+    _, first = run(agents)
+    _, second = run(agents)
+    assert first.equals(second)
+    _, other_seed = run(agents, seed=6)
+    assert not first.equals(other_seed)
+
+
+def test_real_data_gets_an_oracle_truth_when_the_outcome_needs_one():
+    from recourse_sim.data.truth import OracleTruth
+
+    data = {"name": "credit_default", "n_samples": 400}
+    models = [{"name": "logistic_regression", "epochs": 5, "batch_size": 50}]
+    dynamics, frame = run({"outcome": "truth", "groups": "SEX"}, rounds=1, data=data, models=models)
+    assert isinstance(dynamics.outcome.truth, OracleTruth)
+    assert {"lender_loss[SEX_female]", "truth_accuracy[SEX_male]"} <= set(frame["metric"])
+    reference, _ = run(rounds=1, data=data, models=models)
+    assert reference.outcome.truth is None  # no truth is fitted where none is needed
 
 
 def test_group_metrics_add_up_to_the_whole():
