@@ -2,7 +2,8 @@
 
 Result tables, figures, reports and the dashboard read names, labels and units from here; the formulas live in
 the modules beside this one (:mod:`~recourse_sim.metrics.mmd`, :mod:`~recourse_sim.metrics.model_shift`,
-:mod:`~recourse_sim.metrics.performance`, :mod:`~recourse_sim.metrics.recourse`).
+:mod:`~recourse_sim.metrics.performance`, :mod:`~recourse_sim.metrics.recourse`,
+:mod:`~recourse_sim.metrics.faithfulness`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,16 @@ from recourse_sim.registry import Registry
 
 #: The lags (rounds since an individual's latest recourse) at which reliability is reported.
 RELIABILITY_LAGS = (0, 1, 5, 10)
+#: The L-infinity radii (standardised feature units) of the adversarial-robustness metrics; the CT paper sweeps
+#: epsilon over [0, 0.1]. Fixed here because each radius names a metric (``fgsm_accuracy_eps0.05``).
+ROBUSTNESS_EPSILONS = (0.05, 0.1)
+#: The attacks of the robustness metrics (CT Sec. 5.8: FGSM, and PGD with 40 steps of 0.01).
+ROBUSTNESS_ATTACKS = ("fgsm", "pgd")
+
+
+def robustness_metric(attack: str, epsilon: float) -> str:
+    """The name of the accuracy under ``attack`` at radius ``epsilon``: ``pgd_accuracy_eps0.1``."""
+    return f"{attack}_accuracy_eps{epsilon:g}"
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,42 @@ for _name, _info in {
             "round's retraining, still approves", f"Recourse reliability (lag {lag})", "share")
         for lag in RELIABILITY_LAGS
     },
+    # The [metrics] faithfulness metrics (metrics/faithfulness.py), every evaluated round, in the order of the
+    # ECCCo/CT evaluations: plausibility of the implemented counterfactuals, then the model's view of them
+    # (conformal uncertainty), then the model's robustness, then recourse under protected features.
+    "implausibility": MetricInfo(
+        "Mean over the implemented counterfactuals (everyone who implemented recourse so far, where they are now) "
+        "of the mean L2 distance to their 100 nearest target-class rows of the system's current training data, "
+        "themselves excluded (ECCCo.jl)", "Implausibility (current target data)", "feature units"),
+    "implausibility_initial": MetricInfo(
+        "As implausibility, against the target-class rows of the initial (t = 0) training data",
+        "Implausibility (t=0 target data)", "feature units"),
+    "ip_star": MetricInfo(
+        "CT's IP*: unbiased MMD^2 between the implemented counterfactuals (<= mmd_samples) and the never-moved "
+        "held-out (test) positives; Gaussian kernel with the domain test's length-scale (CT paper: 0.5; its "
+        "code: 5.0)", "IP* (MMD² to target class)", _MMD),
+    "set_size": MetricInfo(
+        "Mean size of the conformal prediction set {y : 1 - p_y(x') <= q} at the implemented counterfactuals; q "
+        "split-calibrated on the held-out test set at coverage 0.95 (or in-sample: metrics.conformal_calibration)",
+        "Conformal set size at x'", "labels"),
+    "uncertainty": MetricInfo(
+        "ECCCo's uncertainty: mean smooth set size max(0, sum_y sigmoid((q - s_y)/T) - kappa), T = 0.1, kappa = 1, "
+        "at the implemented counterfactuals (q as for set_size)", "Uncertainty at x' (Ω)"),
+    **{
+        robustness_metric(attack, eps): MetricInfo(
+            f"Accuracy of the current model on the held-out test set under {attack.upper()} "
+            f"{'(40 steps of 0.01) ' if attack == 'pgd' else ''}with L-inf radius {eps:g} in standardised "
+            "feature units (each feature's standard deviation on the initial data)",
+            f"{attack.upper()} accuracy (ε = {eps:g})", "share")
+        for attack in ROBUSTNESS_ATTACKS for eps in ROBUSTNESS_EPSILONS
+    },
+    "protected_cost": MetricInfo(
+        "Mean L1 cost (factual -> counterfactual) of the valid counterfactuals of the system's generator rerun "
+        "on a sample of the currently rejected with the protected features immutable (metrics."
+        "protected_features); nobody moves", "Cost of recourse, protected features fixed", "feature units (L1)"),
+    "protected_validity": MetricInfo(
+        "Share of those counterfactuals (all K copies) that are valid", "Validity, protected features fixed",
+        "share"),
 }.items():
     METRICS.register(_name, _info)
     if _name.endswith("mmd") or _name == "model_mmd_grid":

@@ -21,6 +21,7 @@ from recourse_sim.simulation.agents import AgentSettings
 
 Definitions = Literal["code", "paper"]
 DomainReference = Literal["held_out", "initial"]
+Calibration = Literal["held_out", "in_sample"]
 Pairing = Literal["repetition", "model"]
 LengthScale = float | Literal["median"]
 
@@ -48,6 +49,24 @@ class MetricSettings:
     - ``domain_length_scale = "median"``: the median heuristic on the initial positives (fixed for the run, so
       values compare across systems and rounds); a number (the paper: 0.5) fixes it. The domain test runs in
       float64, where a 29-D kernel does not underflow.
+
+    Faithfulness (``faithfulness = true``; off by default, when it costs nothing and changes nothing): at every
+    evaluated round, per system, the ECCCo / Counterfactual Training metrics of :mod:`recourse_sim.metrics.faithfulness`
+    (names in :data:`~recourse_sim.metrics.catalogue.METRICS`). They draw from their own random stream, so turning
+    them on leaves every other metric's value as it was.
+
+    - implausibility (100 nearest target-class rows; against the current and the t = 0 training data), IP* and the
+      conformal set size and uncertainty at the implemented counterfactuals: everyone who implemented recourse so
+      far (``recourse_round >= 1``), where they are now;
+    - ``conformal_calibration = "held_out"``: q̂ from the never-moved held-out test set (split conformal, coverage
+      0.95, as ECCCo calibrates on held-out rows); ``"in_sample"``: from the system's current training data, as the
+      ECCCo generator's search penalty does here (optimistic);
+    - accuracy on the test set under FGSM and PGD (40 steps of 0.01) at the radii
+      :data:`~recourse_sim.metrics.catalogue.ROBUSTNESS_EPSILONS`, in standardised feature units;
+    - the cost and validity of each system's generator rerun on ``protected_samples`` = 100 currently rejected
+      individuals (the same draw order in every system) with ``protected_features`` immutable (nobody moves).
+      Empty (default): the data's immutable features if it has any, else the first feature (the CT paper protects
+      "feature 1" of its 2-D synthetic data); naming a column of a one-hot group protects the whole group.
     """
 
     evaluate_every: int = 10
@@ -58,6 +77,10 @@ class MetricSettings:
     definitions: Definitions = "code"
     domain_reference: DomainReference = "held_out"
     domain_length_scale: LengthScale = "median"
+    faithfulness: bool = False
+    conformal_calibration: Calibration = "held_out"
+    protected_features: tuple[str, ...] = ()
+    protected_samples: int = 100
 
     def __post_init__(self) -> None:
         check_fields(self, "metrics")
@@ -69,6 +92,10 @@ class MetricSettings:
         require(self.grid_points >= 2, "metrics.grid_points", self.grid_points, "an integer >= 2")
         scale = self.domain_length_scale
         require(scale == "median" or scale > 0, "metrics.domain_length_scale", scale, "'median' or a number > 0")
+        object.__setattr__(self, "protected_features", tuple(self.protected_features))  # a TOML list
+        require(len(set(self.protected_features)) == len(self.protected_features), "metrics.protected_features",
+                list(self.protected_features), "distinct feature names")
+        require(self.protected_samples >= 1, "metrics.protected_samples", self.protected_samples, "an integer >= 1")
 
 
 @dataclass(frozen=True)

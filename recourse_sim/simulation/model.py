@@ -322,7 +322,9 @@ class RecourseDynamics(mesa.Model):
 
     def _collect_shift_metrics(self) -> None:
         for stack in self.stacks:
-            for system, metric, value in self.evaluator.evaluate(stack.name, stack.classifier, self.population, stack.systems):
+            for system, metric, value in self.evaluator.evaluate(stack.name, stack.classifier, self.population,
+                                                                 stack.systems, stack.generators, self.context,
+                                                                 self.config.search):
                 self._add_row(system, metric, value)
 
     # -------------------------------------------------------------------------------------------- results
