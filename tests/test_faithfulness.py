@@ -31,7 +31,7 @@ from recourse_sim.metrics.mmd import mmd2_unbiased
 from recourse_sim.metrics.recourse import implausibility
 from recourse_sim.simulation import RecourseDynamics
 from recourse_sim.simulation.config import MetricSettings
-from recourse_sim.simulation.evaluation import _protected_columns
+from recourse_sim.simulation.faithfulness import _protected_columns
 
 
 def _column(*values: float) -> torch.Tensor:
@@ -291,3 +291,12 @@ def test_in_sample_calibration_is_an_option():
     frame = _run(rounds=1, faithfulness=True, conformal_calibration="in_sample", protected_samples=5)
     sizes = frame[(frame["metric"] == "set_size") & (frame["round"] == 1) & (frame["generator"] != "none")]
     assert len(sizes) == 3 and sizes["value"].between(0, 2).all()
+
+
+def test_an_unknown_protected_feature_is_refused_before_the_run():
+    scenario = Scenario.from_dict({
+        "data": {"name": "overlapping", "n_samples": 200}, "models": ["logistic_regression"],
+        "generators": ["generic"], "metrics": {"faithfulness": True, "protected_features": ["age"]},
+    })
+    with pytest.raises(ConfigError, match="metrics.protected_features: got 'age'"):
+        scenario.build()  # what run_scenario does before the first round

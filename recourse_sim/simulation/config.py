@@ -142,6 +142,9 @@ class SimulationConfig:
         if self.train.n_features != self.test.n_features:
             raise ConfigError("test", self.test.n_features, f"{self.train.n_features} features like the train set")
         self.agents.check_data(self.train)
+        for feature in self.metrics.protected_features:  # refused before the run, not at its first evaluation
+            require(feature in self.train.schema.names, "metrics.protected_features", feature,
+                    f"a feature of the data: {', '.join(self.train.schema.names)}")
 
 
 def check_dynamics(rounds: int, repetitions: int, recourse_share: float, pairing: str) -> None:
