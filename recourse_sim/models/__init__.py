@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from recourse_sim.models.classifier import DeepEnsemble, LogisticRegression, MLPClassifier, TorchClassifier
+from recourse_sim.models.jem import JEMClassifier
 from recourse_sim.models.network import AdamSettings, StackedMLP
 from recourse_sim.registry import Registry
 
@@ -10,8 +11,9 @@ MODELS: Registry = Registry("model")
 MODELS.register("logistic_regression", LogisticRegression)
 MODELS.register("mlp", MLPClassifier)
 MODELS.register("deep_ensemble", DeepEnsemble)
+MODELS.register("jem", JEMClassifier)
 
 __all__ = [
-    "MODELS", "AdamSettings", "DeepEnsemble", "LogisticRegression", "MLPClassifier", "StackedMLP",
+    "MODELS", "AdamSettings", "DeepEnsemble", "JEMClassifier", "LogisticRegression", "MLPClassifier", "StackedMLP",
     "TorchClassifier",
 ]
