@@ -16,6 +16,7 @@ from recourse_sim.experiments import Scenario
 from recourse_sim.generators.api import make_context
 from recourse_sim.metrics.catalogue import METRICS, ROBUSTNESS_ATTACKS, ROBUSTNESS_EPSILONS, robustness_metric
 from recourse_sim.metrics.faithfulness import (
+    unfaithfulness,
     adversarial_accuracy,
     conformal_threshold,
     fgsm,
@@ -239,7 +240,7 @@ def test_metric_settings_check_the_new_fields():
 
 
 # ---------------------------------------------------------------------------------------------- the runs
-FAITHFULNESS = ["implausibility", "implausibility_initial", "ip_star", "set_size", "uncertainty",
+FAITHFULNESS = ["implausibility", "implausibility_initial", "ip_star", "unfaithfulness", "set_size", "uncertainty",
                 *(robustness_metric(a, e) for a in ROBUSTNESS_ATTACKS for e in ROBUSTNESS_EPSILONS),
                 "protected_cost", "protected_validity"]
 
@@ -280,7 +281,7 @@ def test_faithfulness_rows_are_in_range(runs):
     assert acting.notna().all()  # movers exist from round 1 on; the control has none
     assert value.xs("none", level="generator").loc[(slice(None), "implausibility")].isna().all()
     assert value.xs(0, level="round").loc[(slice(None), "implausibility")].isna().all()  # nobody moved yet
-    assert (acting[["implausibility", "implausibility_initial", "protected_cost"]] >= 0).all()
+    assert (acting[["implausibility", "implausibility_initial", "unfaithfulness", "protected_cost"]] >= 0).all()
     assert acting["set_size"].between(0, 2).all() and acting["uncertainty"].between(0, 1).all()
     shares = [robustness_metric(a, e) for a in ROBUSTNESS_ATTACKS for e in ROBUSTNESS_EPSILONS]
     assert rows[rows["metric"].isin([*shares, "protected_validity"])]["value"].dropna().between(0, 1).all()
@@ -300,3 +301,12 @@ def test_an_unknown_protected_feature_is_refused_before_the_run():
     })
     with pytest.raises(ConfigError, match="metrics.protected_features: got 'age'"):
         scenario.build()  # what run_scenario does before the first round
+
+
+def test_unfaithfulness_by_hand():
+    points = torch.tensor([[[0.0], [2.0]]])
+    samples = torch.tensor([[[0.0], [1.0]]])
+    # Point 0: (0 + 1) / 2 = 0.5; point 1: (2 + 1) / 2 = 1.5 (the true mean over the kept samples).
+    assert unfaithfulness(points, samples).item() == pytest.approx(1.0)
+    assert unfaithfulness(points, samples, mask=torch.tensor([[True, False]])).item() == pytest.approx(0.5)
+    assert math.isnan(unfaithfulness(points, samples, mask=torch.zeros(1, 2, dtype=torch.bool)).item())

@@ -131,6 +131,11 @@ for _name, _info in {
         "CT's IP*: unbiased MMD^2 between the implemented counterfactuals (<= mmd_samples) and the never-moved "
         "held-out (test) positives; Gaussian kernel with the domain test's length-scale (CT paper: 0.5; its "
         "code: 5.0)", "IP* (MMD² to target class)", _MMD),
+    "unfaithfulness": MetricInfo(
+        "ECCCo's unfaithfulness: mean L2 distance of the implemented counterfactuals to the current model's own "
+        "samples of the target class (SGLD from fresh chains: metrics.sgld_chains = 50, sgld_steps = 500, keep the "
+        "sgld_keep = 25 of lowest energy; the true mean, twice ECCCo.jl's halved values)",
+        "Unfaithfulness (distance to model samples)", "feature units"),
     "set_size": MetricInfo(
         "Mean size of the conformal prediction set {y : 1 - p_y(x') <= q} at the implemented counterfactuals; q "
         "split-calibrated on the held-out test set at coverage 0.95 (or in-sample: metrics.conformal_calibration)",

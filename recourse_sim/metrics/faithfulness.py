@@ -40,6 +40,7 @@ __all__ = [
     "fgsm",
     "ip_star",
     "mean_implausibility",
+    "unfaithfulness",
     "nearest_target_distance",
     "pgd",
     "set_size",
@@ -134,6 +135,23 @@ def mean_implausibility(
     distances = nearest_target_distance(points, reference, reference_mask, k=k, exclude=exclude)
     if mask is not None:
         # A masked-out point may have no finite distance; it must not turn the mean into NaN.
+        distances = torch.where(mask.to(torch.bool), distances, torch.zeros((), dtype=distances.dtype,
+                                                                              device=distances.device))
+    return masked_mean(distances, mask)
+
+
+def unfaithfulness(points: Tensor, samples: Tensor, *, mask: Tensor | None = None) -> Tensor:
+    """ECCCo's unfaithfulness per system, ``(S,)``: the mean over the points ``mask`` selects of their mean L2
+    distance to the model's own conditional samples ``samples`` ``(S, k, d)`` (SGLD, the k lowest-energy of the
+    chains: :func:`recourse_sim.models.sgld.sample_conditional`). Lower: the counterfactuals lie where the model
+    itself places the target class.
+
+    ECCCo.jl's ``distance_from_energy`` sums the distances to its 25 kept samples and divides by the 50 chains (its
+    values are half a mean); this is the true mean, twice the reference's values on the same samples.
+    """
+    points = _stack(points, "points")
+    distances = torch.cdist(points, samples.to(points)).mean(-1)  # (S, m)
+    if mask is not None:
         distances = torch.where(mask.to(torch.bool), distances, torch.zeros((), dtype=distances.dtype,
                                                                               device=distances.device))
     return masked_mean(distances, mask)

@@ -63,6 +63,10 @@ class MetricSettings:
       ECCCo generator's search penalty does here (optimistic);
     - accuracy on the test set under FGSM and PGD (40 steps of 0.01) at the radii
       :data:`~recourse_sim.metrics.catalogue.ROBUSTNESS_EPSILONS`, in standardised feature units;
+    - unfaithfulness: the mean distance of the implemented counterfactuals to the current model's own samples of
+      the target class, ``sgld_chains`` = 50 SGLD chains of ``sgld_steps`` = 500 steps from ECCCo's prior box on
+      the initial data, the ``sgld_keep`` = 25 of lowest energy kept (ECCCo's protocol;
+      :func:`recourse_sim.models.sgld.sample_conditional`);
     - the cost and validity of each system's generator rerun on ``protected_samples`` = 100 currently rejected
       individuals (the same draw order in every system) with ``protected_features`` immutable (nobody moves).
       Empty (default): the data's immutable features if it has any, else the first feature (the CT paper protects
@@ -81,6 +85,9 @@ class MetricSettings:
     conformal_calibration: Calibration = "held_out"
     protected_features: tuple[str, ...] = ()
     protected_samples: int = 100
+    sgld_chains: int = 50
+    sgld_steps: int = 500
+    sgld_keep: int = 25
 
     def __post_init__(self) -> None:
         check_fields(self, "metrics")
@@ -96,6 +103,10 @@ class MetricSettings:
         require(len(set(self.protected_features)) == len(self.protected_features), "metrics.protected_features",
                 list(self.protected_features), "distinct feature names")
         require(self.protected_samples >= 1, "metrics.protected_samples", self.protected_samples, "an integer >= 1")
+        require(self.sgld_chains >= 1, "metrics.sgld_chains", self.sgld_chains, "an integer >= 1")
+        require(self.sgld_steps >= 0, "metrics.sgld_steps", self.sgld_steps, "an integer >= 0")
+        require(1 <= self.sgld_keep <= self.sgld_chains, "metrics.sgld_keep", self.sgld_keep,
+                f"an integer in [1, sgld_chains = {self.sgld_chains}]")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The ECCCo / Counterfactual Training metrics of every system, every evaluated round (``metrics.faithfulness``).
 
-Implausibility (to the current and the initial target-class data) and IP* of the implemented counterfactuals, the
+Implausibility (to the current and the initial target-class data), IP* and unfaithfulness (to the model's own SGLD
+samples) of the implemented counterfactuals, the
 conformal set size and uncertainty at them, adversarial accuracy of the current model, and the cost of recourse
 with the protected features immutable; the formulas live in :mod:`recourse_sim.metrics.faithfulness`.
 """
@@ -23,8 +24,9 @@ from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.metrics.catalogue import ROBUSTNESS_ATTACKS, ROBUSTNESS_EPSILONS, robustness_metric
 from recourse_sim.metrics.faithfulness import (
     adversarial_accuracy, conformal_threshold, ip_star, mean_implausibility, set_size, uncertainty,
-    valid_recourse_cost,
+    unfaithfulness, valid_recourse_cost,
 )
+from recourse_sim.models.sgld import prior_bounds, sample_conditional
 from recourse_sim.models.classifier import TorchClassifier
 from recourse_sim.simulation.config import MetricSettings
 from recourse_sim.simulation.population import Population
@@ -80,6 +82,7 @@ class FaithfulnessEvaluator:
             "implausibility": mean_implausibility(points, X, y == 1, mask=implemented, exclude=rows),
             "implausibility_initial": mean_implausibility(points, X0, y0 == 1, mask=implemented),
             "ip_star": self._ip_star(points, implemented),
+            "unfaithfulness": unfaithfulness(points, self._model_samples(model, X0), mask=implemented),
         }
         p_points = model.proba_positive(points)
         q_hat = (conformal_threshold(model.proba_positive(self.X_test), self.y_test)
@@ -97,6 +100,14 @@ class FaithfulnessEvaluator:
         out["protected_cost"], out["protected_validity"] = self._protected_recourse(
             model, X, y, generators, context, search_settings)
         return out
+
+    def _model_samples(self, model: TorchClassifier, X0: torch.Tensor) -> torch.Tensor:
+        """Each system's own samples of the target class (S, sgld_keep, d): fresh SGLD chains from ECCCo's prior
+        box on the initial training data (fixed for the run, so samples compare across rounds)."""
+        s = self.settings
+        lo, hi = prior_bounds(X0)
+        return sample_conditional(model, 1, s.sgld_chains, s.sgld_steps, (float(lo), float(hi)), self.rng,
+                                  keep_lowest=s.sgld_keep).detach()
 
     def _ip_star(self, points: torch.Tensor, implemented: torch.Tensor) -> torch.Tensor:
         """IP* on at most ``mmd_samples`` implemented counterfactuals per system (drawn without replacement)."""
