@@ -31,6 +31,7 @@ from recourse_sim.simulation.agents import AgentSettings
 from recourse_sim.simulation.config import (
     DEFAULT_SEED, MetricSettings, Pairing, SimulationConfig, check_dynamics,
 )
+from recourse_sim.training import CounterfactualTraining
 
 
 class _Strict(BaseModel):
@@ -75,11 +76,18 @@ class DataConfig(_Strict):
 
 class ModelConfig(BaseModel):
     """A registered model; any further key is a keyword of its class (``hidden_sizes``, ``epochs``...), whose
-    signature holds the defaults (see models/). ``device`` and ``seed`` come from the scenario."""
+    signature holds the defaults (see models/). ``device`` and ``seed`` come from the scenario.
+
+    ``training`` says how the model is trained, initially and at every retraining: conventionally (unset or
+    ``"conventional"``), with Counterfactual Training (``"ct"``) or with a table of CT keywords (``objective``,
+    ``lambda_div``...), whose defaults live in :class:`~recourse_sim.training.CounterfactualTraining`'s signature.
+    A CT model's default key shows it: ``mlp+ct``, ``mlp+ct(objective=cd)``.
+    """
 
     model_config = ConfigDict(extra="allow")
     name: str
     label: str | None = None
+    training: Any = None
 
     _check_name = field_validator("name")(lambda cls, v: _registered(MODELS, v))
 
@@ -87,18 +95,44 @@ class ModelConfig(BaseModel):
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    @property
+    def training_params(self) -> dict[str, Any] | None:
+        """The CT keywords, or None for conventional training."""
+        return _training_table(self.training)
+
     @model_validator(mode="after")
     def _check_params(self) -> ModelConfig:
         check_keywords("model", MODELS[self.name], self.params, exclude=_RUN_OWNED)
-        self.build("cpu")  # range checks live in the model; surface them now
+        self.build("cpu")  # range checks live in the model (and in CT's wrapper); surface them now
         return self
 
     @property
     def key(self) -> str:
-        return self.label or self.name
+        if self.label:
+            return self.label
+        training = self.training_params
+        if training is None:
+            return self.name
+        suffix = ", ".join(f"{k}={v}" for k, v in sorted(training.items()))
+        return f"{self.name}+ct({suffix})" if suffix else f"{self.name}+ct"
 
     def build(self, device: str):
-        return MODELS[self.name](device=device, **self.params)
+        model = MODELS[self.name](device=device, **self.params)
+        training = self.training_params
+        return model if training is None else CounterfactualTraining(model, device=device, **training)
+
+
+def _training_table(value: Any) -> dict[str, Any] | None:
+    """A model's ``training`` value as CT keywords (None: conventional), unknown keys and wrong types refused."""
+    if value is None or value == "conventional":
+        return None
+    if value == "ct":
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError("model.training", value, '"conventional", "ct" or a table of Counterfactual Training '
+                          f"keywords ({', '.join(signature_defaults(CounterfactualTraining, exclude=_CT_OWNED))})")
+    check_keywords("model.training", CounterfactualTraining, value, exclude=_CT_OWNED)
+    return dict(value)
 
 
 class GeneratorConfig(BaseModel):
@@ -150,6 +184,8 @@ def _vae_table(table: Any) -> dict[str, Any]:
 
 #: Keywords of models and the VAE that a scenario sets for them, not the user: the device and the seed.
 _RUN_OWNED = ("device", "seed")
+#: CT's keywords that a model's ``training`` table does not set: the wrapped model is the table's owner.
+_CT_OWNED = ("model", *_RUN_OWNED)
 _DYNAMICS = defaults(SimulationConfig)
 
 

@@ -116,6 +116,8 @@ class RecourseDynamics(mesa.Model):
         n_gen, n_rep = len(self.config.generators), self.config.repetitions
         params = template.get_params() | {"seed": self._draw_seed(), "device": str(self.device)}
         classifier = type(template)(**params)
+        if hasattr(classifier, "use_search_context"):  # it searches counterfactuals to train (training/ct.py)
+            classifier.use_search_context(self.context)
         X, y = self.population.X[0], self.population.y[0]
         classifier.fit(X.unsqueeze(0).expand(n_rep, -1, -1), y.unsqueeze(0).expand(n_rep, -1))
         classifier = classifier.select_systems(torch.arange(n_rep).repeat_interleave(n_gen))
