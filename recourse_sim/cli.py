@@ -272,30 +272,32 @@ def _serving_port(host: str, port: int) -> int:
 
 class Paper(str, Enum):
     satml = "satml"
+    faithful = "faithful"
 
 
 @app.command()
 def reproduce(
-    paper: Annotated[Paper, typer.Argument(help="Which paper: satml = Altmeyer et al., SaTML 2023.")],
+    paper: Annotated[Paper, typer.Argument(help="Which study: satml = Altmeyer et al., SaTML 2023; faithful = JEM, "
+                                                "ECCCo and Counterfactual Training in the loop (docs/faithful.md).")],
     quick: Annotated[bool, typer.Option("--quick", help="10 rounds, 2 repetitions, smaller samples (minutes).")] = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: runs/satml or runs/satml_quick).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: runs/<study> or runs/<study>_quick).")] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Experiments run in parallel processes.")] = 2,
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only these experiments (datasets); repeatable.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Discard stored results and rerun everything.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Reproduce a paper's experiments: resumable sweeps, a results store, paper-style figures and report.md."""
+    """Reproduce a study's experiments: resumable sweeps, a results store, figures and report.md."""
     from recourse_sim.errors import ConfigError
-    from recourse_sim.experiments.reproduce import reproduce_satml
-    from recourse_sim.experiments.satml import EXPERIMENTS, output_dir_default
+    from recourse_sim.experiments.reproduce import STUDIES, reproduce_study
 
-    unknown = [name for name in only or [] if name not in EXPERIMENTS]
+    study = STUDIES[paper.value]
+    unknown = [name for name in only or [] if name not in study.experiments]
     if unknown:
-        _fail(ConfigError("--only", unknown[0], f"one of {', '.join(EXPERIMENTS)}"))
-    store = out or output_dir_default(quick)
+        _fail(ConfigError("--only", unknown[0], f"one of {', '.join(study.experiments)}"))
+    store = out or study.output_dir(quick)
     with _interruptible() as received:
         try:
-            result = reproduce_satml(store, quick=quick, workers=workers, only=only, force=force,
+            result = reproduce_study(study, store, quick=quick, workers=workers, only=only, force=force,
                                      progress=not quiet)
         except RecourseSimError as error:
             _fail(error)

@@ -1,28 +1,32 @@
-"""``recourse-sim reproduce satml``: run the SaTML 2023 grid as resumable sweeps, then write the report.
+"""``recourse-sim reproduce satml|faithful``: run a study's grid as resumable sweeps, then write its report.
 
-Layout of ``OUT``: ``synthetic/``, ``real/`` and ``real_unconstrained/`` (sweep stores: rerunning resumes),
+``satml``: the SaTML 2023 experiments (:mod:`~recourse_sim.experiments.satml`); ``faithful``: JEM, ECCCo and
+Counterfactual Training in the loop (:mod:`~recourse_sim.experiments.faithful`). Layout of ``OUT`` for satml:
+``synthetic/``, ``real/`` and ``real_unconstrained/`` (sweep stores: rerunning resumes),
 ``results.parquet`` (all experiments, with an ``experiment`` column), ``summary.csv`` (mean and CI over
 repetitions), ``effects.csv`` (the effects attributable to recourse: system - paired control, mean, CI and paired
-p-value), ``figures/`` and ``report.md``.
+p-value), ``figures/`` and ``report.md``; for faithful the same with ``real/`` and ``synthetic/``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from recourse_sim.reporting.attribution import paired_effects, summarise_effects
-from recourse_sim.experiments.satml import experiment_name, satml_sweeps
-from recourse_sim.reporting.satml import report_markdown
+from recourse_sim.experiments import faithful, satml
+from recourse_sim.experiments.grid import Sweep
 from recourse_sim.experiments.store import check_output_dir, write_results
-from recourse_sim.reporting.summary import summarise
 from recourse_sim.experiments.sweep import run_sweeps
+from recourse_sim.reporting.attribution import paired_effects, summarise_effects
 from recourse_sim.reporting.comparisons import plot_final_bars
+from recourse_sim.reporting.faithful import write_faithful_report
 from recourse_sim.reporting.hidden_costs import plot_hidden_costs
+from recourse_sim.reporting.satml import report_markdown
+from recourse_sim.reporting.summary import summarise
 from recourse_sim.reporting.trajectories import plot_trajectories
 
 #: The paper's figures: domain and model shift, disagreement, decisiveness and performance over rounds.
@@ -37,7 +41,21 @@ class Reproduction:
     failed: dict[str, str]
 
 
-def reproduce_satml(
+@dataclass(frozen=True)
+class Study:
+    """A reproducible study: its sweeps (one per data family), the ``experiment`` label of a family's cell, the
+    report writer, its experiments and default output directory."""
+
+    name: str
+    sweeps: Callable[[bool, Sequence[str] | None], dict[str, Sweep]]
+    experiment_name: Callable[[str, str], str]
+    write_report: Callable[[pd.DataFrame, Path, float, bool], Path]
+    experiments: tuple[str, ...]
+    output_dir: Callable[[bool], Path]
+
+
+def reproduce_study(
+    study: Study,
     out: str | Path,
     quick: bool = False,
     workers: int = 1,
@@ -45,11 +63,11 @@ def reproduce_satml(
     force: bool = False,
     progress: bool = False,
 ) -> Reproduction:
-    """Run (or resume) the reproduction into ``out`` and (re)write its report."""
+    """Run (or resume) ``study`` into ``out`` and (re)write its report."""
     out = check_output_dir(Path(out))
-    sweeps = satml_sweeps(quick, only)  # validates every experiment before anything runs
+    sweeps = study.sweeps(quick, only)  # validates every experiment before anything runs
     start = time.perf_counter()
-    # One queue for both families: a worker done with its real-data cell goes on with synthetic ones.
+    # One queue for every family: a worker done with its real-data cell goes on with synthetic ones.
     runs = run_sweeps([(sweep, out / family) for family, sweep in sweeps.items()], workers=workers, force=force,
                       progress=progress)
     seconds = time.perf_counter() - start
@@ -59,12 +77,18 @@ def reproduce_satml(
         frame = result.results()
         if not frame.empty:
             frame = frame.rename(columns={"data.name": "experiment"})
-            frame["experiment"] = [experiment_name(family, name) for name in frame["experiment"]]
+            frame["experiment"] = [study.experiment_name(family, name) for name in frame["experiment"]]
             frames.append(frame)
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not results.empty:
-        write_report(results, out, seconds, quick)
+        study.write_report(results, out, seconds, quick)
     return Reproduction(results, out, seconds, failed)
+
+
+def reproduce_satml(out: str | Path, quick: bool = False, workers: int = 1, only: Sequence[str] | None = None,
+                    force: bool = False, progress: bool = False) -> Reproduction:
+    """Run (or resume) the SaTML 2023 reproduction into ``out`` and (re)write its report."""
+    return reproduce_study(STUDIES["satml"], out, quick, workers, only, force, progress)
 
 
 def write_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool) -> Path:
@@ -86,3 +110,12 @@ def write_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool) 
     report = out / "report.md"
     report.write_text(report_markdown(results, seconds, quick, figures), encoding="utf-8")
     return report
+
+
+#: The studies ``recourse-sim reproduce`` runs.
+STUDIES = {
+    "satml": Study("satml", satml.satml_sweeps, satml.experiment_name, write_report, satml.EXPERIMENTS,
+                   satml.output_dir_default),
+    "faithful": Study("faithful", faithful.faithful_sweeps, faithful.experiment_name, write_faithful_report,
+                      faithful.EXPERIMENTS, faithful.output_dir_default),
+}
