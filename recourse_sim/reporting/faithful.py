@@ -22,6 +22,7 @@ import pandas as pd
 
 from recourse_sim.metrics.catalogue import ROBUSTNESS_EPSILONS, robustness_metric
 from recourse_sim.reporting.attribution import paired_effects, summarise_effects
+from recourse_sim.reporting.summary import markdown_table as _markdown
 from recourse_sim.reporting.summary import summarise
 
 #: The faithfulness figures' metrics (trajectories per model and generator).
@@ -91,15 +92,6 @@ def shift_effects_table(frame: pd.DataFrame, metrics: Sequence[str] = SHIFT) -> 
                        effects[["mean", "ci_low", "ci_high", "p_value"]].itertuples(index=False)]
     wide = effects.pivot_table(index=KEYS, columns="metric", values="cell", aggfunc="first")
     return wide[[m for m in metrics if m in wide.columns]].reset_index()
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    if table.empty:
-        return "_(no rows)_"
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
-    lines = [header, "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def report_markdown(frame: pd.DataFrame, seconds: float, quick: bool, figures: Sequence[str]) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 from recourse_sim.generators.control import CONTROL
 from recourse_sim.reporting.attribution import paired_effects, summarise_effects
 from recourse_sim.reporting.hidden_costs import hidden_costs_table
+from recourse_sim.reporting.summary import markdown_table as _markdown
 from recourse_sim.scenarios import SATML_REAL as REAL
 from recourse_sim.scenarios import SATML_SYNTHETIC as SYNTHETIC
 from recourse_sim.scenarios import UNCONSTRAINED_SUFFIX
@@ -264,17 +265,6 @@ def cost_trend_table(frame: pd.DataFrame) -> pd.DataFrame:
     early = cost[cost["round"] <= max(1, horizon // 5)].groupby("generator")["value"].mean()
     late = cost[cost["round"] > horizon - max(1, horizon // 5)].groupby("generator")["value"].mean()
     return pd.DataFrame({"early": early, "late": late, "change_%": 100 * (late / early - 1)})
-
-
-def _markdown(table: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    if table.empty:
-        return "_(no data)_"
-    columns = list(table.columns)
-    lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
-    for row in table.itertuples(index=False):
-        cells = [format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def report_markdown(frame: pd.DataFrame, seconds: float, quick: bool, figures: list[str]) -> str:

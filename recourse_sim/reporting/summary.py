@@ -22,3 +22,15 @@ def summarise(frame: pd.DataFrame, confidence: float = 0.95, by: list[str] | Non
     half = np.where(out["n"] > 1, t * sem, 0.0)
     out["ci_low"], out["ci_high"] = out["mean"] - half, out["mean"] + half
     return out
+
+
+def markdown_table(table: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A table as a markdown table (floats as ``floatfmt``); "_(no data)_" when it is empty."""
+    if table.empty:
+        return "_(no data)_"
+    columns = list(table.columns)
+    lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
+    for row in table.itertuples(index=False):
+        cells = [format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
