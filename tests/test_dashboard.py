@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 from recourse_sim import DATASETS, GENERATORS, GeneratorSpec, SimulationConfig, generate_counterfactuals
 from recourse_sim.cli import app
 from recourse_sim.metrics import metric_label
-from recourse_sim.models import MODELS
+from recourse_sim.models import MODELS, JEMClassifier, MLPClassifier
 from recourse_sim.reporting import (
     Projection,
     plot_generator_grid,
@@ -41,6 +41,7 @@ from recourse_sim.reporting import (
     plot_trajectory_grid,
 )
 from recourse_sim.reporting.style import PALETTE
+from recourse_sim.training import CounterfactualTraining
 from recourse_sim.viz import compare_generators, trace_search
 
 HAS_VIZ = importlib.util.find_spec("solara") is not None
@@ -403,6 +404,101 @@ def test_a_comparison_that_cannot_be_built_leaves_the_main_system_running(dashbo
     assert model.controls["generator"] == "gravitational" and model.controls["lambda_extcost"] == 2.0
 
 
+# ------------------------------------------------------------------------------ the JEM and Counterfactual Training
+def models_scenario(tmp_path: Path) -> Path:
+    """The fast tiny scenario with a small MLP and a small JEM listed after its logistic regression."""
+    path = fast_scenario(tmp_path)
+    path.write_text(path.read_text() + textwrap.dedent("""
+        [[models]]
+        name = "mlp"
+        hidden_sizes = [16]
+        epochs = 10
+        batch_size = 16
+        retrain_epochs = 1
+        [[models]]
+        name = "jem"
+        hidden_sizes = [16, 16]
+        epochs = 3
+        sgld_steps = 5
+        retrain_epochs = 1
+    """))
+    return path
+
+
+def test_the_model_pickers_offer_the_jem_and_counterfactual_training(dashboard_module):
+    base = dashboard_module.base_scenario()
+    params = dashboard_module.model_params(base)
+    start = {k: v for k, v in dashboard_module.initial_values(params).items() if k != "scenario"}
+    offered = params["model"]["values"]
+    assert offered == params["compare_models"]["values"]
+    assert offered[:len(MODELS)] == list(MODELS) and "jem" in offered  # every registered model, the JEM included
+    trained_with_ct = offered[len(MODELS):]
+    assert "mlp+ct" in trained_with_ct and "jem+ct" not in trained_with_ct  # CT trains the package's networks only
+    for key in trained_with_ct:  # each is the scenario entry {name = ..., training = "ct"} and builds CT
+        (entry,) = dashboard_module.dashboard_scenario(base, **(start | {"model": key})).models
+        assert entry.key == key and entry.training == "ct", key
+        assert isinstance(entry.build("cpu"), CounterfactualTraining), key
+    (jem,) = dashboard_module.dashboard_scenario(base, **(start | {"model": "jem"})).models
+    assert jem.key == "jem" and isinstance(jem.build("cpu"), JEMClassifier)
+    assert dashboard_module.model_text("mlp+ct") == "mlp+ct (Counterfactual Training)"
+    assert dashboard_module.model_text("jem") == "jem"
+
+
+def test_a_jem_steps_in_the_dashboard(dashboard_module, tmp_path):
+    """The JEM runs at the scenario's (small) settings: picking a model uses the scenario's entry of it."""
+    model = dashboard_module.DashboardDynamics(scenario=str(models_scenario(tmp_path)), model="jem", rounds=2,
+                                               fast_retraining=True)
+    assert model.error is None and list(model.config.models) == ["jem"]
+    jem = model.config.models["jem"]
+    assert isinstance(jem, JEMClassifier) and (jem.epochs, jem.sgld_steps) == (3, 5)
+    assert jem.retrain_batch_size == dashboard_module.FAST_BATCH
+    model.step()
+    model.step()
+    assert model.error is None and model.round == 2
+    frame = model.results()
+    assert sorted(frame[frame.metric == "model_mmd"]["round"].unique()) == [0, 1, 2]
+    assert (frame[(frame.metric == "n_recourse") & (frame["round"] > 0)]["value"] > 0).all()
+    assert frame[frame.metric == "validity"]["value"].notna().all()
+    assert len(dashboard_module.population_figure(model).axes) == 2
+
+
+def test_counterfactual_training_reaches_the_simulation(dashboard_module, tmp_path):
+    """mlp+ct next to mlp: the scenario's MLP (its architecture and epochs), once trained conventionally and once
+    with Counterfactual Training, on the same people with the same recipients."""
+    model = dashboard_module.DashboardDynamics(scenario=str(models_scenario(tmp_path)), model="mlp",
+                                               compare_models=["mlp+ct"], rounds=1, fast_retraining=True)
+    assert model.error is None
+    assert model.system_names() == ["mlp / gravitational", "mlp+ct / gravitational"]
+    assert "models: mlp vs mlp+ct" in model.settings_line()
+    plain, ct = model.config.models["mlp"], model.config.models["mlp+ct"]
+    assert isinstance(plain, MLPClassifier) and not isinstance(plain, CounterfactualTraining)
+    assert isinstance(ct, CounterfactualTraining) and ct.objective == "full" and isinstance(ct.model, MLPClassifier)
+    assert ct.model.hidden_sizes == plain.hidden_sizes == (16,) and ct.model.epochs == plain.epochs == 10
+    assert ct.model.retrain_batch_size == plain.retrain_batch_size == dashboard_module.FAST_BATCH
+    X = model.config.train.X
+    assert np.abs(np.asarray(model.scorer(0)(X)) - np.asarray(model.scorer(1)(X))).max() > 1e-3  # trained otherwise
+    model.step()
+    recipients = model.population.recourse_round == 1
+    assert model.error is None and recipients[0].any() and torch.equal(recipients[0], recipients[1])
+    # picked as the main model, it runs alone under its key
+    alone = dashboard_module.rebuild(model, model="mlp+ct", compare_models=[])
+    assert alone.error is None and list(alone.config.models) == ["mlp+ct"] and alone.system.model == "mlp+ct"
+    assert isinstance(alone.config.models["mlp+ct"], CounterfactualTraining)
+
+
+def test_a_scenario_trained_with_ct_starts_the_picker_at_its_key(dashboard_module, tmp_path):
+    path = tmp_path / "ct.toml"
+    path.write_text(tiny_scenario(tmp_path).read_text().replace(
+        'name = "logistic_regression"\nepochs = 20', 'name = "mlp"\ntraining = "ct"\nhidden_sizes = [8]\nepochs = 3'))
+    base = dashboard_module.base_scenario(path)
+    assert base.models[0].key == "mlp+ct"
+    assert dashboard_module.initial_values(dashboard_module.model_params(base))["model"] == "mlp+ct"
+    raw = base.model_dump(mode="json", exclude_none=True)
+    assert dashboard_module.model_config(raw, "mlp+ct", False) == raw["models"][0]
+    plain = dashboard_module.model_config(raw, "mlp", False)  # the same MLP, trained conventionally
+    assert plain == {k: v for k, v in raw["models"][0].items() if k != "training"} and plain["epochs"] == 3
+
+
 # ------------------------------------------------------------------------------------------------ the agents
 def agents_scenario(tmp_path: Path, agents: str) -> Path:
     """The tiny scenario with an ``[agents]`` table."""
@@ -644,7 +740,9 @@ def test_the_comparison_pickers_add_systems_at_once(dashboard_module, tmp_path):
         assert {"text": "none (no recourse, control)", "value": "none"} in generators.items
         assert {item["value"] for item in generators.items} == set(GENERATORS)
         models = rc.find(v.Select, label="Compare with models").widget
-        assert [item["value"] for item in models.items] == [m for m in MODELS if m != "logistic_regression"]
+        assert [item["value"] for item in models.items] == [m for m in dashboard_module.model_keys()
+                                                            if m != "logistic_regression"]
+        assert {"text": "mlp+ct (Counterfactual Training)", "value": "mlp+ct"} in models.items
         assert "same people" in page_text(rc, "recourse-compare-note")
         rc.find(v.Btn, children=["Step"]).widget.click()
         generators.v_model = ["generic", "none"]  # applies at once: a fresh run, every system named
@@ -658,6 +756,25 @@ def test_the_comparison_pickers_add_systems_at_once(dashboard_module, tmp_path):
         rc.find(v.Select, label="Compare with generators").widget.v_model = []
         rc.find(v.Select, label="Compare with models").widget.v_model = []
         assert " vs " not in page_text(rc, "recourse-settings")  # back to one system
+    finally:
+        rc.close()
+
+
+def test_the_model_picker_offers_the_jem_and_runs_a_ct_trained_model_at_once(dashboard_module, tmp_path):
+    import ipyvuetify as v
+
+    rc = render_page(dashboard_module, models_scenario(tmp_path))
+    try:
+        picker = rc.find(v.Select, label="Model").widget
+        assert {"text": "jem", "value": "jem"} in picker.items
+        assert {"text": "mlp+ct (Counterfactual Training)", "value": "mlp+ct"} in picker.items
+        rc.find(v.Btn, children=["Step"]).widget.click()
+        picker.v_model = "mlp+ct"  # applies at once: a fresh run of the scenario's MLP trained with CT
+        assert rc.find(v.Select, label="Model").widget.v_model == "mlp+ct"
+        assert page_text(rc, "recourse-status") == "Round 0 of 3 (running)"
+        rc.find(v.Btn, children=["Step"]).widget.click()
+        assert page_text(rc, "recourse-status") == "Round 1 of 3 (running)"
+        assert rc.find(v.Alert, class_="recourse-error").widgets == []
     finally:
         rc.close()
 

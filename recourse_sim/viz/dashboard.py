@@ -17,6 +17,13 @@ architecture, search settings, metric settings).
   round counter lists every keyword passed to the generator. Each slider shows its value in its label; slider
   ranges come from :data:`KEYWORD_RANGES` (a keyword not listed there gets ``[0, 4 x default]``, integers
   ``[1, 4 x default]``).
+- The model pickers (Model, and "Compare with models") offer every registered model, the JEM (``jem``)
+  included, then each model Counterfactual Training can train, trained with it: ``mlp+ct``, shown as "mlp+ct
+  (Counterfactual Training)", is the scenario entry ``{name = "mlp", training = "ct"}`` (:func:`model_keys`). A
+  picked model runs as the scenario's entry of that model trained that way, else as its entry of that model (its
+  architecture and epochs, trained as picked), else with the model's defaults. The defaults are the papers' (a JEM
+  trains 100 epochs with 30 SGLD steps per optimiser step; CT searches counterfactuals every epoch), so building
+  either takes seconds to tens of seconds on a CPU; a scenario file with fewer epochs makes them quicker.
 - Where a value starts: every default has one home and the dashboard reads it from there. A generator's
   keywords start at the scenario entry's own values, else at its factory's defaults
   (``inspect.signature(GENERATORS[name])``); the dynamics (mu, rounds, seed) and the data come from the
@@ -95,6 +102,7 @@ from matplotlib.figure import Figure
 
 from recourse_sim.data import DATASETS
 from recourse_sim.experiments import Scenario
+from recourse_sim.experiments.scenario import ModelConfig
 from recourse_sim.generators import GENERATORS
 from recourse_sim.generators.control import CONTROL
 from recourse_sim.models import MODELS
@@ -108,6 +116,7 @@ from recourse_sim.reporting.trajectories import plot_trajectory_grid
 from recourse_sim.scenarios import embedded
 from recourse_sim.simulation import RecourseDynamics
 from recourse_sim.simulation.config import SimulationConfig
+from recourse_sim.training.parameters import SUPPORTED as CT_SUPPORTED
 from recourse_sim.viz.agent_controls import (
     AGENT_CONTROLS,
     AGENTS_TEXT,
@@ -135,6 +144,7 @@ POPULATION_COLUMNS = 2
 SAMPLES = 400
 FAST_BATCH = 32
 CONTROL_TEXT = " (no recourse, control)"  # how the picker shows the no-recourse control
+CT_TEXT = " (Counterfactual Training)"  # how the model pickers show a model trained with CT
 #: What the page says above the comparison pickers.
 COMPARISON_TEXT = ("Side by side: each added generator or model runs on the same people, stepping together, with "
                    "the same recipients each round; an added generator runs at its scenario entry's values, else its "
@@ -193,6 +203,35 @@ def _default_scenario() -> Scenario:
     raw.update(name="dashboard", rounds=simulation_default("rounds"),
                data={**raw["data"], "n_samples": SAMPLES}, models=raw["models"][:1], generators=raw["generators"][:1])
     return Scenario.from_dict(raw)
+
+
+# ------------------------------------------------------------------------------------------------- models
+def ct_keys() -> dict[str, str]:
+    """``picker key -> model name`` of every registered model Counterfactual Training can train, trained with it:
+    the key is the scenario's own name for ``{name = "mlp", training = "ct"}`` (:attr:`ModelConfig.key`,
+    ``mlp+ct``)."""
+    return {ModelConfig(name=name, training="ct").key: name for name in MODELS
+            if issubclass(MODELS[name], CT_SUPPORTED)}
+
+
+def model_keys() -> list[str]:
+    """What the model pickers offer: every registered model (the JEM included), then each that Counterfactual
+    Training can train, trained with it (see :func:`ct_keys`)."""
+    return [*MODELS, *ct_keys()]
+
+
+def model_key(entry: ModelConfig) -> str:
+    """How the pickers name a scenario's model entry: its model, with CT's key where it is trained with CT."""
+    return entry.name if entry.training_params is None else ModelConfig(name=entry.name, training="ct").key
+
+
+def model_text(key: str) -> str:
+    """How the pickers show model ``key``: a CT-trained model says so."""
+    return key + CT_TEXT if key in ct_keys() else key
+
+
+def _trained_with_ct(entry: Mapping) -> bool:
+    return ModelConfig.model_validate(dict(entry)).training_params is not None
 
 
 # --------------------------------------------------------------------------------------------- generators
@@ -327,10 +366,10 @@ def resolve_controls(base: Scenario, controls: Mapping) -> dict:
     without ``budget_on`` switches the budget on; a trait left at ``None`` keeps ``base``'s distribution table
     (see :func:`~recourse_sim.viz.agent_controls.agent_start`)."""
     check_controls(controls)
-    start = {"dataset": base.data.name, "n_samples": int(base.data.n_samples or SAMPLES), "model": base.models[0].name,
-             "generator": entry_keys(base)[0], "compare_generators": [], "compare_models": [],
-             "recourse_share": float(base.recourse_share), "rounds": int(base.rounds), "seed": int(base.seed),
-             "fast_retraining": False, **agent_start(base.agents)}
+    start = {"dataset": base.data.name, "n_samples": int(base.data.n_samples or SAMPLES),
+             "model": model_key(base.models[0]), "generator": entry_keys(base)[0], "compare_generators": [],
+             "compare_models": [], "recourse_share": float(base.recourse_share), "rounds": int(base.rounds),
+             "seed": int(base.seed), "fast_retraining": False, **agent_start(base.agents)}
     given = {k: v for k, v in controls.items() if v is not None}
     if "budget" in given and "budget_on" not in given:
         given["budget_on"] = True
@@ -436,11 +475,21 @@ def dashboard_scenario(
     return Scenario.from_dict(raw, source="dashboard")
 
 
-def model_config(raw: Mapping, name: str, fast_retraining: bool) -> dict:
-    """Model ``name``'s configuration: the scenario ``raw``'s first entry of that name (else the model's
-    defaults), unlabelled (so it is named by its model), with :data:`FAST_BATCH` retraining when asked."""
-    config = dict(next((m for m in raw["models"] if m["name"] == name), {"name": name}))
+def model_config(raw: Mapping, key: str, fast_retraining: bool) -> dict:
+    """Model picker entry ``key``'s configuration (a registered model, or one trained with Counterfactual Training,
+    ``mlp+ct``: see :func:`model_keys`): the scenario ``raw``'s first entry of that model trained that way, else its
+    first entry of that model (its architecture and training settings, trained as picked), else the model's
+    defaults; unlabelled (so it is named by its key), with :data:`FAST_BATCH` retraining when asked."""
+    ct = key in ct_keys()
+    name = ct_keys().get(key, key)
+    entries = [m for m in raw["models"] if m["name"] == name]
+    same = [m for m in entries if _trained_with_ct(m) == ct]
+    config = dict((same or entries or [{"name": name}])[0])
     config.pop("label", None)
+    if not ct:
+        config.pop("training", None)
+    elif not same:
+        config["training"] = "ct"
     if fast_retraining:
         config["retrain_batch_size"] = FAST_BATCH
     return config
@@ -601,11 +650,12 @@ class DashboardDynamics(RecourseDynamics):
         return f"Round {self.round} of {self.config.rounds} ({'running' if self.running else 'finished'})"
 
 
-def rebuild(model: DashboardDynamics, **changes) -> DashboardDynamics:
+def rebuild(model: DashboardDynamics, /, **changes) -> DashboardDynamics:
     """A fresh simulation (round 0) with ``model``'s controls and ``changes``: what a control change and Reset
     do. Choosing a generator also loads its own values (the scenario entry's, else its factory's defaults)
     into its sliders; choosing a dataset drops a grouping by the previous data's attributes; setting a budget
-    switches it on."""
+    switches it on. ``model`` is positional-only: ``changes`` may hold the model control itself
+    (``rebuild(current, model="jem")``)."""
     controls = dict(model.controls)
     if "generator" in changes and changes["generator"] != controls["generator"]:
         controls = controls_for_generator(model.base, controls, changes["generator"])
@@ -781,13 +831,13 @@ def model_params(base: Scenario, scenario_path: str | None = None) -> dict:
         "dataset": {"type": "Select", "value": start["dataset"], "values": offered_datasets(base), "label": "Dataset"},
         "n_samples": {"type": "SliderInt", "value": start["n_samples"], "min": 100, "max": 5000, "step": 100,
                       "label": "Samples (n)"},
-        "model": {"type": "Select", "value": start["model"], "values": list(MODELS), "label": "Model"},
+        "model": {"type": "Select", "value": start["model"], "values": model_keys(), "label": "Model"},
         "generator": {"type": "Select", "value": start["generator"], "values": generator_keys(base),
                       "label": "Generator"},
         **generator_controls(base, start["generator"]),
         "compare_generators": {"type": "SelectMultiple", "value": start["compare_generators"],
                                "values": generator_keys(base), "label": "Compare with generators"},
-        "compare_models": {"type": "SelectMultiple", "value": start["compare_models"], "values": list(MODELS),
+        "compare_models": {"type": "SelectMultiple", "value": start["compare_models"], "values": model_keys(),
                            "label": "Compare with models"},
         "recourse_share": {"type": "SliderFloat", "value": start["recourse_share"], "min": 0.01, "max": 0.5,
                            "step": 0.01, "label": "μ: share given recourse per round"},
@@ -830,10 +880,11 @@ def Slider(name: str, spec: dict, value, on_apply, note: str = ""):
 
 def comparison_options(model: DashboardDynamics, name: str, offered: Sequence[str]) -> dict[str, str]:
     """What comparison picker ``name`` offers, ``key -> shown text``: ``offered`` and anything already chosen;
-    the models without the main one (it runs anyway); the control generator says what it is."""
+    the models without the main one (it runs anyway); the control generator and a CT-trained model say what they
+    are."""
     chosen = model.controls[name]
     keys = [key for key in unique_keys([*offered, *chosen]) if name != "compare_models" or key != model.controls["model"]]
-    show = (lambda key: generator_text(model.base, key)) if name == "compare_generators" else str
+    show = (lambda key: generator_text(model.base, key)) if name == "compare_generators" else model_text
     return {key: show(key) for key in keys}
 
 
@@ -919,6 +970,8 @@ def Controls(params: dict, model: DashboardDynamics, on_apply):
                                 classes=["recourse-no-keywords"], style={"font-size": "0.85em"})
                 for keyword, keyword_spec in keywords.items():
                     Slider(keyword, keyword_spec, c[keyword], on_apply).key(f"keyword-{keyword}")
+            elif spec["type"] == "Select" and name == "model":
+                Pick(name, spec["label"], {key: model_text(key) for key in spec["values"]}, c[name], on_apply)
             elif spec["type"] == "Select":
                 values = spec["values"] if c[name] in spec["values"] else [*spec["values"], c[name]]
                 solara.Select(spec["label"], values=values, value=c[name],
