@@ -256,3 +256,23 @@ def test_runs_in_a_simulation(overlapping):
     assert dynamics.round == 2 and len(dynamics.systems) == 4
     assert (dynamics.population.recourse_round >= 0).any()
     assert frame["value"].equals(RecourseDynamics(config(), seed=5).run()["value"])  # deterministic for a seed
+
+
+def test_eccco_energy_on_a_jem_is_minus_its_class_one_logit(separable_jem):
+    """ECCCo's E(x | y+) = -f_{y+}(x): on a model with class logits the class-1 logit, not the log-odds f_1 - f_0
+    (which keeps growing where the model has no data and made ECCCo overshoot by ~45x on circles)."""
+    from recourse_sim.generators.api import make_context
+    from recourse_sim.generators.problem import SearchBatch, SearchProblem, SearchSettings
+    from recourse_sim.generators.terms import Energy, target_logit
+
+    model, data = separable_jem
+    x = data.X[:6].reshape(1, 3, 2, 2) + 3.0  # partly off the data: where f_1 and f_1 - f_0 differ most
+    problem = SearchProblem(model=model, factual=data.X[:3].unsqueeze(0), systems=torch.tensor([0]),
+                            context=make_context(data, "cpu"),
+                            settings=SearchSettings(n_counterfactuals=2), rng=torch.Generator())
+    batch = SearchBatch(problem, x, x, model.log_proba_stacked(x.reshape(1, 6, 2)).view(1, 3, 2),
+                        torch.zeros(1, 3, dtype=torch.bool), torch.arange(3))
+    f = model.class_logits_stacked(x.reshape(1, 6, 2))
+    assert torch.allclose(target_logit(batch), f[..., 1].view(1, 3, 2))
+    assert not torch.allclose(target_logit(batch), (f[..., 1] - f[..., 0]).view(1, 3, 2))
+    assert torch.allclose(Energy()(batch, None), -f[..., 1].view(1, 3, 2).mean(-1))

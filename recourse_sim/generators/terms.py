@@ -140,16 +140,23 @@ class DPPDiversity(ObjectiveTerm):
 
 
 def target_logit(batch: SearchBatch) -> torch.Tensor:
-    """The logit of y+ = 1 at the candidates (S, B, K).
+    """The logit of y+ = 1 at the candidates (S, B, K): ECCCo's energy is ``E(x' | y+) = -logit_{y+}(x')``.
 
-    Every :class:`~recourse_sim.models.base.StackedClassifier` has ``logits_stacked(X, systems)``: the package's
-    ensembles give the mean member logit, as ECCCo does for ensembles. A bare scorer without it (anything with
-    ``log_proba_stacked``) gives the log-odds of p.
+    A model with one logit per class (``class_logits_stacked``, e.g. the JEM) gives its class-1 logit f_1, as in
+    ECCCo, whose models all have one output per class; its log-odds f_1 - f_0 would keep growing where the model
+    has no data (f_0 falls there too), and the search would overshoot far past the target class (measured on the
+    JEM on circles: implausibility ~29 with the log-odds, 0.55-0.62 with f_1). A model with one logit (the
+    package's MLPs and ensembles; ``logits_stacked``) gives that logit, for the ensembles the mean member logit,
+    as ECCCo does for ensembles. A bare scorer without either (anything with ``log_proba_stacked``) gives the
+    log-odds of p.
     """
     model = batch.problem.model
     S, B, K, d = batch.x.shape
+    x = batch.x.reshape(S, B * K, d)
+    if hasattr(model, "class_logits_stacked"):
+        return model.class_logits_stacked(x, batch.systems)[..., 1].reshape(S, B, K)
     if hasattr(model, "logits_stacked"):
-        return model.logits_stacked(batch.x.reshape(S, B * K, d), batch.systems).view(S, B, K)
+        return model.logits_stacked(x, batch.systems).view(S, B, K)
     log_p = batch.log_p
     return log_p - torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
 
