@@ -28,7 +28,9 @@ from torch import Tensor
 from recourse_sim.errors import DataError
 from recourse_sim.generators.terms import ConformalSetSize, conformal_quantile, conformal_set_size
 from recourse_sim.metrics.mmd import gaussian_kernel
-from recourse_sim.metrics.recourse import masked_mean, recourse_cost, validity
+from recourse_sim.metrics.recourse import (
+    IMPLAUSIBILITY_NEIGHBOURS, point_stack, masked_mean, nearest_target_distance, recourse_cost, validity,
+)
 from recourse_sim.models.base import DECISION_THRESHOLD
 
 __all__ = [
@@ -48,8 +50,6 @@ __all__ = [
     "valid_recourse_cost",
 ]
 
-#: ECCCo.jl ``distance_from_targets_l2``: implausibility averages the distances to the 100 nearest target points.
-IMPLAUSIBILITY_NEIGHBOURS = 100
 #: CT's robustness protocol (Sec. 5.8 of the reference notes): PGD takes 40 steps of 0.01.
 PGD_STEPS = 40
 PGD_STEP_SIZE = 0.01
@@ -58,69 +58,7 @@ PGD_STEP_SIZE = 0.01
 _CHUNK_BYTES = 64 * 2**20
 
 
-def _stack(points: Tensor, name: str) -> Tensor:
-    """``points`` as floating ``(S, m, d)``."""
-    if not isinstance(points, Tensor) or points.dim() != 3:
-        shape = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
-        raise DataError(f"{name}: expected a stack of points (S, m, d), got {shape}")
-    return points if points.is_floating_point() else points.to(torch.get_default_dtype())
-
-
 # ------------------------------------------------------------------------------------------- plausibility
-def nearest_target_distance(
-    points: Tensor,
-    reference: Tensor,
-    reference_mask: Tensor,
-    *,
-    k: int = IMPLAUSIBILITY_NEIGHBOURS,
-    exclude: Tensor | None = None,
-) -> Tensor:
-    """Mean Euclidean distance of every point to its ``k`` nearest reference rows, ``(S, m)``.
-
-    The per-point value of ECCCo's implausibility (``distance_from_targets_l2``, k = 100); for one system without
-    ``exclude`` it equals :func:`recourse_sim.metrics.recourse.implausibility`. Where a system has fewer than ``k``
-    reference rows, all of them count (NaN where it has none).
-
-    Args:
-        points: Counterfactuals ``(S, m, d)``.
-        reference: Reference rows ``(S, n, d)``, or ``(n, d)`` shared by every system.
-        reference_mask: Boolean ``(S, n)`` or ``(n,)``: the rows that count (the target class).
-        k: How many nearest reference rows to average (default 100).
-        exclude: Optional ``(S, m)`` index of each point's own row in ``reference`` (-1: none), left out of its
-            neighbours: a counterfactual that is itself a reference row is not its own neighbour at distance 0.
-
-    Returns:
-        ``(S, m)`` mean distances.
-    """
-    points = _stack(points, "points")
-    S, m, d = points.shape
-    reference = reference.to(points).expand(S, -1, -1) if reference.dim() == 2 else reference.to(points)
-    reference_mask = reference_mask.to(torch.bool).expand(S, -1)
-    if reference.shape[:1] != (S,) or reference.shape[-1] != d or reference_mask.shape != reference.shape[:2]:
-        raise DataError(f"nearest_target_distance: points {tuple(points.shape)}, reference {tuple(reference.shape)} "
-                        f"and reference_mask {tuple(reference_mask.shape)} do not match")
-    n = reference.shape[1]
-    out = torch.full((S, m), float("nan"), dtype=points.dtype, device=points.device)
-    if n == 0 or m == 0:
-        return out
-    k = min(k, n)
-    inf = torch.tensor(float("inf"), dtype=points.dtype, device=points.device)
-    chunk = max(1, _CHUNK_BYTES // (3 * S * n * points.element_size()))
-    for start in range(0, m, chunk):
-        stop = min(m, start + chunk)
-        distances = torch.cdist(points[:, start:stop], reference)  # (S, c, n)
-        distances = distances.masked_fill(~reference_mask.unsqueeze(1), float("inf"))
-        if exclude is not None:
-            own = exclude[:, start:stop].to(device=points.device, dtype=torch.long).unsqueeze(-1)
-            at_own = distances.gather(-1, own.clamp_min(0))
-            distances.scatter_(-1, own.clamp_min(0), torch.where(own >= 0, inf, at_own))
-        nearest = distances.topk(k, dim=-1, largest=False).values
-        counted = torch.isfinite(nearest)  # fewer than k reference rows: the masked ones come back as inf
-        total = torch.where(counted, nearest, torch.zeros((), dtype=points.dtype, device=points.device)).sum(-1)
-        out[:, start:stop] = total / counted.sum(-1).to(points.dtype)
-    return out
-
-
 def mean_implausibility(
     points: Tensor,
     reference: Tensor,
@@ -149,7 +87,7 @@ def unfaithfulness(points: Tensor, samples: Tensor, *, mask: Tensor | None = Non
     ECCCo.jl's ``distance_from_energy`` sums the distances to its 25 kept samples and divides by the 50 chains (its
     values are half a mean); this is the true mean, twice the reference's values on the same samples.
     """
-    points = _stack(points, "points")
+    points = point_stack(points, "points")
     distances = torch.cdist(points, samples.to(points)).mean(-1)  # (S, m)
     if mask is not None:
         distances = torch.where(mask.to(torch.bool), distances, torch.zeros((), dtype=distances.dtype,
@@ -172,7 +110,7 @@ def ip_star(points: Tensor, reference: Tensor, *, length_scale: float, mask: Ten
         length_scale: Kernel length-scale ``l`` > 0.
         mask: Optional boolean ``(S, m)``: the points that count.
     """
-    points = _stack(points, "points").double()
+    points = point_stack(points, "points").double()
     S, m, d = points.shape
     reference = reference.to(points)
     if reference.shape[-2] < 2 or reference.shape[-1] != d:
