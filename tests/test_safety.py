@@ -450,3 +450,15 @@ def test_catalogue_checks_python_calls_like_scenarios():
         GENERATORS["generic"](max_steps=10.5)
     assert GENERATORS["greedy"](step_size=None).step_size == 0.1  # optional values stay optional
     assert torch.isfinite(torch.tensor(GENERATORS["eccco"]().step_size))
+
+
+@pytest.mark.parametrize("study", ["satml", "faithful"])
+def test_reproduce_refuses_a_directory_holding_files_it_did_not_write(tmp_path, study):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.csv").write_text("mine")  # a report's name, but no sweep store beside it: not a previous run
+    (out / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["reproduce", study, "--quick", "--only", "moons", "--out", str(out), "-q"])
+    assert_refused(result, "out", "notes.txt", "summary.csv")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "summary.csv"]
+    assert (out / "notes.txt").read_text() == "mine"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from recourse_sim.errors import ConfigError
 from recourse_sim.experiments import faithful, satml
 from recourse_sim.experiments.grid import Sweep
 from recourse_sim.experiments.store import check_output_dir, write_results
@@ -66,6 +67,7 @@ def reproduce_study(
     """Run (or resume) ``study`` into ``out`` and (re)write its report."""
     out = check_output_dir(Path(out))
     sweeps = study.sweeps(quick, only)  # validates every experiment before anything runs
+    _check_own_directory(out, sweeps)
     start = time.perf_counter()
     # One queue for every family: a worker done with its real-data cell goes on with synthetic ones.
     runs = run_sweeps([(sweep, out / family) for family, sweep in sweeps.items()], workers=workers, force=force,
@@ -83,6 +85,26 @@ def reproduce_study(
     if not results.empty:
         study.write_report(results, out, seconds, quick)
     return Reproduction(results, out, seconds, failed)
+
+
+#: What a study writes into its output directory besides one sweep store per family.
+REPORT_FILES = ("results.parquet", "results.csv", "summary.csv", "effects.csv", "report.md", "figures")
+
+
+def _check_own_directory(out: Path, sweeps: dict[str, Sweep]) -> None:
+    """Refuse an output directory that holds anything a study does not write: its report files replace their
+    namesakes, and a file the package did not write is never overwritten."""
+    if not out.is_dir():
+        return
+    names = sorted(p.name for p in out.iterdir())
+    previous_run = any((out / family / "manifest.json").is_file() for family in sweeps)
+    # Report files are the study's own only beside one of its sweep stores (a previous run).
+    own = (*REPORT_FILES, *sweeps) if previous_run else tuple(sweeps)
+    foreign = [name for name in names if name not in own]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise ConfigError("out", str(out), f"a new or empty directory, or a previous run of this study; it holds "
+                          f"files recourse-sim did not write ({shown}): choose another --out")
 
 
 def reproduce_satml(out: str | Path, quick: bool = False, workers: int = 1, only: Sequence[str] | None = None,
