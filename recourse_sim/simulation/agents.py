@@ -139,10 +139,6 @@ class Trait:
 
         return params[0] * np.exp(params[1] * ndtri(u))
 
-    @property
-    def is_constant(self) -> bool:
-        return self.distribution == "constant"
-
 
 @dataclass(frozen=True)
 class AgentSettings:

@@ -209,7 +209,8 @@ class RecourseDynamics(mesa.Model):
                  y_true_after[moving])
         self._collect_recourse_metrics(stack, rows, factual, chosen, p_chosen, result.steps, valid, finite)
         if self.reports_agents:
-            spent = self.people.cost(factual, moved_to, rows)  # the cost of the move made, partial or not
+            # The cost of the move made: the counterfactual's own unless someone stopped part of the way.
+            spent = agent_cost if moved_to is chosen else self.people.cost(factual, moved_to, rows)
             self._collect_agent_metrics(stack, rows, valid & finite, moving, spent, fraction)
         terms = implemented_terms(stack.classifier, context, factual, moved_to, p_moved.clamp_min(1e-12).log())
         for name, values in terms.items():

@@ -67,9 +67,6 @@ class OutcomeModel:
         """Whether every individual's true label is known at every round (the truth metrics need it)."""
         return self.truth is not None or self.outcome == "unchanged"
 
-    def true_proba(self, x: torch.Tensor) -> torch.Tensor:
-        return self.truth.proba(x)
-
     def labels(self, x_new: torch.Tensor, p_model: torch.Tensor, y_true: torch.Tensor,
                outcome_draw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(recorded, true)`` labels (float, same shape as ``p_model``) of individuals moving to ``x_new``.
