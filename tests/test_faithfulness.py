@@ -32,7 +32,7 @@ from recourse_sim.metrics.mmd import mmd2_unbiased
 from recourse_sim.metrics.recourse import implausibility
 from recourse_sim.simulation import RecourseDynamics
 from recourse_sim.simulation.config import MetricSettings
-from recourse_sim.simulation.faithfulness import _protected_columns
+from recourse_sim.simulation.faithfulness import FaithfulnessEvaluator, _protected_columns
 
 
 def _column(*values: float) -> torch.Tensor:
@@ -286,6 +286,26 @@ def test_faithfulness_rows_are_in_range(runs):
     shares = [robustness_metric(a, e) for a in ROBUSTNESS_ATTACKS for e in ROBUSTNESS_EPSILONS]
     assert rows[rows["metric"].isin([*shares, "protected_validity"])]["value"].dropna().between(0, 1).all()
     assert rows[rows["metric"].isin(shares)]["value"].notna().all()  # the control's model is attacked too
+
+
+def test_each_stack_has_its_own_metric_stream(overlapping):
+    """Each model stack's faithfulness noise (SGLD samples, IP*'s subsample, the protected sample) comes from its
+    own stream, keyed by the stack's name: another stack's draws, before or in between, leave it as it was (one
+    shared stream would hand the second stack's round-0 draws to the first stack's round 1)."""
+    def evaluator():
+        X, y = overlapping.X, overlapping.y
+        return FaithfulnessEvaluator(X, y, X, y, MetricSettings(faithfulness=True), 1.0,
+                                     torch.Generator().manual_seed(5))
+
+    alone, shared = evaluator(), evaluator()
+    torch.rand(100, generator=shared.stream("mlp"))  # another stack draws first
+    first = torch.rand(5, generator=alone.stream("logistic_regression"))
+    assert torch.equal(first, torch.rand(5, generator=shared.stream("logistic_regression")))
+    torch.rand(7, generator=shared.stream("mlp"))  # ... and in between
+    assert torch.equal(torch.rand(5, generator=alone.stream("logistic_regression")),
+                       torch.rand(5, generator=shared.stream("logistic_regression")))
+    assert not torch.equal(torch.rand(5, generator=evaluator().stream("mlp")), first)  # streams differ by stack
+    assert alone.stream("mlp") is alone.stream("mlp")  # one stream per stack for the whole run
 
 
 def test_in_sample_calibration_is_an_option():

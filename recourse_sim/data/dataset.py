@@ -132,6 +132,15 @@ class Dataset:
         """The same rows in a random order drawn from ``rng``."""
         return self.subset(rng.permutation(self.n_samples))
 
+    def bounded_to_range(self) -> Dataset:
+        """The same rows with every feature bounded to the range its values span here (a bound the schema already
+        sets more tightly stays). ECCCo's experiments clamp the counterfactual search to the data's range this way;
+        without it an unbounded model's energy keeps pulling counterfactuals past the data ("overshoot")."""
+        lower, upper = self.X.min(0).values.tolist(), self.X.max(0).values.tolist()
+        bounds = {name: (max(lo, schema_lo), min(hi, schema_hi)) for name, lo, hi, schema_lo, schema_hi
+                  in zip(self.schema.names, lower, upper, self.schema.lower, self.schema.upper)}
+        return Dataset(self.X, self.y, self.schema.with_updates(bounds=bounds), self.name, self.is_part, self.truth)
+
     def stratified_split(self, test_share: float, rng: np.random.Generator) -> tuple[Dataset, Dataset]:
         """Stratified train/test split with ``floor(test_share * n_c)`` test rows per class ``c``.
 

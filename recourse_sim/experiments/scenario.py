@@ -12,7 +12,7 @@ import inspect
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
@@ -54,6 +54,10 @@ class DataConfig(_Strict):
     ``constraints = false`` drops the actionability constraints of a shipped real dataset's data card
     (mutability and bounds; one-hot groups stay): the SaTML reference code had none, so this separates their
     effect on validity from the search budget's. Datasets without a data card have no constraints anyway.
+
+    ``bounds = "data_range"`` bounds every feature to the range the loaded rows span (train and test), so no
+    counterfactual leaves the data's box, as in ECCCo's experiments; unset, the schema's bounds hold (the synthetic
+    datasets have none).
     """
 
     name: str = "overlapping"
@@ -63,6 +67,8 @@ class DataConfig(_Strict):
     path: str | None = None
     target: str | None = None
     constraints: bool = True
+    # None, not "schema", by default: an unset field stays out of the resolved TOML, so sweep cell ids are unchanged
+    bounds: Literal["data_range"] | None = None
 
     @model_validator(mode="after")
     def _check_source(self) -> DataConfig:
@@ -281,6 +287,8 @@ class Scenario(_Strict):
             loader = DATASETS[self.data.name]
             options = {"constraints": False} if not self.data.constraints and _accepts(loader, "constraints") else {}
             dataset = loader(self.data.n_samples, rng, **options)
+        if self.data.bounds == "data_range":
+            dataset = dataset.bounded_to_range()
         check_split(dataset, self.data.test_share, "data.path" if self.data.name == "csv" else "data.n_samples")
         return dataset.stratified_split(self.data.test_share, rng)
 

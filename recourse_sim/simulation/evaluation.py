@@ -163,7 +163,7 @@ class ShiftEvaluator:
         if self.faithfulness is not None:
             if context is None or len(generators) != len(local_systems):
                 raise ValueError("the faithfulness metrics need the stack's generators and the search context")
-            faithful = self.faithfulness.evaluate(model, population, systems, generators, context,
+            faithful = self.faithfulness.evaluate(name, model, population, systems, generators, context,
                                                   search_settings or SearchSettings())
         for local, system in enumerate(local_systems):
             for metric, values in per_system.items():

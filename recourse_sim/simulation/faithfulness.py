@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,8 +40,10 @@ class FaithfulnessEvaluator:
     ``X_initial``/``y_initial`` are the initial training rows followed by the test rows (as the simulation builds
     them): the first ``n`` rows, ``n`` the population's size, are the t = 0 training data. ``length_scale`` is the
     domain test's (the median heuristic on the initial positives by default) and serves IP*, so IP* and the domain
-    shift weigh distances alike (the CT paper states 0.5, its code's default is 5.0). The metrics draw from their own
-    generator, spawned from ``rng``'s seed without drawing from it, so the other metrics' draws do not change.
+    shift weigh distances alike (the CT paper states 0.5, its code's default is 5.0). Each model stack's metrics draw
+    from their own generator, spawned from ``rng``'s seed and the stack's name without drawing from ``rng``: the other
+    metrics' draws do not change, and adding, removing or reordering a stack leaves another stack's metric noise as
+    it was.
     """
 
     def __init__(
@@ -58,12 +61,22 @@ class FaithfulnessEvaluator:
         self.X_test, self.y_test = X_test, y_test
         self.target_test = X_test[y_test == 1].double()  # never moves: IP*'s target-class sample
         self.length_scale = length_scale
-        seed = np.random.SeedSequence(rng.initial_seed(), spawn_key=(1,)).generate_state(1, np.uint64)[0]
-        self.rng = torch.Generator(device=rng.device).manual_seed(int(seed) >> 1)
+        self._base_seed, self._device = rng.initial_seed(), rng.device
+        self._rngs: dict[str, torch.Generator] = {}
         self._protected: torch.Tensor | None = None
+
+    def stream(self, name: str) -> torch.Generator:
+        """The metric stream of the model stack ``name``: ``SeedSequence(seed, spawn_key=(1, crc32(name)))``, one
+        per stack for the whole run (a stable hash: Python's ``hash`` of a string changes between processes)."""
+        if name not in self._rngs:
+            key = (1, zlib.crc32(name.encode()))
+            seed = np.random.SeedSequence(self._base_seed, spawn_key=key).generate_state(1, np.uint64)[0]
+            self._rngs[name] = torch.Generator(device=self._device).manual_seed(int(seed) >> 1)
+        return self._rngs[name]
 
     def evaluate(
         self,
+        name: str,
         model: TorchClassifier,
         population: Population,
         systems: torch.Tensor,
@@ -71,7 +84,8 @@ class FaithfulnessEvaluator:
         context: SearchContext,
         search_settings: SearchSettings,
     ) -> dict[str, torch.Tensor]:
-        """Every faithfulness metric of the stack's systems, ``{metric: (S,)}`` in catalogue order."""
+        """Every faithfulness metric of the stack ``name``'s systems, ``{metric: (S,)}`` in catalogue order."""
+        rng = self.stream(name)
         X, y = population.X[systems], population.y[systems]
         n = X.shape[1]
         X0, y0 = self.X_initial[:n], self.y_initial[:n]
@@ -81,8 +95,8 @@ class FaithfulnessEvaluator:
         out = {
             "implausibility": mean_implausibility(points, X, y == 1, mask=implemented, exclude=rows),
             "implausibility_initial": mean_implausibility(points, X0, y0 == 1, mask=implemented),
-            "ip_star": self._ip_star(points, implemented),
-            "unfaithfulness": unfaithfulness(points, self._model_samples(model, X0), mask=implemented),
+            "ip_star": self._ip_star(points, implemented, rng),
+            "unfaithfulness": unfaithfulness(points, self._model_samples(model, X0, rng), mask=implemented),
         }
         p_points = model.proba_positive(points)
         q_hat = (conformal_threshold(model.proba_positive(self.X_test), self.y_test)
@@ -98,24 +112,24 @@ class FaithfulnessEvaluator:
             for eps, values in zip(ROBUSTNESS_EPSILONS, accuracy_at):
                 out[robustness_metric(attack, eps)] = values
         out["protected_cost"], out["protected_validity"] = self._protected_recourse(
-            model, X, y, generators, context, search_settings)
+            model, X, y, generators, context, search_settings, rng)
         return out
 
-    def _model_samples(self, model: TorchClassifier, X0: torch.Tensor) -> torch.Tensor:
+    def _model_samples(self, model: TorchClassifier, X0: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """Each system's own samples of the target class (S, sgld_keep, d): fresh SGLD chains from ECCCo's prior
         box on the initial training data (fixed for the run, so samples compare across rounds)."""
         s = self.settings
         lo, hi = prior_bounds(X0)
-        return sample_conditional(model, 1, s.sgld_chains, s.sgld_steps, (float(lo), float(hi)), self.rng,
+        return sample_conditional(model, 1, s.sgld_chains, s.sgld_steps, (float(lo), float(hi)), rng,
                                   keep_lowest=s.sgld_keep).detach()
 
-    def _ip_star(self, points: torch.Tensor, implemented: torch.Tensor) -> torch.Tensor:
+    def _ip_star(self, points: torch.Tensor, implemented: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """IP* on at most ``mmd_samples`` implemented counterfactuals per system (drawn without replacement)."""
         S, m, _ = points.shape
         if m < 2 or len(self.target_test) < 2:
             return torch.full((S,), math.nan, dtype=torch.float64, device=points.device)
         if m > self.settings.mmd_samples:
-            keys = torch.rand(S, m, generator=self.rng, device=self.rng.device).to(points.device)
+            keys = torch.rand(S, m, generator=rng, device=rng.device).to(points.device)
             keep = torch.where(implemented, keys, 2.0).argsort(1)[:, :self.settings.mmd_samples]
             points, implemented = _gather_rows(points, keep), implemented.gather(1, keep)
         return ip_star(points, self.target_test, length_scale=self.length_scale, mask=implemented)
@@ -128,6 +142,7 @@ class FaithfulnessEvaluator:
         generators: Sequence[GeneratorSpec],
         context: SearchContext,
         search_settings: SearchSettings,
+        rng: torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The cost and validity of each system's generator rerun with the protected features immutable, on up to
         ``protected_samples`` individuals its model currently rejects. Evaluation only: nobody moves.
@@ -141,7 +156,7 @@ class FaithfulnessEvaluator:
         nan = torch.full((S,), math.nan, device=X.device)
         if B == 0:
             return nan, nan.clone()
-        keys = torch.rand(n, generator=self.rng, device=self.rng.device).to(X.device).expand(S, n)
+        keys = torch.rand(n, generator=rng, device=rng.device).to(X.device).expand(S, n)
         rows = torch.where(rejected, keys, 2.0).argsort(1)[:, :B]
         sampled = rejected.gather(1, rows)
         factual = _gather_rows(X, rows)
@@ -150,7 +165,7 @@ class FaithfulnessEvaluator:
         # data here changes nothing the dynamics see, because every round refits the cache (LatentCache.prepare)
         # before its searches.
         protected = dataclasses.replace(context, constraints=self._protect(context), data_X=X, data_y=y)
-        result = search(model, factual, list(generators), protected, settings=search_settings, rng=self.rng)
+        result = search(model, factual, list(generators), protected, settings=search_settings, rng=rng)
         cost, valid = valid_recourse_cost(factual, result.counterfactuals, result.proba, mask=sampled)
         acting = torch.tensor([g.moves for g in generators], dtype=torch.bool, device=X.device)
         # The no-recourse control has no generator to rerun: no value, not validity 0.
