@@ -283,6 +283,52 @@ def test_bad_training_values_are_refused_naming_the_field(training, field):
     assert error.value.field == f"scenario: {field}"
 
 
-def test_dropout_models_are_refused_for_ct():
-    with pytest.raises(ConfigError, match="dropout"):
-        Scenario.from_dict(TINY | {"models": [{"name": "mlp", "dropout": 0.1, "training": "ct"}]})
+def test_the_training_forward_pass_is_inverted_dropout():
+    """With ``dropout_rng`` the forward pass drops each hidden unit with probability p and scales the rest by
+    1 / (1 - p): the output layer is linear, so the mean over many masks is the inference logit; without it there
+    is no dropout."""
+    data = blobs(8)
+    network = MLPClassifier(hidden_sizes=(16,), dropout=0.5, epochs=1, seed=0, device="cpu").fit(
+        data.X, data.y).network_
+    X = data.X.unsqueeze(0)
+    inference = network.member_logits(X)
+    assert torch.equal(network.member_logits(X, dropout_rng=None), inference)
+    rng = torch.Generator().manual_seed(0)
+    draws = torch.stack([network.member_logits(X, dropout_rng=rng) for _ in range(4000)])
+    assert not torch.equal(draws[0], draws[1])
+    torch.testing.assert_close(draws.mean(0), inference, atol=0.05 * float(inference.abs().max()), rtol=0)
+    # one hidden unit's contribution is 0 or doubled: the spread of a draw matches Var = sum_j (a_j w_j)^2 p/(1-p)
+    hidden = torch.relu(X @ network.weights[0][0, 0] + network.biases[0][0, 0])  # (1, n, 16)
+    variance = ((hidden * network.weights[1][0, 0].view(1, 1, 16)) ** 2).sum(-1)  # p / (1 - p) = 1
+    torch.testing.assert_close(draws.var(0).squeeze(1), variance, rtol=0.15, atol=1e-6)
+
+
+def test_ct_with_dropout_trains_as_the_models_stepwise_loop(monkeypatch):
+    """The baseline objective on an MLP with dropout takes the stepwise torch loop's steps: the same masks (drawn
+    from the model's stream in the same order) and the same gradients, within float32 rounding. The search runs
+    without dropout; the full objective trains deterministically under a seed."""
+    from recourse_sim.models.network import StackedMLP
+
+    torch_loop = StackedMLP.train
+    monkeypatch.setattr(StackedMLP, "train", lambda self, *a, **k: torch_loop(self, *a, **k | {"backend": "torch"}))
+    data = blobs(48)
+    X, y = data.X.expand(2, -1, -1), data.y.expand(2, -1)
+    model = MLPClassifier(hidden_sizes=(8, 8), dropout=0.3, epochs=3, batch_size=6, retrain_epochs=1,
+                          retrain_batch_size=6, shuffle=True)
+    conventional = MLPClassifier(**(model.get_params() | {"seed": 3, "device": "cpu"})).fit(X, y).refit(X, y)
+    ct = CounterfactualTraining(model, objective="baseline", seed=3, device="cpu").fit(X, y).refit(X, y)
+    for before, after in zip(conventional.parameters_stacked(), ct.parameters_stacked()):
+        torch.testing.assert_close(after, before, atol=2e-6, rtol=0)
+    without = MLPClassifier(**(model.get_params() | {"dropout": 0.0, "seed": 3, "device": "cpu"})).fit(X, y)
+    assert not torch.allclose(without.parameters_stacked()[0], conventional.parameters_stacked()[0])
+
+    def full():
+        return CounterfactualTraining(model, seed=5, device="cpu", n_counterfactuals=12).fit(X, y)
+
+    a, b = full(), full()
+    assert torch.equal(a.model_.network_.flat, b.model_.network_.flat) and a.last_training_["ct_epochs"] == 3
+    view = trainable(a.model_)
+    with view.session(0.01) as session:
+        assert not torch.equal(view.member_logits(X), view.member_logits(X))  # training: fresh masks
+        with session.evaluation():  # the epoch's search: the inference pass
+            assert torch.equal(view.member_logits(X), a.model_.network_.member_logits(X))

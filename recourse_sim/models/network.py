@@ -106,18 +106,28 @@ class StackedMLP:
         return new
 
     # ----------------------------------------------------------------- inference (autograd-friendly)
-    def member_logits(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of every member: ``X`` (S, n, d) -> (S, M, n). ``systems`` selects a subset of the stack."""
+    def member_logits(
+        self, X: torch.Tensor, systems: torch.Tensor | None = None, dropout_rng: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Logits of every member: ``X`` (S, n, d) -> (S, M, n). ``systems`` selects a subset of the stack.
+
+        ``dropout_rng``: the training forward pass, with inverted dropout after every hidden layer (keep with
+        probability ``1 - dropout``, scaled by ``1 / (1 - dropout)``; the masks of :meth:`_keep_mask`, drawn from
+        it); None, the inference pass (no dropout). Differentiable either way (Counterfactual Training uses it).
+        """
         weights, biases = self.weights, self.biases
         if systems is not None:
             weights = [W.index_select(0, systems) for W in weights]
             biases = [b.index_select(0, systems) for b in biases]
+        drop = dropout_rng is not None and self.dropout > 0
         h = X.unsqueeze(1)
         last = len(weights) - 1
         for layer, (W, b) in enumerate(zip(weights, biases)):
             h = torch.matmul(h, W) + b
             if layer < last:
                 h = torch.relu(h)
+                if drop:
+                    h = h * (self._keep_mask(h, dropout_rng) / (1.0 - self.dropout))
         return h.squeeze(-1)
 
     def log_proba(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,7 +7,8 @@ hand-written gradient for :class:`~recourse_sim.models.TorchClassifier`, a ``tor
 reads what CT needs, and nothing else in the package does:
 
 - ``TorchClassifier``: the :class:`~recourse_sim.models.network.StackedMLP` (``network_``), whose parameters are
-  views of one (S, P) buffer ``flat``, and its differentiable ``member_logits``;
+  views of one (S, P) buffer ``flat``, and its differentiable ``member_logits`` (with dropout while training, its
+  masks drawn from the model's ``rng_`` as its stepwise torch loop draws them);
 - ``ModuleClassifier``: its stacked parameters (``params_``, vmap) or module copies (``modules_``, loop), its
   differentiable ``logits_stacked`` and its modules' train/eval mode (dropout).
 
@@ -77,13 +78,17 @@ class _FlatNetwork(TrainableClassifier):
     def __init__(self, model: TorchClassifier) -> None:
         self.network = model.network_
         self.n_members = self.network.n_members
+        self.rng = model.rng_
+        # In a session and outside its evaluation(): the forward pass trains (dropout masks from the model's rng,
+        # as its stepwise torch loop draws them); otherwise it is the inference pass.
+        self.training = False
 
     def member_logits(self, X: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
-        return self.network.member_logits(X, systems)
+        return self.network.member_logits(X, systems, dropout_rng=self.rng if self.training else None)
 
     @contextmanager
     def session(self, learning_rate: float) -> Iterator[Session]:
-        session = _FlatSession(self.network, AdamSettings(lr=learning_rate))
+        session = _FlatSession(self, AdamSettings(lr=learning_rate))
         session.track(True)
         try:
             yield session
@@ -94,15 +99,17 @@ class _FlatNetwork(TrainableClassifier):
 class _FlatSession(Session):
     """Adam on the flat buffer with :meth:`StackedMLP._adam_step`'s arithmetic (the torch training loop's)."""
 
-    def __init__(self, network, adam: AdamSettings) -> None:
-        self.network, self.adam = network, adam
-        self.m = torch.zeros_like(network.flat)
-        self.v = torch.zeros_like(network.flat)
+    def __init__(self, owner: _FlatNetwork, adam: AdamSettings) -> None:
+        self.owner, self.network, self.adam = owner, owner.network, adam
+        self.m = torch.zeros_like(self.network.flat)
+        self.v = torch.zeros_like(self.network.flat)
         self.t = 0
 
     def track(self, on: bool) -> None:
-        """Let autograd see the buffer (or stop it). The views are rebound after the switch: views made before
-        it would not carry gradients (made when it did not require them) or keep building graphs (after)."""
+        """Let autograd see the buffer (or stop it) and switch dropout on (or off). The views are rebound after the
+        switch: views made before it would not carry gradients (made when it did not require them) or keep
+        building graphs (after)."""
+        self.owner.training = on
         self.network.flat.requires_grad_(on)
         self.network._bind_views()
 
