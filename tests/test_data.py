@@ -120,6 +120,8 @@ def test_scenario_data_range_bounds_the_search_to_the_data():
     unbounded = Scenario.from_dict(raw)
     bounded = Scenario.from_dict({**raw, "data": {**raw["data"], "bounds": "data_range"}})
     assert "bounds" not in unbounded.to_toml()  # unset stays out of the resolved file: sweep cell ids unchanged
+    explicit = Scenario.from_dict({**raw, "data": {**raw["data"], "bounds": "schema"}}).load_data()[0]
+    assert explicit.schema == unbounded.load_data()[0].schema and math.isinf(explicit.schema.upper[0])
     train, test = bounded.load_data()
     box = torch.cat([train.X, test.X])
     assert train.schema.lower == tuple(box.min(0).values.tolist()) == test.schema.lower

@@ -56,8 +56,8 @@ class DataConfig(_Strict):
     effect on validity from the search budget's. Datasets without a data card have no constraints anyway.
 
     ``bounds = "data_range"`` bounds every feature to the range the loaded rows span (train and test), so no
-    counterfactual leaves the data's box, as in ECCCo's experiments; unset, the schema's bounds hold (the synthetic
-    datasets have none).
+    counterfactual leaves the data's box, as in ECCCo's experiments; ``"schema"`` (or unset) keeps the schema's
+    bounds (the synthetic datasets have none). A sweep can grid over both.
     """
 
     name: str = "overlapping"
@@ -67,8 +67,8 @@ class DataConfig(_Strict):
     path: str | None = None
     target: str | None = None
     constraints: bool = True
-    # None, not "schema", by default: an unset field stays out of the resolved TOML, so sweep cell ids are unchanged
-    bounds: Literal["data_range"] | None = None
+    # Unset (None) means "schema" and stays out of the resolved TOML, so existing sweeps keep their cell ids.
+    bounds: Literal["schema", "data_range"] | None = None
 
     @model_validator(mode="after")
     def _check_source(self) -> DataConfig:
