@@ -44,8 +44,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "benchmarks"):  # run from a checkout without installing; find machine.py when imported
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from machine import cpu, load_average  # noqa: E402
 
 from recourse_sim.data.dataset import Dataset  # noqa: E402
 from recourse_sim.data.schema import FeatureSchema  # noqa: E402
@@ -259,14 +262,13 @@ def machine_info(device: torch.device) -> list[tuple[str, str]]:
     info = [
         ("date (UTC)", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")),
         ("device", str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")),
-        ("CPU", platform.processor() or platform.machine()),
+        ("CPU", cpu()),
         ("os.cpu_count() / usable cores", f"{os.cpu_count()} / {affinity}"),
         ("torch.get_num_threads()", str(torch.get_num_threads())),
         ("torch", torch.__version__),
         ("python", platform.python_version()),
+        ("load average (1/5/15 min) at report time", load_average()),
     ]
-    if hasattr(os, "getloadavg"):
-        info.append(("load average (1/5/15 min) at report time", "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg())))
     return info
 
 

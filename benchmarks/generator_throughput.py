@@ -46,6 +46,7 @@ for _path in (ROOT, ROOT / "benchmarks"):  # run from a checkout without install
 from cf_throughput import (  # noqa: E402
     HIDDEN, N_FEATURES, CpuMonitor, Setup, build, cpu_busy, factuals, machine_info, sync,
 )
+from machine import load_average  # noqa: E402
 
 from recourse_sim.generators import GENERATORS  # noqa: E402
 from recourse_sim.generators.engine import PARALLEL_ROWS, search  # noqa: E402
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"steps {m.mean_steps:5.1f}, validity {m.validity:.3f} (warm-up {m.warmup_seconds:.2f} s)",
                       flush=True)
             busy = monitor.stop()
-            load = "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+            load = load_average()
             sections.append({"threads": label, "measures": measures, "busy": busy, "load": load})
         torch.set_num_threads(default_threads)
 

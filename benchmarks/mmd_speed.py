@@ -33,6 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+try:
+    from machine import describe, load_average, uptime
+except ImportError:  # imported as benchmarks.mmd_speed rather than run as a script
+    from benchmarks.machine import describe, load_average, uptime
+
 from recourse_sim.data import DATASETS
 from recourse_sim.metrics import accuracy, decisiveness, disagreement, f1_score, median_length_scale, perturbation
 from recourse_sim.metrics.mmd import MMDTest, mmd_permutation_test, mmd_permutation_tests
@@ -251,21 +256,19 @@ def main() -> None:
     if args.memory_probe:
         memory_probe(args.memory_probe)
         return
-    load_before = os.getloadavg()
+    load_before = load_average()
     memory = memory_rows()
     rows = per_test_rows(args.repeats) + evaluate_rows(args.repeats)
-    load_after = os.getloadavg()
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load_after = load_average()
+    uptime_after = uptime()
     frame = pd.DataFrame(rows)
     RESULTS.mkdir(exist_ok=True)
     frame.assign(threads=torch.get_num_threads()).to_csv(RESULTS / "mmd_speed_cpu.csv", index=False)
     lines = [
         "# MMD permutation tests: before vs after issue 12 (item 2)",
         "",
-        f"CPU, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), "
-        f"best of {args.repeats}. Load average (1/5/15 min) before: {load_before[0]:.2f} / {load_before[1]:.2f} / "
-        f"{load_before[2]:.2f}, after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}; "
-        f"`uptime` at the end: `{uptime}`.",
+        f"{describe(threads=torch.get_num_threads())}; best of {args.repeats}. Load average (1/5/15 min) "
+        f"before: {load_before}, after: {load_after}; `uptime` at the end: `{uptime_after}`.",
         "",
         "| case | old (ms) | new (ms) | speed-up |",
         "|---|---:|---:|---:|",

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import resource
 import sys
 import time
@@ -40,8 +38,11 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "benchmarks"):  # run from a checkout without installing; find machine.py when imported
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from machine import describe, load_average  # noqa: E402
 
 from recourse_sim.data import DATASETS  # noqa: E402
 from recourse_sim.device import resolve_device, torch_threads  # noqa: E402
@@ -102,7 +103,7 @@ def main() -> None:
         parser.error(f"--out {out} exists and is not a table this script wrote; pick another path")
     timer = Timer(device)
     S, n, K = args.systems, args.n, args.k
-    load = os.getloadavg()
+    load = load_average()
 
     data = timer("data", f"overlapping, n = {n:,}", lambda: DATASETS["overlapping"](n, np.random.default_rng(0)))
     X, y = data.X.to(device), data.y.to(device)
@@ -152,9 +153,8 @@ def main() -> None:
         f"{TITLE} ({device.type})",
         "",
         f"`python benchmarks/scale.py --n {n} --systems {S} --k {K} --epochs {args.epochs} "
-        f"--retrain-epochs {args.retrain_epochs}` on {dt.date.today()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, torch {torch.__version__}, one torch thread; load average before: "
-        f"{load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}.",
+        f"--retrain-epochs {args.retrain_epochs}` on {dt.date.today()}, {describe(threads=1)}; "
+        f"load average (1/5/15 min) before: {load}.",
         "",
         "| step | what | seconds | peak memory (GiB) |",
         "|---|---|---:|---:|",

@@ -75,6 +75,7 @@ for _path in (ROOT, ROOT / "benchmarks"):  # run from a checkout without install
         sys.path.insert(0, str(_path))
 
 from cf_throughput import CpuMonitor, cpu_busy, machine_info  # noqa: E402
+from machine import load_average  # noqa: E402
 
 from recourse_sim.data.real import california_housing  # noqa: E402
 from recourse_sim.generators import GENERATORS, generate_counterfactuals  # noqa: E402
@@ -522,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  dice-ml: {ref.rate:.4f} CF/s (whole call), {loop.rate:.4f} CF/s (loop only), validity "
               f"{ref.validity:.3f}", flush=True)
         busy = monitor.stop()
-        load = "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+        load = load_average()
         results.append({"threads": label, "rows": rows, "dice_ml": ref, "dice_ml_loop": loop, "busy": busy,
                         "load": load})
     torch.set_num_threads(default_threads)

@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import os
-import platform
 import sys
 import tempfile
 import textwrap
@@ -37,11 +35,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "benchmarks"):  # run from a checkout without installing; find machine.py when imported
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+
+from machine import describe, load_average  # noqa: E402
 
 from recourse_sim.experiments import load_results, load_sweep, read_manifest, run_sweep  # noqa: E402
 from recourse_sim.experiments.executors import ray_available  # noqa: E402
@@ -70,14 +70,6 @@ recourse_share = [0.05, 0.2]
 """
 
 
-def _load() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:
-        return "n/a"
-    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sweep_scaling.md")
@@ -91,7 +83,7 @@ def main() -> None:
         else:
             print("ray is not installed (pip install 'recourse_sim[ray]'): skipping the Ray row")
 
-    rows, loads = [], [_load()]
+    rows, loads = [], [load_average()]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sweep.toml"
         path.write_text(textwrap.dedent(SWEEP))
@@ -103,7 +95,7 @@ def main() -> None:
             start = time.perf_counter()
             result = run_sweep(sweep, store, executor=executor, workers=workers)
             wall = time.perf_counter() - start
-            loads.append(_load())
+            loads.append(load_average())
             assert result.ok, result.failed
             frame = load_results(store)
             reference = frame if reference is None else reference
@@ -138,8 +130,7 @@ def main() -> None:
         "# Sweep scaling: one 16-cell sweep, serial vs 2 local processes vs Ray on 2 CPUs",
         "",
         f"- date (UTC): {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}",
-        f"- CPU: {platform.machine()}, os.cpu_count() = {os.cpu_count()}",
-        f"- python {platform.python_version()}, torch {torch.__version__}, ray {ray_version}",
+        f"- machine: {describe()}; ray {ray_version}",
         f"- load average (1/5/15 min) before and after each run: {' -> '.join(loads)}",
         "- sweep: 2 datasets (overlapping, moons; 300 rows) x 2 recourse shares (0.05, 0.2) x 4 seeds = 16 cells;"
         " per cell 2 models (logistic regression, MLP 16) x 2 generators (generic, gravitational), 5 rounds,"
