@@ -99,6 +99,10 @@ def test_select_systems_takes_copies_in_the_given_order(make, data):
     torch.testing.assert_close(swapped.proba_positive(X), p[[1, 0, 1]])
     swapped.refit(X.expand(3, -1, -1), y.expand(3, -1), epochs=1)  # a copy: the original does not move
     torch.testing.assert_close(stacked.proba_positive(X), p)
+    # scoring with chosen systems only (one system's view of a plot grid) equals picking them from the stack
+    torch.testing.assert_close(stacked.proba_positive(X, systems=[1]), p[[1]])
+    single = make().fit(X, y)
+    torch.testing.assert_close(single.proba_positive(X, systems=[0]), single.proba_positive(X).unsqueeze(0))
 
 
 def test_refit_warm_starts_from_the_current_parameters(make, data):

@@ -200,7 +200,7 @@ def eccco(
     (``"threshold_and_small_gradient"``), which a ReLU network's ever-growing logit rarely allows: expect T steps.
 
     The energy term overshoots on unbounded features (see :class:`Energy`); the ECCCo experiments clamp the
-    search to the data range, which here means giving the schema bounds.
+    search to the data range, which a scenario asks for with ``[data] bounds = "data_range"`` (or schema bounds).
     """
     return GeneratorSpec(
         "eccco",

@@ -169,7 +169,8 @@ class Energy(ObjectiveTerm):
     steep ReLU logits and Descent(0.05) the ridge gradient ``2 r E grad E`` diverges) and without the energy
     decay schedule (the experiments' (0.1, 5) setting barely decays). On ReLU networks the logit grows without
     bound along rays, so unless the schema bounds the features the term keeps pushing past the data
-    ("overshoot", a limitation the authors state; their experiments clamp to the data range).
+    ("overshoot", a limitation the authors state; their experiments clamp to the data range: in a scenario,
+    ``[data] bounds = "data_range"``).
     """
 
     def __call__(self, batch: SearchBatch, prepared: Any) -> torch.Tensor:

@@ -102,17 +102,22 @@ class StackedClassifier(StackedEstimator):
                             f"{values[:10]}{' ...' if len(values) > 10 else ''}")
         return (X, y, True) if X.ndim == 3 else (X.unsqueeze(0), y.unsqueeze(0), False)
 
-    def proba_positive(self, X: torch.Tensor) -> torch.Tensor:
-        """p(y=1|x): (n,) for a single model, (S, n) for a stack (X (n, d) is scored by every system)."""
+    def proba_positive(self, X: torch.Tensor, systems: Sequence[int] | None = None) -> torch.Tensor:
+        """p(y=1|x): (n,) for a single model, (S, n) for a stack (X (n, d) is scored by every system).
+
+        ``systems`` scores with only those systems of the stack, (S', n): one system's view of a large grid costs
+        one system's forward pass, not the whole stack's.
+        """
         self._check_fitted()
         X = torch.as_tensor(X, dtype=torch.float32, device=self.device_)
         if X.shape[-1] != self.n_features_in_:
             raise DataError(f"X has {X.shape[-1]} features; the model was fitted on {self.n_features_in_}")
+        chosen = None if systems is None else torch.as_tensor(systems, dtype=torch.long, device=self.device_)
         if X.ndim == 2:
-            X = X.unsqueeze(0).expand(self.n_systems, -1, -1)
+            X = X.unsqueeze(0).expand(self.n_systems if chosen is None else len(chosen), -1, -1)
         with torch.no_grad():
-            p = self.log_proba_stacked(X).exp()
-        return p if self.stacked_ else p.squeeze(0)
+            p = self.log_proba_stacked(X, chosen).exp()
+        return p if self.stacked_ or chosen is not None else p.squeeze(0)
 
     def predict_proba(self, X: torch.Tensor) -> torch.Tensor:
         """scikit-learn layout: (..., n, 2) with columns p(y=0), p(y=1)."""

@@ -90,7 +90,8 @@ def plot_hidden_costs(frame: pd.DataFrame, path: str | Path | None = None):
     when it has none of them."""
     from recourse_sim.reporting.trajectories import plot_trajectories  # matplotlib only when drawing
 
-    present = [m for m in HIDDEN_COST_METRICS if m in set(frame["metric"])]
+    available = set(frame["metric"].unique())
+    present = [m for m in HIDDEN_COST_METRICS if m in available]
     if not present:
         return None
     return plot_trajectories(frame, metrics=present, path=path)

@@ -27,7 +27,8 @@ def plot_trajectories(
 ) -> plt.Figure:
     """Mean trajectory per generator over rounds with a 95% CI band across repetitions; the no-recourse control
     (generator ``"none"``) is the dashed grey line."""
-    metrics = [m for m in metrics if m in set(frame["metric"])]
+    present = set(frame["metric"].unique())  # once: a string column is slow to iterate
+    metrics = [m for m in metrics if m in present]
     summary = summarise(frame[frame["metric"].isin(metrics)])
     models = list(dict.fromkeys(frame["model"]))
     colours = colour_map(list(dict.fromkeys(frame["generator"])))

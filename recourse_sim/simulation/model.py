@@ -339,7 +339,7 @@ class RecourseDynamics(mesa.Model):
         classifier = self.initial_classifiers[spec.model] if initial else stack.classifier
 
         def predict_proba(X: torch.Tensor):
-            return classifier.proba_positive(X)[local].cpu().numpy()
+            return classifier.proba_positive(X, systems=[local])[0].cpu().numpy()
 
         return predict_proba
 
