@@ -15,8 +15,9 @@ from recourse_sim.generators.problem import SearchContext, SearchResult, SearchS
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.generators.terms import (
     ClassifierLoss, ConformalSetSize, Distance, DPPDiversity, Energy, GravitationalPull, L1Distance, MADDistance,
-    ObjectiveTerm, conformal_set_size,
+    ObjectiveTerm,
 )
+from recourse_sim.metrics.conformal import conformal_set_size
 from recourse_sim.registry import Registry
 
 GENERATORS: Registry = Registry("generator")

@@ -20,6 +20,7 @@ import torch
 
 from recourse_sim.errors import ConfigError
 from recourse_sim.generators.problem import SearchBatch, SearchProblem
+from recourse_sim.metrics.conformal import COVERAGE, KAPPA, TEMPERATURE, conformal_quantile, conformal_set_size
 from recourse_sim.models.base import LOG_DECISION_THRESHOLD
 
 _EPS = 1e-12
@@ -177,31 +178,6 @@ class Energy(ObjectiveTerm):
         return -target_logit(batch).mean(-1)
 
 
-def conformal_set_size(proba: torch.Tensor, q_hat: torch.Tensor | float, temperature: float = 0.1,
-                       kappa: float = 1.0) -> torch.Tensor:
-    """Smooth conformal set-size penalty (Stutz et al. 2022 as used by ECCCo): class probabilities (..., C)
-    -> (...).
-
-    ``s_y = 1 - p_y`` (the split-conformal score), ``C_y = sigmoid((q_hat - s_y) / T)``,
-    ``Omega = max(0, sum_y C_y - kappa)``; where the hard set ``{y : s_y <= q_hat}`` is empty, ``sum_y (1 - C_y)``
-    replaces ``sum_y C_y`` (ConformalPrediction.jl). Zero for a singleton set when kappa = 1, growing with the
-    set size.
-    """
-    q_hat = torch.as_tensor(q_hat, dtype=proba.dtype, device=proba.device)
-    score = 1.0 - proba
-    soft = torch.sigmoid((q_hat.unsqueeze(-1) - score) / temperature)
-    empty = ~(score <= q_hat.unsqueeze(-1)).any(-1)
-    size = torch.where(empty, (1.0 - soft).sum(-1), soft.sum(-1))
-    return torch.relu(size - kappa)
-
-
-def conformal_quantile(scores: torch.Tensor, coverage: float) -> torch.Tensor:
-    """Split-conformal threshold: the ``ceil((n + 1) * coverage) / n`` empirical quantile of ``scores`` (..., n)."""
-    n = scores.shape[-1]
-    k = min(n, max(1, math.ceil((n + 1) * coverage)))
-    return scores.sort(-1).values[..., k - 1]
-
-
 @dataclass(frozen=True)
 class ConformalSetSize(ObjectiveTerm):
     """ECCCo's conformal set-size penalty ``Omega(x')`` (see :func:`conformal_set_size`), mean over the copies.
@@ -214,9 +190,9 @@ class ConformalSetSize(ObjectiveTerm):
     its p(y+) >= 0.5 (ECCCo's gating).
     """
 
-    coverage: float = 0.95
-    temperature: float = 0.1
-    kappa: float = 1.0
+    coverage: float = COVERAGE
+    temperature: float = TEMPERATURE
+    kappa: float = KAPPA
 
     def __post_init__(self) -> None:
         if not 0.0 < self.coverage < 1.0:

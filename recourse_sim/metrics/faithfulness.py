@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from recourse_sim.errors import DataError
-from recourse_sim.generators.terms import ConformalSetSize, conformal_quantile, conformal_set_size
+from recourse_sim.metrics.conformal import COVERAGE, KAPPA, TEMPERATURE, conformal_quantile, conformal_set_size
 from recourse_sim.metrics.mmd import gaussian_kernel
 from recourse_sim.metrics.recourse import (
     IMPLAUSIBILITY_NEIGHBOURS, point_stack, masked_mean, nearest_target_distance, recourse_cost, validity,
@@ -145,14 +145,14 @@ def _class_proba(p_positive: Tensor) -> Tensor:
     return torch.stack([1.0 - p_positive, p_positive], dim=-1)
 
 
-def conformal_threshold(p_positive: Tensor, y: Tensor, coverage: float = ConformalSetSize.coverage) -> Tensor:
+def conformal_threshold(p_positive: Tensor, y: Tensor, coverage: float = COVERAGE) -> Tensor:
     """Split-conformal q̂ per system, ``(S,)``: the ``ceil((n + 1) coverage) / n`` empirical quantile of the
     calibration scores ``1 - p_{y_i}(x_i)`` (ConformalPrediction.jl ``qplus``, as ECCCo uses it; coverage 0.95).
 
     Args:
         p_positive: p(y = 1) at the calibration rows, ``(S, n)``.
         y: Their labels, ``(n,)`` or ``(S, n)``.
-        coverage: ``1 - alpha`` (default 0.95, the :class:`~recourse_sim.generators.terms.ConformalSetSize` term's).
+        coverage: ``1 - alpha`` (default 0.95, ECCCo's; :mod:`recourse_sim.metrics.conformal`).
     """
     scores = torch.where(y.to(p_positive.device) > 0.5, 1.0 - p_positive, p_positive)
     return conformal_quantile(scores, coverage)
@@ -175,12 +175,12 @@ def uncertainty(
     q_hat: Tensor,
     *,
     mask: Tensor | None = None,
-    temperature: float = ConformalSetSize.temperature,
-    kappa: float = ConformalSetSize.kappa,
+    temperature: float = TEMPERATURE,
+    kappa: float = KAPPA,
 ) -> Tensor:
     """ECCCo's uncertainty per system, ``(S,)``: the mean smooth set size Omega at the points.
 
-    ``Omega = max(0, sum_y sigmoid((q̂ - s_y)/T) - kappa)`` (:func:`~recourse_sim.generators.terms.conformal_set_size`,
+    ``Omega = max(0, sum_y sigmoid((q̂ - s_y)/T) - kappa)`` (:func:`~recourse_sim.metrics.conformal.conformal_set_size`,
     T = 0.1, kappa = 1: ECCCo's defaults). Unlike ECCCo's search penalty it is not gated on p(y+) >= 0.5: an
     invalid counterfactual's uncertainty counts too.
     """

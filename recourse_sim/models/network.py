@@ -67,6 +67,13 @@ class StackedMLP:
             # Draw on CPU so a seed gives the same initial weights on every device.
             W.copy_(torch.empty(W.shape).uniform_(-bound, bound, generator=rng))
 
+    def track_gradients(self, on: bool) -> None:
+        """Let autograd see the flat parameter buffer (or stop it), for training on an objective of one's own
+        (Counterfactual Training). The views are rebound after the switch: views made before it would not carry
+        gradients (made when the buffer did not require them) or would keep building graphs (after)."""
+        self.flat.requires_grad_(on)
+        self._bind_views()
+
     def _bind_views(self) -> None:
         """Expose ``weights[l]`` (S, M, fan_in, fan_out) and ``biases[l]`` (S, M, 1, fan_out) as views."""
         S, M = self.n_systems, self.n_members

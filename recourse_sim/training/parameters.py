@@ -106,12 +106,9 @@ class _FlatSession(Session):
         self.t = 0
 
     def track(self, on: bool) -> None:
-        """Let autograd see the buffer (or stop it) and switch dropout on (or off). The views are rebound after the
-        switch: views made before it would not carry gradients (made when it did not require them) or keep
-        building graphs (after)."""
+        """Let autograd see the parameters (or stop it) and switch dropout on (or off)."""
         self.owner.training = on
-        self.network.flat.requires_grad_(on)
-        self.network._bind_views()
+        self.network.track_gradients(on)
 
     def step(self, loss: torch.Tensor) -> None:
         finite = torch.isfinite(loss)
