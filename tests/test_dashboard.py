@@ -43,6 +43,37 @@ from recourse_sim.reporting import (
 from recourse_sim.reporting.style import PALETTE
 from recourse_sim.training import CounterfactualTraining
 from recourse_sim.viz import compare_generators, trace_search
+from recourse_sim.viz.agent_controls import group_options
+from recourse_sim.viz.dashboard_figures import (
+    COST_METRICS,
+    acted_text,
+    costs_figure,
+    groups_figure,
+    has_groups,
+    metrics_figure,
+    plot_costs,
+    population_figure,
+)
+from recourse_sim.viz.dashboard_model import DashboardDynamics, rebuild
+from recourse_sim.viz.scenario_controls import (
+    FAST_BATCH,
+    SCENARIO_CONTROLS,
+    all_generator_keywords,
+    base_scenario,
+    controls_for_generator,
+    dashboard_scenario,
+    generator_controls,
+    generator_keys,
+    generator_parameters,
+    generator_text,
+    initial_values,
+    model_config,
+    model_keys,
+    model_params,
+    model_text,
+    offered_datasets,
+    scenario_notes,
+)
 
 HAS_VIZ = importlib.util.find_spec("solara") is not None
 needs_viz = pytest.mark.skipif(not HAS_VIZ, reason="the dashboard needs the viz extra: pip install -e '.[viz]'")
@@ -173,12 +204,12 @@ def tiny_scenario(tmp_path: Path) -> Path:
     return path
 
 
-def test_dashboard_model_steps_and_draws(dashboard_module, tmp_path):
-    params = dashboard_module.model_params(dashboard_module.base_scenario(tiny_scenario(tmp_path)))
-    values = dashboard_module.initial_values(params)
+def test_dashboard_model_steps_and_draws(tmp_path):
+    params = model_params(base_scenario(tiny_scenario(tmp_path)))
+    values = initial_values(params)
     assert values["generator"] == "gravitational" and values["lambda_extcost"] == 2.0 and values["rounds"] == 10
     assert params["generator"]["values"][0] == "gravitational" and set(params["generator"]["values"]) == set(GENERATORS)
-    model = dashboard_module.DashboardDynamics(**(values | {"scenario": str(tiny_scenario(tmp_path))}))
+    model = DashboardDynamics(**(values | {"scenario": str(tiny_scenario(tmp_path))}))
     assert model.error is None and model.round == 0
     model.step()
     model.step()
@@ -187,12 +218,12 @@ def test_dashboard_model_steps_and_draws(dashboard_module, tmp_path):
     assert {"domain_mmd", "model_mmd", "accuracy", "validity"} <= set(frame["metric"])
     assert sorted(frame[frame.metric == "model_mmd"]["round"].unique()) == [0, 1, 2]  # every round
     assert "lambda_extcost = 2 · n_neighbours = 50" in model.settings_line()
-    assert len(dashboard_module.population_figure(model).axes) == 2
-    assert len(dashboard_module.metrics_figure(model).axes) == 4
+    assert len(population_figure(model).axes) == 2
+    assert len(metrics_figure(model).axes) == 4
 
 
-def test_dashboard_falls_back_when_the_controls_cannot_be_built(dashboard_module):
-    model = dashboard_module.DashboardDynamics(threshold=1.0, n_samples=100, rounds=2, fast_retraining=True)
+def test_dashboard_falls_back_when_the_controls_cannot_be_built():
+    model = DashboardDynamics(threshold=1.0, n_samples=100, rounds=2, fast_retraining=True)
     assert "could not build" in model.error and "generic generator instead" in model.error
     assert model.controls["threshold"] == 0.5 and model.system.generator.startswith("generic")
 
@@ -203,47 +234,47 @@ def numeric_defaults(name: str) -> dict:
             if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)}
 
 
-def test_every_generator_keyword_default_is_reachable_from_the_dashboard(dashboard_module):
+def test_every_generator_keyword_default_is_reachable_from_the_dashboard():
     """For every registered generator, every numeric keyword of its factory has a control that starts at the
     signature's default, and both ends of the control's range reach the generator the scenario builds."""
-    base = dashboard_module.base_scenario()
-    start = dashboard_module.initial_values(dashboard_module.model_params(base))
+    base = base_scenario()
+    start = initial_values(model_params(base))
     start.pop("scenario")
     assert numeric_defaults("eccco").keys() >= {"lambda_energy", "lambda_set_size", "coverage", "temperature"}
     assert "n_neighbours" in numeric_defaults("gravitational")
     for name in GENERATORS:
         defaults = numeric_defaults(name)
-        offered = dashboard_module.generator_controls(base, name)  # the sliders the page shows for it
+        offered = generator_controls(base, name)  # the sliders the page shows for it
         assert list(offered) == list(defaults), name
-        controls = dashboard_module.controls_for_generator(base, start, name)  # what picking it does
+        controls = controls_for_generator(base, start, name)  # what picking it does
         for keyword, default in defaults.items():
             spec = offered[keyword]
             assert controls[keyword] == default and spec["value"] == default, (name, keyword)
             assert spec["type"] == ("SliderInt" if isinstance(default, int) else "SliderFloat"), (name, keyword)
             assert spec["min"] <= default <= spec["max"] and spec["step"] > 0, (name, keyword)
             for value in {spec["min"], spec["max"]} - {default}:
-                scenario = dashboard_module.dashboard_scenario(base, **(controls | {keyword: value}))
+                scenario = dashboard_scenario(base, **(controls | {keyword: value}))
                 (entry,) = scenario.generators
                 # every numeric keyword is passed, each at its control's value
                 assert entry.name == name and entry.params == defaults | {keyword: value}, (name, keyword)
                 built = entry.build()
                 assert built == GENERATORS[name](**{keyword: value}), (name, keyword, value)
                 assert built != GENERATORS[name](), (name, keyword, value)  # the value makes a difference
-        assert dashboard_module.generator_parameters(name, controls) == defaults
+        assert generator_parameters(name, controls) == defaults
     # spot checks against the spec's fields
-    eccco = dashboard_module.dashboard_scenario(base, **(dashboard_module.controls_for_generator(base, start, "eccco")
-                                                         | {"lambda_set_size": 0.3, "threshold": 0.7}))
+    eccco = dashboard_scenario(base, **(controls_for_generator(base, start, "eccco")
+                                        | {"lambda_set_size": 0.3, "threshold": 0.7}))
     spec = eccco.generators[0].build()
     assert spec.threshold == 0.7 and [weight for weight, _ in spec.extcosts] == [0.5, 0.3]
     # no generator keyword shadows one of the dashboard's own controls; a typo is refused
-    assert not dashboard_module.all_generator_keywords() & set(dashboard_module.SCENARIO_CONTROLS)
+    assert not all_generator_keywords() & set(SCENARIO_CONTROLS)
     with pytest.raises(TypeError, match="lamda_cost"):
-        dashboard_module.dashboard_scenario(base, **(start | {"lamda_cost": 0.2}))
+        dashboard_scenario(base, **(start | {"lamda_cost": 0.2}))
 
 
-def test_the_model_takes_any_generator_keyword_and_shows_every_one_it_passes(dashboard_module):
-    model = dashboard_module.DashboardDynamics(generator="eccco", lambda_set_size=0.3, n_samples=100, rounds=1,
-                                               fast_retraining=True)
+def test_the_model_takes_any_generator_keyword_and_shows_every_one_it_passes():
+    model = DashboardDynamics(generator="eccco", lambda_set_size=0.3, n_samples=100, rounds=1,
+                              fast_retraining=True)
     assert model.error is None and model.controls["lambda_set_size"] == 0.3
     (spec,) = model.config.generators.values()
     assert spec == GENERATORS["eccco"](**(numeric_defaults("eccco") | {"lambda_set_size": 0.3}))
@@ -252,14 +283,14 @@ def test_the_model_takes_any_generator_keyword_and_shows_every_one_it_passes(das
         shown = {"threshold": "γ", "lambda_cost": "λ₁"}.get(keyword, keyword)
         assert f"{shown} = {0.3 if keyword == 'lambda_set_size' else default:g}" in line, (keyword, line)
     # picking another generator loads its own defaults and drops ECCCo's keywords; its own keywords apply
-    gravitational = dashboard_module.rebuild(model, generator="gravitational")
+    gravitational = rebuild(model, generator="gravitational")
     assert "lambda_set_size" not in gravitational.controls and gravitational.controls["n_neighbours"] == 50
-    moved = dashboard_module.rebuild(gravitational, n_neighbours=7)
+    moved = rebuild(gravitational, n_neighbours=7)
     (spec,) = moved.config.generators.values()
     assert spec.extcosts[0][1].n_neighbours == 7 and "n_neighbours = 7" in moved.settings_line()
 
 
-def test_the_dashboard_starts_from_the_settings_homes(dashboard_module):
+def test_the_dashboard_starts_from_the_settings_homes():
     """No default is re-typed: dynamics from the embedded default scenario and SimulationConfig, generator
     values from the factory's signature."""
     from recourse_sim.experiments import Scenario
@@ -267,19 +298,19 @@ def test_the_dashboard_starts_from_the_settings_homes(dashboard_module):
 
     default = Scenario.from_toml(embedded("default"))
     rounds = next(f.default for f in dataclasses.fields(SimulationConfig) if f.name == "rounds")
-    model = dashboard_module.DashboardDynamics(n_samples=100, fast_retraining=True)
+    model = DashboardDynamics(n_samples=100, fast_retraining=True)
     c = model.controls
     assert (c["rounds"], c["recourse_share"], c["seed"]) == (rounds, default.recourse_share, default.seed)
     assert (c["model"], c["generator"]) == (default.models[0].name, default.generators[0].name)
     assert {k: c[k] for k in numeric_defaults("generic")} == numeric_defaults("generic")
 
 
-def test_dashboard_on_higher_dimensional_data_uses_pca(dashboard_module):
-    model = dashboard_module.DashboardDynamics(dataset="california_housing", n_samples=200, rounds=3, seed=0,
-                                               fast_retraining=True)
+def test_dashboard_on_higher_dimensional_data_uses_pca():
+    model = DashboardDynamics(dataset="california_housing", n_samples=200, rounds=3, seed=0,
+                              fast_retraining=True)
     assert not model.projection.is_identity
     model.step()
-    fig = dashboard_module.population_figure(model)
+    fig = population_figure(model)
     assert fig.axes[0].get_xlabel().startswith("PC1")
 
 
@@ -295,11 +326,11 @@ def label_points(ax, label: str) -> np.ndarray:
     return np.asarray(points.get_offsets())
 
 
-def test_two_generators_step_together_on_the_same_people(dashboard_module, tmp_path):
+def test_two_generators_step_together_on_the_same_people(tmp_path):
     """Generic next to gravitational: one population replicated per system, the same recipients each round, each
     system moving them its own way; a panel and a trajectory line per system."""
-    model = dashboard_module.DashboardDynamics(scenario=str(tiny_scenario(tmp_path)), compare_generators=["generic"],
-                                               fast_retraining=True)
+    model = DashboardDynamics(scenario=str(tiny_scenario(tmp_path)), compare_generators=["generic"],
+                              fast_retraining=True)
     assert model.error is None and [s.generator for s in model.systems] == ["gravitational", "generic"]
     start = model.population.X.clone()
     assert torch.equal(start[0], model.config.train.X) and torch.equal(start[1], start[0])
@@ -319,25 +350,25 @@ def test_two_generators_step_together_on_the_same_people(dashboard_module, tmp_p
     assert model.title().endswith("gravitational vs generic")
     assert "max_steps = 100 · vs generic (defaults) · μ = 0.05" in model.settings_line()
     # one population panel per system, each drawing its own system's population
-    figure = dashboard_module.population_figure(model)
+    figure = population_figure(model)
     assert [ax.get_title() for ax in figure.axes] == ["gravitational", "generic"]
     for i, ax in enumerate(figure.axes):
         positives = model.population.y[i] == 1
         np.testing.assert_allclose(label_points(ax, "y = 1"), X[i][positives].numpy(), atol=1e-6)
     # one trajectory line per system, through that system's values
-    panels = labelled_panels(dashboard_module.metrics_figure(model))
+    panels = labelled_panels(metrics_figure(model))
     assert panels[metric_label("domain_mmd")] == ["gravitational", "generic"]
     domain = frame[frame.metric == "domain_mmd"]
-    for line in dashboard_module.metrics_figure(model).axes[0].get_lines():
+    for line in metrics_figure(model).axes[0].get_lines():
         expected = domain[domain.generator == line.get_label()].sort_values("round")["value"]
         np.testing.assert_allclose(line.get_ydata(), expected.to_numpy(), rtol=1e-6)
-    assert not np.allclose(*[line.get_ydata() for line in dashboard_module.metrics_figure(model).axes[0].get_lines()])
+    assert not np.allclose(*[line.get_ydata() for line in metrics_figure(model).axes[0].get_lines()])
 
 
-def test_adding_none_gives_a_control_whose_population_never_moves(dashboard_module, tmp_path):
-    model = dashboard_module.DashboardDynamics(scenario=str(tiny_scenario(tmp_path)), compare_generators=["generic"],
-                                               fast_retraining=True)
-    model = dashboard_module.rebuild(model, compare_generators=["generic", "none"])  # what the picker does
+def test_adding_none_gives_a_control_whose_population_never_moves(tmp_path):
+    model = DashboardDynamics(scenario=str(tiny_scenario(tmp_path)), compare_generators=["generic"],
+                              fast_retraining=True)
+    model = rebuild(model, compare_generators=["generic", "none"])  # what the picker does
     assert model.round == 0 and [s.generator for s in model.systems] == ["gravitational", "generic", "none"]
     train = model.config.train
     for _ in range(3):
@@ -353,37 +384,38 @@ def test_adding_none_gives_a_control_whose_population_never_moves(dashboard_modu
     assert model.title().endswith("gravitational vs generic vs none (no recourse, control)")
     assert "vs generic (defaults) · vs none (no recourse, control) · μ" in model.settings_line()
     # three panels wrap onto a second row; the control's panel says what it is
-    figure = dashboard_module.population_figure(model)
+    figure = population_figure(model)
     assert [ax.get_title() for ax in figure.axes] == ["gravitational", "generic", "none (no recourse, control)"]
     assert [ax.get_subplotspec().rowspan.start for ax in figure.axes] == [0, 0, 1]
     # the control's line: no recourse quality (validity, cost), but its shift metrics
-    panels = labelled_panels(dashboard_module.costs_figure(model))
+    panels = labelled_panels(costs_figure(model))
     assert panels[metric_label("validity")] == ["gravitational", "generic"]
     assert panels[metric_label("recourse_cost")] == ["gravitational", "generic"]
-    assert labelled_panels(dashboard_module.metrics_figure(model))[metric_label("model_mmd")] == \
+    assert labelled_panels(metrics_figure(model))[metric_label("model_mmd")] == \
         ["gravitational", "generic", "none"]
 
 
-def test_the_hidden_costs_figure_shows_the_cost_metrics_that_exist(dashboard_module):
+def test_the_hidden_costs_figure_shows_the_cost_metrics_that_exist():
     rows = [{"generator": g, "round": r, "metric": m, "value": v}
             for g in ("generic", "none") for r in (1, 2)
             for m, v in (("lender_loss", 0.1 * r), ("validity", 1.0 if g == "generic" else np.nan), ("f1", 0.9))]
     frame = pd.DataFrame(rows).assign(system=lambda f: f.generator, model="lr", repetition=0)
-    panels = labelled_panels(dashboard_module.plot_costs(frame, "generator", legend=True))
+    panels = labelled_panels(plot_costs(frame, "generator", legend=True))
     # in COST_METRICS' order, only those present; a metric outside COST_METRICS (f1) is not a cost
     assert list(panels) == [metric_label("lender_loss"), metric_label("validity")]
-    assert panels[metric_label("lender_loss")] == ["generic", "none"] and panels[metric_label("validity")] == ["generic"]
+    assert panels[metric_label("lender_loss")] == ["generic", "none"]
+    assert panels[metric_label("validity")] == ["generic"]
     assert {"recourse_cost", "validity", "collateral_rejections", "collateral_approvals", "lender_loss",
-            "truth_accuracy", "approval_rate", "acted_share"} <= set(dashboard_module.COST_METRICS)
-    nothing = dashboard_module.plot_costs(frame[frame.metric == "f1"], "generator", legend=False)
+            "truth_accuracy", "approval_rate", "acted_share"} <= set(COST_METRICS)
+    nothing = plot_costs(frame[frame.metric == "f1"], "generator", legend=False)
     assert not nothing.axes and "Nothing measured yet" in nothing.texts[0].get_text()
     assert nothing._suptitle.get_text() == "Hidden costs of recourse"
 
 
-def test_two_models_side_by_side_are_named_model_slash_generator(dashboard_module, tmp_path):
-    model = dashboard_module.DashboardDynamics(scenario=str(tiny_scenario(tmp_path)),
-                                               compare_models=["logistic_regression", "mlp"], rounds=1,
-                                               fast_retraining=True)
+def test_two_models_side_by_side_are_named_model_slash_generator(tmp_path):
+    model = DashboardDynamics(scenario=str(tiny_scenario(tmp_path)),
+                              compare_models=["logistic_regression", "mlp"], rounds=1,
+                              fast_retraining=True)
     assert model.error is None and model.controls["compare_models"] == ["mlp"]  # the main model runs anyway
     assert model.system_names() == ["logistic_regression / gravitational", "mlp / gravitational"]
     assert "logistic_regression vs mlp · gravitational" in model.title()
@@ -391,14 +423,14 @@ def test_two_models_side_by_side_are_named_model_slash_generator(dashboard_modul
     model.step()
     recipients = model.population.recourse_round == 1
     assert recipients[0].any() and torch.equal(recipients[0], recipients[1])  # paired across models too
-    figure = dashboard_module.metrics_figure(model)
+    figure = metrics_figure(model)
     assert labelled_panels(figure)[metric_label("accuracy")] == model.system_names()
     assert figure.legends[0].get_title().get_text() == "model / generator"
 
 
-def test_a_comparison_that_cannot_be_built_leaves_the_main_system_running(dashboard_module, tmp_path):
-    model = dashboard_module.DashboardDynamics(scenario=str(tiny_scenario(tmp_path)),
-                                               compare_generators=["no_such_generator"], rounds=1)
+def test_a_comparison_that_cannot_be_built_leaves_the_main_system_running(tmp_path):
+    model = DashboardDynamics(scenario=str(tiny_scenario(tmp_path)),
+                              compare_generators=["no_such_generator"], rounds=1)
     assert "no_such_generator" in model.error and "without the comparison systems" in model.error
     assert model.controls["compare_generators"] == [] and len(model.systems) == 1
     assert model.controls["generator"] == "gravitational" and model.controls["lambda_extcost"] == 2.0
@@ -425,33 +457,33 @@ def models_scenario(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_model_pickers_offer_the_jem_and_counterfactual_training(dashboard_module):
-    base = dashboard_module.base_scenario()
-    params = dashboard_module.model_params(base)
-    start = {k: v for k, v in dashboard_module.initial_values(params).items() if k != "scenario"}
+def test_the_model_pickers_offer_the_jem_and_counterfactual_training():
+    base = base_scenario()
+    params = model_params(base)
+    start = {k: v for k, v in initial_values(params).items() if k != "scenario"}
     offered = params["model"]["values"]
     assert offered == params["compare_models"]["values"]
     assert offered[:len(MODELS)] == list(MODELS) and "jem" in offered  # every registered model, the JEM included
     trained_with_ct = offered[len(MODELS):]
     assert "mlp+ct" in trained_with_ct and "jem+ct" not in trained_with_ct  # CT trains the package's networks only
     for key in trained_with_ct:  # each is the scenario entry {name = ..., training = "ct"} and builds CT
-        (entry,) = dashboard_module.dashboard_scenario(base, **(start | {"model": key})).models
+        (entry,) = dashboard_scenario(base, **(start | {"model": key})).models
         assert entry.key == key and entry.training == "ct", key
         assert isinstance(entry.build("cpu"), CounterfactualTraining), key
-    (jem,) = dashboard_module.dashboard_scenario(base, **(start | {"model": "jem"})).models
+    (jem,) = dashboard_scenario(base, **(start | {"model": "jem"})).models
     assert jem.key == "jem" and isinstance(jem.build("cpu"), JEMClassifier)
-    assert dashboard_module.model_text("mlp+ct") == "mlp+ct (Counterfactual Training)"
-    assert dashboard_module.model_text("jem") == "jem"
+    assert model_text("mlp+ct") == "mlp+ct (Counterfactual Training)"
+    assert model_text("jem") == "jem"
 
 
-def test_a_jem_steps_in_the_dashboard(dashboard_module, tmp_path):
+def test_a_jem_steps_in_the_dashboard(tmp_path):
     """The JEM runs at the scenario's (small) settings: picking a model uses the scenario's entry of it."""
-    model = dashboard_module.DashboardDynamics(scenario=str(models_scenario(tmp_path)), model="jem", rounds=2,
-                                               fast_retraining=True)
+    model = DashboardDynamics(scenario=str(models_scenario(tmp_path)), model="jem", rounds=2,
+                              fast_retraining=True)
     assert model.error is None and list(model.config.models) == ["jem"]
     jem = model.config.models["jem"]
     assert isinstance(jem, JEMClassifier) and (jem.epochs, jem.sgld_steps) == (3, 5)
-    assert jem.retrain_batch_size == dashboard_module.FAST_BATCH
+    assert jem.retrain_batch_size == FAST_BATCH
     model.step()
     model.step()
     assert model.error is None and model.round == 2
@@ -459,14 +491,14 @@ def test_a_jem_steps_in_the_dashboard(dashboard_module, tmp_path):
     assert sorted(frame[frame.metric == "model_mmd"]["round"].unique()) == [0, 1, 2]
     assert (frame[(frame.metric == "n_recourse") & (frame["round"] > 0)]["value"] > 0).all()
     assert frame[frame.metric == "validity"]["value"].notna().all()
-    assert len(dashboard_module.population_figure(model).axes) == 2
+    assert len(population_figure(model).axes) == 2
 
 
-def test_counterfactual_training_reaches_the_simulation(dashboard_module, tmp_path):
+def test_counterfactual_training_reaches_the_simulation(tmp_path):
     """mlp+ct next to mlp: the scenario's MLP (its architecture and epochs), once trained conventionally and once
     with Counterfactual Training, on the same people with the same recipients."""
-    model = dashboard_module.DashboardDynamics(scenario=str(models_scenario(tmp_path)), model="mlp",
-                                               compare_models=["mlp+ct"], rounds=1, fast_retraining=True)
+    model = DashboardDynamics(scenario=str(models_scenario(tmp_path)), model="mlp",
+                              compare_models=["mlp+ct"], rounds=1, fast_retraining=True)
     assert model.error is None
     assert model.system_names() == ["mlp / gravitational", "mlp+ct / gravitational"]
     assert "models: mlp vs mlp+ct" in model.settings_line()
@@ -474,28 +506,28 @@ def test_counterfactual_training_reaches_the_simulation(dashboard_module, tmp_pa
     assert isinstance(plain, MLPClassifier) and not isinstance(plain, CounterfactualTraining)
     assert isinstance(ct, CounterfactualTraining) and ct.objective == "full" and isinstance(ct.model, MLPClassifier)
     assert ct.model.hidden_sizes == plain.hidden_sizes == (16,) and ct.model.epochs == plain.epochs == 10
-    assert ct.model.retrain_batch_size == plain.retrain_batch_size == dashboard_module.FAST_BATCH
+    assert ct.model.retrain_batch_size == plain.retrain_batch_size == FAST_BATCH
     X = model.config.train.X
     assert np.abs(np.asarray(model.scorer(0)(X)) - np.asarray(model.scorer(1)(X))).max() > 1e-3  # trained otherwise
     model.step()
     recipients = model.population.recourse_round == 1
     assert model.error is None and recipients[0].any() and torch.equal(recipients[0], recipients[1])
     # picked as the main model, it runs alone under its key
-    alone = dashboard_module.rebuild(model, model="mlp+ct", compare_models=[])
+    alone = rebuild(model, model="mlp+ct", compare_models=[])
     assert alone.error is None and list(alone.config.models) == ["mlp+ct"] and alone.system.model == "mlp+ct"
     assert isinstance(alone.config.models["mlp+ct"], CounterfactualTraining)
 
 
-def test_a_scenario_trained_with_ct_starts_the_picker_at_its_key(dashboard_module, tmp_path):
+def test_a_scenario_trained_with_ct_starts_the_picker_at_its_key(tmp_path):
     path = tmp_path / "ct.toml"
     path.write_text(tiny_scenario(tmp_path).read_text().replace(
         'name = "logistic_regression"\nepochs = 20', 'name = "mlp"\ntraining = "ct"\nhidden_sizes = [8]\nepochs = 3'))
-    base = dashboard_module.base_scenario(path)
+    base = base_scenario(path)
     assert base.models[0].key == "mlp+ct"
-    assert dashboard_module.initial_values(dashboard_module.model_params(base))["model"] == "mlp+ct"
+    assert initial_values(model_params(base))["model"] == "mlp+ct"
     raw = base.model_dump(mode="json", exclude_none=True)
-    assert dashboard_module.model_config(raw, "mlp+ct", False) == raw["models"][0]
-    plain = dashboard_module.model_config(raw, "mlp", False)  # the same MLP, trained conventionally
+    assert model_config(raw, "mlp+ct", False) == raw["models"][0]
+    plain = model_config(raw, "mlp", False)  # the same MLP, trained conventionally
     assert plain == {k: v for k, v in raw["models"][0].items() if k != "training"} and plain["epochs"] == 3
 
 
@@ -507,15 +539,15 @@ def agents_scenario(tmp_path: Path, agents: str) -> Path:
     return path
 
 
-def test_the_agent_controls_start_at_agent_settings_defaults(dashboard_module):
+def test_the_agent_controls_start_at_agent_settings_defaults():
     """Without a scenario file every agent control starts at AgentSettings' own default (read here from the
     dataclass, not re-typed: changing a default there moves the control with it), the pickers offer what the
     fields' Literal types allow, and the run is the reference protocol: nothing about agents in the settings."""
     from recourse_sim.simulation import agents
 
     defaults = agents.AgentSettings()
-    params = dashboard_module.model_params(dashboard_module.base_scenario())
-    values = dashboard_module.initial_values(params)
+    params = model_params(base_scenario())
+    values = initial_values(params)
     for name in ("outcome", "choice", "compliance", "cost_aversion", "move_fraction", "over_budget"):
         assert values[name] == getattr(defaults, name), name
         assert params[name]["agents"], name
@@ -527,11 +559,11 @@ def test_the_agent_controls_start_at_agent_settings_defaults(dashboard_module):
     assert (params["move_fraction"]["min"], params["move_fraction"]["max"]) == (0.1, 1.0)
     for name, kind in (("outcome", agents.Outcome), ("choice", agents.Choice), ("over_budget", agents.OverBudget)):
         assert tuple(params[name]["options"]) == typing.get_args(kind), name
-    model = dashboard_module.DashboardDynamics(**(values | {"n_samples": 100, "rounds": 1, "fast_retraining": True}))
+    model = DashboardDynamics(**(values | {"n_samples": 100, "rounds": 1, "fast_retraining": True}))
     assert model.error is None and model.scenario.agents == defaults
     assert "agents" not in model.settings_line()
     # an option that differs is named, and only that one
-    cheapest = dashboard_module.rebuild(model, choice="cheapest")
+    cheapest = rebuild(model, choice="cheapest")
     assert cheapest.scenario.agents == dataclasses.replace(defaults, choice="cheapest")
     assert cheapest.settings_line().endswith("· agents: choice = cheapest")
 
@@ -544,7 +576,7 @@ def test_a_scenario_agents_table_starts_the_controls_and_a_distribution_is_kept(
         budget = 3.0
         over_budget = "partial"
     """)
-    model = dashboard_module.DashboardDynamics(scenario=str(path), rounds=1, fast_retraining=True)
+    model = DashboardDynamics(scenario=str(path), rounds=1, fast_retraining=True)
     c = model.controls
     assert model.error is None
     assert (c["choice"], c["cost_aversion"], c["budget_on"], c["budget"], c["over_budget"]) == \
@@ -558,19 +590,19 @@ def test_a_scenario_agents_table_starts_the_controls_and_a_distribution_is_kept(
     value, note = dashboard_module.trait_slider(model, "compliance")
     assert value == 0.6 and "beta" in note
     # another control leaves the table alone; moving its own slider replaces it
-    moved = dashboard_module.rebuild(model, move_fraction=0.5)
+    moved = rebuild(model, move_fraction=0.5)
     assert moved.scenario.agents.compliance == table and moved.scenario.agents.move_fraction == 0.5
-    replaced = dashboard_module.rebuild(moved, compliance=0.3)
+    replaced = rebuild(moved, compliance=0.3)
     assert replaced.scenario.agents.compliance == 0.3 and "beta" not in replaced.settings_line()
     assert "compliance = 0.3" in replaced.settings_line()
-    assert dashboard_module.rebuild(replaced, budget_on=False).scenario.agents.budget is None
+    assert rebuild(replaced, budget_on=False).scenario.agents.budget is None
 
 
-def test_the_agent_controls_reach_the_simulation(dashboard_module):
+def test_the_agent_controls_reach_the_simulation():
     """Compliance 0: recipients are chosen but nobody moves; half the way: the movers' share is 0.5; outcome
     "unchanged": the recorded labels never change although people move (and do change under the paper's rule)."""
     common = {"n_samples": 200, "rounds": 3, "fast_retraining": True}
-    nobody = dashboard_module.DashboardDynamics(compliance=0.0, **common)
+    nobody = DashboardDynamics(compliance=0.0, **common)
     for _ in range(2):
         nobody.step()
     frame = nobody.results()
@@ -578,16 +610,16 @@ def test_the_agent_controls_reach_the_simulation(dashboard_module):
     assert frame[frame.metric == "n_recourse"]["value"].min() > 0  # recipients were chosen...
     assert torch.equal(nobody.population.X[0], train.X) and (nobody.population.recourse_round == -1).all()
     assert (frame[frame.metric == "acted_share"]["value"] == 0).all()  # ...and none acted
-    assert dashboard_module.acted_text(nobody) == "Round 2: recipients who acted on their recourse: generic 0%"
+    assert acted_text(nobody) == "Round 2: recipients who acted on their recourse: generic 0%"
 
-    half = dashboard_module.DashboardDynamics(move_fraction=0.5, **common)
+    half = DashboardDynamics(move_fraction=0.5, **common)
     half.step()
     frame = half.results()
     assert frame[frame.metric == "move_fraction"]["value"].tolist() == [0.5]
 
     labels = {}
     for outcome in ("unchanged", "model"):
-        model = dashboard_module.DashboardDynamics(outcome=outcome, **common)
+        model = DashboardDynamics(outcome=outcome, **common)
         for _ in range(3):
             model.step()
         assert (model.population.recourse_round >= 0).any() and not torch.equal(model.population.X[0], train.X)
@@ -596,64 +628,64 @@ def test_the_agent_controls_reach_the_simulation(dashboard_module):
     assert not torch.equal(labels["model"], train.y)
 
 
-def test_groups_are_reported_and_drawn_per_system_and_group(dashboard_module):
-    model = dashboard_module.DashboardDynamics(groups="random", compare_generators=["none"], n_samples=200,
-                                               rounds=3, fast_retraining=True)
-    assert model.error is None and dashboard_module.has_groups(model)
+def test_groups_are_reported_and_drawn_per_system_and_group():
+    model = DashboardDynamics(groups="random", compare_generators=["none"], n_samples=200,
+                              rounds=3, fast_retraining=True)
+    assert model.error is None and has_groups(model)
     assert "agents: groups = random" in model.settings_line()
     for _ in range(2):
         model.step()
     frame = model.results()
-    assert dashboard_module.acted_text(model) == ""  # groups alone change nobody's behaviour: no acted share
+    assert acted_text(model) == ""  # groups alone change nobody's behaviour: no acted share
     for metric in ("approval_rate", "validity"):
         for group in ("group_a", "group_b"):
             rows = frame[frame.metric == f"{metric}[{group}]"]
             assert sorted(rows["round"].unique()) == [1, 2], (metric, group)
-    panels = labelled_panels(dashboard_module.groups_figure(model))
+    panels = labelled_panels(groups_figure(model))
     assert panels[metric_label("approval_rate")] == ["generic · group_a", "none · group_a", "generic · group_b",
                                                       "none · group_b"]
     assert panels[metric_label("validity")] == ["generic · group_a", "generic · group_b"]  # the control has none
     # each line runs through its system's values for its group
-    axes = {ax.get_title(): ax for ax in dashboard_module.groups_figure(model).axes if ax.axison}
+    axes = {ax.get_title(): ax for ax in groups_figure(model).axes if ax.axison}
     for line in axes[metric_label("approval_rate")].get_lines():
         generator, group = line.get_label().split(" · ")
         expected = frame[(frame.metric == f"approval_rate[{group}]") & (frame.generator == generator)]
         np.testing.assert_allclose(line.get_ydata(), expected.sort_values("round")["value"], rtol=1e-6)
     # one system: a line per group, named by the group
-    alone = dashboard_module.rebuild(model, compare_generators=[])
+    alone = rebuild(model, compare_generators=[])
     alone.step()
-    assert labelled_panels(dashboard_module.groups_figure(alone))[metric_label("approval_rate")] == \
+    assert labelled_panels(groups_figure(alone))[metric_label("approval_rate")] == \
         ["group_a", "group_b"]
-    assert not dashboard_module.has_groups(dashboard_module.rebuild(alone, groups="none"))
+    assert not has_groups(rebuild(alone, groups="none"))
 
 
-def test_the_groups_picker_offers_the_datas_attributes(dashboard_module):
+def test_the_groups_picker_offers_the_datas_attributes():
     from recourse_sim.simulation.agents import AgentSettings
 
     rng = np.random.default_rng(0)
-    two_d = list(dashboard_module.group_options(DATASETS["overlapping"](100, rng), AgentSettings()))
+    two_d = list(group_options(DATASETS["overlapping"](100, rng), AgentSettings()))
     assert two_d == ["none", "random", "x1", "x2"]
-    credit = dashboard_module.group_options(DATASETS["credit_default"](200, rng), AgentSettings())
+    credit = group_options(DATASETS["credit_default"](200, rng), AgentSettings())
     assert {"SEX", "EDUCATION", "MARRIAGE"} <= set(credit) and not any("_" in key for key in credit)
-    model = dashboard_module.DashboardDynamics(groups="x1", n_samples=100, rounds=1, fast_retraining=True)
+    model = DashboardDynamics(groups="x1", n_samples=100, rounds=1, fast_retraining=True)
     assert model.error is None and len(model.people.group_names) == 2
     assert model.people.group_names[0].startswith("x1<")
     # a grouping by the data's features does not carry over to other data; a random split does
-    assert dashboard_module.rebuild(model, dataset="moons").controls["groups"] == "none"
-    random = dashboard_module.rebuild(model, groups="random")
-    assert dashboard_module.rebuild(random, dataset="moons").controls["groups"] == "random"
+    assert rebuild(model, dataset="moons").controls["groups"] == "none"
+    random = rebuild(model, groups="random")
+    assert rebuild(random, dataset="moons").controls["groups"] == "random"
 
 
-def test_a_bad_agent_combination_falls_back_and_says_why(dashboard_module, tmp_path):
+def test_a_bad_agent_combination_falls_back_and_says_why(tmp_path):
     path = agents_scenario(tmp_path, 'truth = "none"\n')
-    model = dashboard_module.DashboardDynamics(scenario=str(path), outcome="truth", compare_generators=["generic"],
-                                               rounds=1, fast_retraining=True)
+    model = DashboardDynamics(scenario=str(path), outcome="truth", compare_generators=["generic"],
+                              rounds=1, fast_retraining=True)
     assert "could not build" in model.error and "agents.truth" in model.error
     assert "agent settings the page started with" in model.error
     assert model.controls["outcome"] == "model" and len(model.systems) == 2  # the comparison stays
     model.step()
     assert model.error.startswith("could not build") and model.round == 1
-    again = dashboard_module.rebuild(model, outcome="truth")  # what the picker does
+    again = rebuild(model, outcome="truth")  # what the picker does
     assert "agents.truth" in again.error and again.controls["outcome"] == "model"
 
 
@@ -740,7 +772,7 @@ def test_the_comparison_pickers_add_systems_at_once(dashboard_module, tmp_path):
         assert {"text": "none (no recourse, control)", "value": "none"} in generators.items
         assert {item["value"] for item in generators.items} == set(GENERATORS)
         models = rc.find(v.Select, label="Compare with models").widget
-        assert [item["value"] for item in models.items] == [m for m in dashboard_module.model_keys()
+        assert [item["value"] for item in models.items] == [m for m in model_keys()
                                                             if m != "logistic_regression"]
         assert {"text": "mlp+ct (Counterfactual Training)", "value": "mlp+ct"} in models.items
         assert "same people" in page_text(rc, "recourse-compare-note")
@@ -846,42 +878,42 @@ def test_sliders_show_their_values_and_mesa_internals_are_hidden(dashboard_modul
         # nothing from Mesa's SolaraViz that a user cannot act on: page tabs, threads, play/render intervals
         assert rc.find(v.Tab).widgets == []
         assert [w.label for w in rc.find(v.Checkbox).widgets] == [f"Fast retraining (batches of "
-                                                                  f"{dashboard_module.FAST_BATCH})"]
+                                                                  f"{FAST_BATCH})"]
         assert not any("Interval" in label for label in labels)
     finally:
         rc.close()
 
 
-def test_every_offered_dataset_runs_at_the_dashboard_defaults(dashboard_module):
-    params = dashboard_module.model_params(dashboard_module.base_scenario())
+def test_every_offered_dataset_runs_at_the_dashboard_defaults():
+    params = model_params(base_scenario())
     offered = params["dataset"]["values"]
     assert set(offered) == set(DATASETS)
     for name in offered:
-        model = dashboard_module.DashboardDynamics(**(dashboard_module.initial_values(params)
-                                                      | {"dataset": name, "rounds": 1, "fast_retraining": True}))
+        model = DashboardDynamics(**(initial_values(params)
+                                     | {"dataset": name, "rounds": 1, "fast_retraining": True}))
         assert model.error is None and model.controls["dataset"] == name, (name, model.error)
         model.step()
         assert model.error is None and model.round == 1, (name, model.error)
     # what cannot load at the starting sample size is not offered
-    assert dashboard_module.offered_datasets(dashboard_module.base_scenario(), n_samples=4) == []
+    assert offered_datasets(base_scenario(), n_samples=4) == []
 
 
-def test_a_scenario_with_several_generators_offers_all_of_them(dashboard_module):
+def test_a_scenario_with_several_generators_offers_all_of_them():
     from recourse_sim.scenarios import embedded
 
-    base = dashboard_module.base_scenario(embedded("default"))  # generic, generic_gamma0.9, ..., none
-    keys = dashboard_module.generator_keys(base)
+    base = base_scenario(embedded("default"))  # generic, generic_gamma0.9, ..., none
+    keys = generator_keys(base)
     assert keys[:5] == ["generic", "generic_gamma0.9", "gravitational", "claproar", "none"]
     assert set(keys) == set(GENERATORS) | {"generic_gamma0.9"}
-    (note,) = dashboard_module.scenario_notes(base)
+    (note,) = scenario_notes(base)
     assert "5 generators" in note and "starts with the first, generic" in note
-    controls = dashboard_module.initial_values(dashboard_module.model_params(base))
-    chosen = dashboard_module.controls_for_generator(base, controls, "generic_gamma0.9")
+    controls = initial_values(model_params(base))
+    chosen = controls_for_generator(base, controls, "generic_gamma0.9")
     assert chosen["generator"] == "generic_gamma0.9" and chosen["threshold"] == 0.9
-    scenario = dashboard_module.dashboard_scenario(base, **{k: v for k, v in chosen.items() if k != "scenario"})
+    scenario = dashboard_scenario(base, **{k: v for k, v in chosen.items() if k != "scenario"})
     assert scenario.generators[0].name == "generic" and scenario.generators[0].params["threshold"] == 0.9
-    assert dashboard_module.generator_text(base, "none") == "none (no recourse, control)"
-    assert dashboard_module.scenario_notes(dashboard_module.base_scenario()) == []
+    assert generator_text(base, "none") == "none (no recourse, control)"
+    assert scenario_notes(base_scenario()) == []
 
 
 @needs_viz
