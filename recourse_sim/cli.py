@@ -187,12 +187,15 @@ def sweep(
 def report(
     results_dir: Annotated[Path, typer.Argument(help="Results store written by `recourse-sim sweep`.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default: RESULTS_DIR/report).")] = None,
+    versus: Annotated[str | None, typer.Option(
+        "--versus", help="AXIS=VALUE: also every grid point minus its twin at that setting (paired), e.g. "
+                         "data.bounds=schema.")] = None,
 ) -> None:
     """Mean and 95% CI across seeds per grid point x system x round x metric: a table and figures with CI bands."""
     from recourse_sim.experiments.report import report_sweep
 
     try:
-        written = report_sweep(results_dir, out)
+        written = report_sweep(results_dir, out, versus=versus)
     except RecourseSimError as error:
         _fail(error)
     for note in written.notes:

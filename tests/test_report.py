@@ -238,3 +238,37 @@ def test_paired_effects_test_is_calibrated_under_no_change_and_has_power_against
     null = rejection_rate(0.0)
     assert abs(null - 0.05) < 3 * np.sqrt(0.05 * 0.95 / n_tests)  # 0.035-0.065
     assert rejection_rate(1.5) > 0.7  # non-central t, df 4, delta = 1.5 sqrt(5): power ~0.8
+
+
+def fake_cell_by_share(config: dict) -> pd.DataFrame:
+    """:func:`fake_cell` plus 10 x recourse_share: the same seed's draws at both grid points, so twins differ by
+    exactly 10 x (0.2 - 0.05) = 1.5."""
+    frame = fake_cell(config)
+    return frame.assign(value=frame["value"] + 10 * config["recourse_share"])
+
+
+def test_report_versus_pairs_each_grid_point_with_its_twin(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(textwrap.dedent(SWEEP))
+    assert run_sweep(load_sweep(path), tmp_path / "store", cell_fn=fake_cell_by_share).ok
+    result = runner.invoke(app, ["report", str(tmp_path / "store"), "--versus", "recourse_share=0.05"])
+    assert result.exit_code == 0, result.output
+    versus = pd.read_csv(tmp_path / "store" / "report" / "versus.csv")
+    # only the other grid point, every system, round and metric; paired per seed and repetition (3 x 2)
+    assert set(versus["recourse_share"]) == {0.2} and len(versus) == 2 * 3 * 2
+    assert np.allclose(versus["mean"], 1.5) and (versus["n"] == 6).all() and (versus["p_value"] < 1e-10).all()
+    markdown = (tmp_path / "store" / "report" / "summary.md").read_text()
+    assert "## Versus recourse_share = 0.05 (final round)" in markdown
+    assert "| 0.2 | logistic_regression | generic | disagreement | 1.5 |" in markdown
+    assert "| f1 |" not in markdown.split("## Versus")[1]  # the section shows VERSUS_METRICS only
+
+
+@pytest.mark.parametrize(("versus", "allowed"), [
+    ("recourse_share", "AXIS=VALUE with a grid axis of this sweep: recourse_share=VALUE (0.05, 0.2)"),
+    ("seed=42", "AXIS=VALUE with a grid axis"),
+    ("recourse_share=0.3", "a value of recourse_share: 0.05, 0.2"),
+])
+def test_report_versus_refuses_what_the_grid_does_not_have(store, versus, allowed):
+    result = runner.invoke(app, ["report", str(store), "--versus", versus])
+    assert result.exit_code == 2 and f"--versus: got {versus!r}" in result.output and allowed in result.output
+    assert not (store / "report").exists()  # refused before anything is written

@@ -12,7 +12,10 @@ with the mean trajectory per generator and a 95% band across seeds. When the swe
 (generator ``"none"``), also ``effects.csv`` and a section of ``summary.md`` with the final-round effects
 attributable to recourse, and ``hidden_costs.csv`` with a section on the hidden costs of recourse (both paired
 per seed and repetition: every repetition of every seed is a replicate; see ``reporting.attribution`` and
-``reporting.hidden_costs``); with groups, ``group_gaps.csv`` and a section on the gaps between them.
+``reporting.hidden_costs``); with groups, ``group_gaps.csv`` and a section on the gaps between them. With
+``versus = (axis, value)``, also ``versus.csv`` and a section with every other grid point minus its twin at
+``axis = value`` (same seed, repetition, system and other axes: a paired comparison of one setting with another,
+e.g. ``data.bounds = "data_range"`` against ``"schema"``).
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ import pandas as pd
 from recourse_sim.errors import ConfigError
 from recourse_sim.experiments.store import atomic_directory
 from recourse_sim.experiments.sweep import REPORT, load_results, read_manifest
-from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
+from recourse_sim.reporting.attribution import has_control, paired_differences, paired_effects, summarise_effects
 from recourse_sim.reporting.hidden_costs import group_gap_table, hidden_costs_table
 from recourse_sim.reporting.summary import summarise
 
 SYSTEM = ["model", "generator"]
 #: The metrics whose gap between groups the report shows (when the sweep has groups).
 GAP_METRICS = ("approval_rate", "lender_loss")
+#: The metrics of the ``versus`` section of summary.md, where present (versus.csv has every metric and round).
+VERSUS_METRICS = ("domain_mmd", "model_mmd", "disagreement", "accuracy", "validity", "recourse_cost",
+                  "implausibility", "unfaithfulness", "lender_loss")
 
 
 def aggregate_seeds(
@@ -65,9 +71,10 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def report_sweep(results_dir: str | Path, out: str | Path | None = None, confidence: float = 0.95) -> Report:
+def report_sweep(results_dir: str | Path, out: str | Path | None = None, confidence: float = 0.95,
+                 versus: str | None = None) -> Report:
     """Write ``summary.csv``, ``summary.md`` (at ``confidence``) and one figure per grid point (95% bands) for
-    the store at ``results_dir``."""
+    the store at ``results_dir``; ``versus = "AXIS=VALUE"`` adds the paired comparison with that setting."""
     import matplotlib.pyplot as plt
 
     from recourse_sim.reporting.trajectories import plot_trajectories
@@ -75,6 +82,7 @@ def report_sweep(results_dir: str | Path, out: str | Path | None = None, confide
     results_dir = Path(results_dir)
     manifest = read_manifest(results_dir)
     axes = list(manifest["axes"])
+    reference = parse_versus(versus, manifest) if versus is not None else None
     frame = load_results(results_dir)
     total = len(manifest["cells"])
     done = sum(entry["status"] == "done" for entry in manifest["cells"])
@@ -94,6 +102,10 @@ def report_sweep(results_dir: str | Path, out: str | Path | None = None, confide
     points = per_seed[axes].drop_duplicates().reset_index(drop=True) if axes else pd.DataFrame(index=[0])
     figures: list[Path] = []
     sections, tables = _recourse_sections(frame, axes)
+    if reference is not None:
+        versus_section, versus_table = _versus_section(frame, axes, *reference)
+        sections += versus_section
+        tables["versus.csv"] = versus_table
     with atomic_directory(out) as staging:
         summary.to_csv(staging / "summary.csv", index=False)
         for name, table in tables.items():
@@ -149,6 +161,42 @@ def _recourse_sections(frame: pd.DataFrame, axes: list[str]) -> tuple[str, dict[
                   "the paired difference to the no-recourse control's gap (> 0: recourse widens a positive gap).", "",
                   _table(list(gaps.columns), [[_cell(v) for v in row] for row in gaps.itertuples(index=False)])]
     return "\n".join(parts) + "\n", tables
+
+
+def parse_versus(text: str, manifest: dict) -> tuple[str, object]:
+    """``"AXIS=VALUE"`` -> the grid axis and the value as the grid holds it (compared as text, so ``0.5`` finds
+    the number 0.5); anything else is refused naming the axes and values there are."""
+    axis, sep, value = text.partition("=")
+    grid = manifest.get("grid", {})
+    if not sep or axis.strip() not in grid:
+        allowed = ", ".join(f"{a}=VALUE ({', '.join(map(str, values))})" for a, values in grid.items())
+        raise ConfigError("--versus", text, f"AXIS=VALUE with a grid axis of this sweep: {allowed or 'none (no grid)'}")
+    axis = axis.strip()
+    for candidate in grid[axis]:
+        if str(candidate) == value.strip():
+            return axis, candidate
+    raise ConfigError("--versus", text, f"a value of {axis}: {', '.join(map(str, grid[axis]))}")
+
+
+def _versus_section(frame: pd.DataFrame, axes: list[str], axis: str, value) -> tuple[str, pd.DataFrame]:
+    """Every grid point minus its twin at ``axis = value``: markdown for the final round and the summary table."""
+    differences = paired_differences(frame, axis, value)
+    by = [*axes, *SYSTEM, "round", "metric"]
+    table = summarise_effects(differences, by=by) if not differences.empty else pd.DataFrame(columns=by)
+    final = table[(table["round"] == frame["round"].max()) & table["metric"].isin(VERSUS_METRICS)
+                  & (table["n"] > 0)] if not table.empty else table  # n = 0: e.g. the control's validity
+    final = final.assign(order=final["metric"].map(VERSUS_METRICS.index)).sort_values([*axes, *SYSTEM, "order"])
+    rows = [[*(str(r[a]) for a in axes), r["model"], r["generator"], r["metric"], _number(r["mean"]),
+             f"[{_number(r['ci_low'])}, {_number(r['ci_high'])}]", _number(r["p_value"]), str(int(r["n"]))]
+            for _, r in final.iterrows()]
+    parts = [
+        "", f"## Versus {axis} = {value} (final round)", "",
+        f"Each grid point minus its twin with {axis} = {value} (same seed, repetition, model, generator and other "
+        "axes), mean, 95% t-interval and paired t-test across seeds x repetitions; every metric and round is in "
+        "versus.csv.", "",
+        _table([*axes, "model", "generator", "metric", "difference", "95% CI", "p", "pairs"], rows),
+    ]
+    return "\n".join(parts) + "\n", table
 
 
 def _cell(value) -> str:

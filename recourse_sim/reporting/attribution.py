@@ -28,10 +28,6 @@ SHIFT_METRICS = (
     "domain_mmd", "model_mmd", "model_mmd_grid", "perturbation", "disagreement", "decisiveness",
     "accuracy", "f1", "f1_change",
 )
-#: Columns that identify a system rather than pair it (dropped before pairing).
-_SYSTEM_COLUMNS = ("system", "generator")
-
-
 def has_control(frame: pd.DataFrame) -> bool:
     return "generator" in frame.columns and bool((frame["generator"] == CONTROL).any())
 
@@ -46,15 +42,32 @@ def paired_effects(frame: pd.DataFrame, metrics: Sequence[str] = SHIFT_METRICS) 
     """
     if not has_control(frame):
         return pd.DataFrame(columns=[*frame.columns.drop("system", errors="ignore"), "control", "effect"])
-    part = frame[frame["metric"].isin(metrics)].drop(columns=["system"], errors="ignore")
-    keys = [c for c in part.columns if c not in (*_SYSTEM_COLUMNS, "value")]
-    control = part[part["generator"] == CONTROL].drop(columns=["generator"]).rename(columns={"value": "control"})
-    duplicated = control.duplicated(keys)
+    return paired_differences(frame, "generator", CONTROL, metrics, label=f"control (generator {CONTROL!r})").rename(
+        columns={"reference": "control"})
+
+
+def paired_differences(frame: pd.DataFrame, column: str, reference, metrics: Sequence[str] | None = None,
+                       ignore: Sequence[str] = ("system", "cell_id"), label: str | None = None) -> pd.DataFrame:
+    """Every row whose ``column`` is not ``reference`` minus its twin whose ``column`` is ``reference``.
+
+    Twins agree on every other key column (model, generator, repetition, round, metric, seed, the other grid axes
+    ...; ``ignore`` lists columns that name a row without pairing it), so a difference isolates what ``column``
+    changes: the generator against the no-recourse control (:func:`paired_effects`), or one setting of a sweep
+    axis against another (``recourse-sim report --versus``). Returns the keys with ``column``, ``value``,
+    ``reference`` (the twin's value) and ``effect = value - reference``; rows without a twin are dropped. Two twins
+    for one row are refused (``label`` names the reference in that message).
+    """
+    part = frame if metrics is None else frame[frame["metric"].isin(metrics)]
+    part = part.drop(columns=[c for c in ignore if c in part.columns])
+    keys = [c for c in part.columns if c not in (column, "value")]
+    twins = part[part[column] == reference].drop(columns=[column]).rename(columns={"value": "reference"})
+    duplicated = twins.duplicated(keys)
     if duplicated.any():
-        raise ValueError(f"more than one control per {keys}: {control[duplicated].head(1).to_dict('records')}")
-    treated = part[part["generator"] != CONTROL]
-    out = treated.merge(control, on=keys, how="inner", validate="many_to_one")
-    out["effect"] = out["value"] - out["control"]
+        raise ValueError(f"more than one {label or f'{column} = {reference!r} row'} per {keys}: "
+                         f"{twins[duplicated].head(1).to_dict('records')}")
+    others = part[part[column] != reference]
+    out = others.merge(twins, on=keys, how="inner", validate="many_to_one")
+    out["effect"] = out["value"] - out["reference"]
     return out.reset_index(drop=True)
 
 
@@ -66,7 +79,7 @@ def summarise_effects(effects: pd.DataFrame, by: Sequence[str] | None = None, co
     if effects.empty:
         return pd.DataFrame()
     by = list(by) if by is not None else [c for c in effects.columns
-                                          if c not in ("repetition", "value", "control", "effect")]
+                                          if c not in ("repetition", "value", "control", "reference", "effect")]
     values = effects[[*by, "effect"]].rename(columns={"effect": "value"})
     summary = summarise(values, confidence=confidence, by=by)
     summary["p_value"] = effects.groupby(by, sort=True)["effect"].apply(_paired_t_p).to_numpy()
