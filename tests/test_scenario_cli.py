@@ -85,8 +85,9 @@ def test_embedded_default_matches_the_repository_copy():
     Scenario.from_toml(embedded("default"))
 
 
-@pytest.mark.parametrize("path", sorted([*(ROOT / "scenarios").glob("*.toml"), *(ROOT / "scenarios").glob("agents/*.toml")]),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(path for folder in ("", "agents/", "faithful/")
+                                         for path in (ROOT / "scenarios").glob(f"{folder}*.toml")),
+                         ids=lambda p: p.relative_to(ROOT / "scenarios").as_posix())
 def test_shipped_scenarios_validate(path):
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 0, result.output
