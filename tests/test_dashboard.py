@@ -716,6 +716,14 @@ def page_text(rc, css_class: str) -> str:
     return " ".join(str(c) for w in rc.find(v.Html, class_=css_class).widgets for c in w.children)
 
 
+def settle(rc, done, timeout: float = 120.0) -> None:
+    """Wait until ``done()`` holds (the play loop renders from its own thread, so a page catches up with a click
+    a little later on a busy machine); the caller asserts the outcome."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def fast_scenario(tmp_path: Path) -> Path:
     path = tiny_scenario(tmp_path)
     path.write_text(path.read_text().replace("rounds = 10", "rounds = 3").replace("epochs = 20", "epochs = 5"))
@@ -853,11 +861,11 @@ def test_play_runs_to_the_end_and_reset_restarts(dashboard_module, tmp_path):
     rc = render_page(dashboard_module, fast_scenario(tmp_path))
     try:
         rc.find(v.Btn, children=["▶"]).widget.click()
-        deadline = time.monotonic() + 120
-        while "finished" not in page_text(rc, "recourse-status") and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # finished, and the play loop over (its button back to ▶): the page settles before Reset
+        settle(rc, lambda: "finished" in page_text(rc, "recourse-status") and rc.find(v.Btn, children=["▶"]).widgets)
         assert page_text(rc, "recourse-status") == "Round 3 of 3 (finished)"
         rc.find(v.Btn, children=["Reset"]).widget.click()
+        settle(rc, lambda: page_text(rc, "recourse-status") == "Round 0 of 3 (running)")
         assert page_text(rc, "recourse-status") == "Round 0 of 3 (running)"
     finally:
         rc.close()

@@ -351,7 +351,10 @@ def Dashboard(params: dict, first: DashboardDynamics):
         while playing.value and model.value.running:
             step_once()
             time.sleep(PLAY_PAUSE_S)
-        playing.set(False)
+        # Only when the run ended by itself: after a pause or a Reset there is nothing to change, and a render from
+        # this thread could then race the page's own.
+        if playing.value:
+            playing.set(False)
 
     solara.lab.use_task(play, dependencies=[playing.value, id(current)], prefer_threaded=True)
 
