@@ -33,6 +33,7 @@ from recourse_sim.generators.terms import (
     L1Distance,
     MADDistance,
 )
+from recourse_sim.metrics.conformal import COVERAGE, KAPPA, TEMPERATURE
 from recourse_sim.settings import check_value
 
 #: Options every search generator accepts; defaults from :class:`GeneratorSpec` (gamma 0.5, Descent(0.01), T = 100).
@@ -184,9 +185,9 @@ def eccco(
     lambda_cost: float = LAMBDA_COST,
     lambda_energy: float = 0.5,
     lambda_set_size: float = 0.1,
-    coverage: float = 0.95,
-    temperature: float = 0.1,
-    kappa: float = 1.0,
+    coverage: float = COVERAGE,
+    temperature: float = TEMPERATURE,
+    kappa: float = KAPPA,
     tolerance: float = 0.01,
     step_size: float = 0.05,
 ) -> GeneratorSpec:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from recourse_sim.errors import DataError
 from recourse_sim.metrics.conformal import COVERAGE, KAPPA, TEMPERATURE, conformal_quantile, conformal_set_size
-from recourse_sim.metrics.mmd import gaussian_kernel
+from recourse_sim.metrics.mmd import gaussian_kernel, mmd2_from_sums, offdiag_sum
 from recourse_sim.metrics.recourse import (
     IMPLAUSIBILITY_NEIGHBOURS, point_stack, masked_mean, nearest_target_distance, recourse_cost, validity,
 )
@@ -119,7 +119,7 @@ def ip_star(points: Tensor, reference: Tensor, *, length_scale: float, mask: Ten
     n = reference.shape[-2]
     shared = reference.dim() == 2
     if shared:  # the reference's own term once, not once per system
-        yy_shared = _offdiag_sum(gaussian_kernel(reference, reference, length_scale))
+        yy_shared = offdiag_sum(gaussian_kernel(reference, reference, length_scale))
     chunk = max(1, _CHUNK_BYTES // (2 * (m * m + m * n + (0 if shared else n * n)) * points.element_size()))
     out = torch.empty(S, dtype=points.dtype, device=points.device)
     for start in range(0, S, chunk):
@@ -128,15 +128,11 @@ def ip_star(points: Tensor, reference: Tensor, *, length_scale: float, mask: Ten
         K = gaussian_kernel(part, part, length_scale)
         xx = torch.einsum("sm,smn,sn->s", w, K, w) - (w * K.diagonal(dim1=-2, dim2=-1)).sum(-1)
         xy = (gaussian_kernel(part, ref, length_scale).sum(-1) * w).sum(-1)
-        yy = yy_shared if shared else _offdiag_sum(gaussian_kernel(ref, ref, length_scale))
+        yy = yy_shared if shared else offdiag_sum(gaussian_kernel(ref, ref, length_scale))
         count = w.sum(-1)
-        value = xx / (count * count - count) + yy / (n * n - n) - 2 * xy / (count * n)
+        value = mmd2_from_sums(xx, yy, xy, count, n)
         out[start:start + chunk] = torch.where(count >= 2, value, torch.full_like(value, float("nan")))
     return out
-
-
-def _offdiag_sum(K: Tensor) -> Tensor:
-    return K.sum((-2, -1)) - K.diagonal(dim1=-2, dim2=-1).sum(-1)
 
 
 # ------------------------------------------------------------------------------------ conformal prediction

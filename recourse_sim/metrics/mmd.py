@@ -169,7 +169,9 @@ def _check_pair(X: Tensor, Y: Tensor) -> None:
         raise DataError(f"X and Y must have the same number of features, got {X.shape[-1]} and {Y.shape[-1]}")
 
 
-def _offdiag_sum(K: Tensor) -> Tensor:
+def offdiag_sum(K: Tensor) -> Tensor:
+    """``sum K - tr K`` over the last two axes: a kernel matrix's off-diagonal sum, the unbiased MMD's within-sample
+    terms (also CT's IP*, :func:`~recourse_sim.metrics.faithfulness.ip_star`)."""
     # sum K - tr K rather than masking: exactly the reference's estimator, whatever rounding the diagonal has.
     return K.sum((-2, -1)) - K.diagonal(dim1=-2, dim2=-1).sum(-1)
 
@@ -196,8 +198,8 @@ def mmd2_unbiased(X: Tensor, Y: Tensor, length_scale: float = 0.5) -> Tensor:
     X, Y = _as_samples(X, "X"), _as_samples(Y, "Y")
     _check_pair(X, Y)
     m, n = X.shape[-2], Y.shape[-2]
-    xx = _offdiag_sum(gaussian_kernel(X, X, length_scale)) / (m * m - m)
-    yy = _offdiag_sum(gaussian_kernel(Y, Y, length_scale)) / (n * n - n)
+    xx = offdiag_sum(gaussian_kernel(X, X, length_scale)) / (m * m - m)
+    yy = offdiag_sum(gaussian_kernel(Y, Y, length_scale)) / (n * n - n)
     xy = gaussian_kernel(X, Y, length_scale).sum((-2, -1)) / (m * n)
     return xx + yy - 2 * xy
 
@@ -234,7 +236,9 @@ def _x_sides(n_permutations: int, N: int, n_x: int, rng: torch.Generator | None,
     return sides.to(device)
 
 
-def _finish(xx: Tensor, yy: Tensor, xy: Tensor, n_x: int, n_y: int) -> Tensor:
+def mmd2_from_sums(xx: Tensor, yy: Tensor, xy: Tensor, n_x, n_y) -> Tensor:
+    """Unbiased MMD^2 from the kernel sums: off-diagonal ``xx`` and ``yy`` (:func:`offdiag_sum`) and the cross sum
+    ``xy`` of samples of sizes ``n_x`` and ``n_y`` (numbers or tensors)."""
     return xx / (n_x * n_x - n_x) + yy / (n_y * n_y - n_y) - 2 * xy / (n_x * n_y)
 
 
@@ -266,7 +270,7 @@ def _kernel_statistics(A: Tensor, K: Tensor, n_x: int) -> Tensor:
     xx = q - a_diag
     yy = total - 2 * a_r + q - (diag.sum((-2, -1)).unsqueeze(-1) - a_diag)
     xy = a_r - q
-    return _finish(xx, yy, xy, n_x, n_y)
+    return mmd2_from_sums(xx, yy, xy, n_x, n_y)
 
 
 def _taylor_rank(T: float) -> int | None:
@@ -319,7 +323,7 @@ def _low_rank_statistics(A: Tensor, Phi: Tensor, n_x: int) -> Tensor:
     xx = U.square().sum(-1) - a_diag
     yy = V.square().sum(-1) - (diag.sum((-2, -1)).unsqueeze(-1) - a_diag)
     xy = (U * V).sum(-1)
-    return _finish(xx, yy, xy, n_x, n_y)
+    return mmd2_from_sums(xx, yy, xy, n_x, n_y)
 
 
 def _as_systems(X, name: str) -> list[Tensor]:

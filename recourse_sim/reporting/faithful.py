@@ -23,7 +23,7 @@ import pandas as pd
 from recourse_sim.metrics.catalogue import ROBUSTNESS_EPSILONS, robustness_metric
 from recourse_sim.reporting.attribution import paired_effects, summarise_effects
 from recourse_sim.reporting.summary import markdown_table as _markdown
-from recourse_sim.reporting.summary import summarise
+from recourse_sim.reporting.summary import study_extent, summarise, wall_time_note
 
 #: The faithfulness figures' metrics (trajectories per model and generator).
 FAITHFUL_METRICS = ("unfaithfulness", "implausibility", "ip_star", "set_size")
@@ -96,15 +96,12 @@ def shift_effects_table(frame: pd.DataFrame, metrics: Sequence[str] = SHIFT) -> 
 
 def report_markdown(frame: pd.DataFrame, seconds: float, quick: bool, figures: Sequence[str]) -> str:
     """The report: setup line, the three questions' tables, the figure index."""
-    rounds = int(frame["round"].max())
-    reps = int(frame["repetition"].max()) + 1
     lines = [
         "# Faithful first: JEM, ECCCo and Counterfactual Training in the recourse loop" + (" (quick)" if quick else ""),
         "",
-        f"{rounds} rounds, {reps} repetitions, experiments: {', '.join(sorted(set(frame['experiment'])))}; models: "
-        f"{', '.join(dict.fromkeys(frame['model']))}. Wall time of the last invocation {seconds / 60:.1f} min (cells "
-        "resumed from the stores are not counted). Cells: mean [95% CI] over repetitions; differences are paired "
-        "per repetition (p: paired t-test). Definitions: docs/faithful.md.",
+        f"{study_extent(frame)}; models: {', '.join(dict.fromkeys(frame['model']))}. {wall_time_note(seconds)} "
+        "Cells: mean [95% CI] over repetitions; differences are paired per repetition (p: paired t-test). "
+        "Definitions: docs/faithful.md.",
         "",
         "## 1. Faithfulness and plausibility of the implemented counterfactuals (final round)",
         "",

@@ -18,6 +18,7 @@ from recourse_sim.generators.control import CONTROL
 from recourse_sim.reporting.attribution import paired_effects, summarise_effects
 from recourse_sim.reporting.hidden_costs import hidden_costs_table
 from recourse_sim.reporting.summary import markdown_table as _markdown
+from recourse_sim.reporting.summary import study_extent, wall_time_note
 from recourse_sim.scenarios import SATML_REAL as REAL
 from recourse_sim.scenarios import SATML_SYNTHETIC as SYNTHETIC
 from recourse_sim.scenarios import UNCONSTRAINED_SUFFIX
@@ -274,14 +275,12 @@ def report_markdown(frame: pd.DataFrame, seconds: float, quick: bool, figures: l
     columns = ["experiment", "model", "generator", "domain_mmd", "domain_mmd_pvalue", "model_mmd",
                "model_mmd_pvalue", "model_mmd_grid_pvalue", "disagreement", "decisiveness", "f1_change",
                "recourse_cost", "validity"]
-    rounds = int(frame["round"].max())
     reps = int(frame["repetition"].max()) + 1
     lines = [
         "# SaTML 2023 reproduction report" + (" (quick)" if quick else ""),
         "",
-        f"Altmeyer et al., *Endogenous Macrodynamics in Algorithmic Recourse* (IEEE SaTML 2023). {rounds} rounds, "
-        f"{reps} repetitions, experiments: {', '.join(sorted(set(frame['experiment'])))}. Wall time of the last "
-        f"invocation {seconds / 60:.1f} min (cells resumed from the stores are not counted).",
+        "Altmeyer et al., *Endogenous Macrodynamics in Algorithmic Recourse* (IEEE SaTML 2023). "
+        f"{study_extent(frame)}. {wall_time_note(seconds)}",
         "",
         "Every finding is judged on the **effect attributable to recourse**: each system minus its paired "
         f"no-recourse control (generator `{CONTROL}`: same data, model, seeds, recipients and retraining; nobody "

@@ -34,3 +34,16 @@ def markdown_table(table: pd.DataFrame, floatfmt: str = ".4g") -> str:
         cells = [format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def study_extent(frame: pd.DataFrame) -> str:
+    """What a study's combined table covers, as its report's setup line says it: ``"50 rounds, 5 repetitions,
+    experiments: a, b"`` (columns ``round``, ``repetition``, ``experiment``)."""
+    rounds = int(frame["round"].max())
+    reps = int(frame["repetition"].max()) + 1
+    return f"{rounds} rounds, {reps} repetitions, experiments: {', '.join(sorted(set(frame['experiment'])))}"
+
+
+def wall_time_note(seconds: float) -> str:
+    """The reports' wall-time sentence: resumed cells ran in an earlier invocation and are not in ``seconds``."""
+    return f"Wall time of the last invocation {seconds / 60:.1f} min (cells resumed from the stores are not counted)."
