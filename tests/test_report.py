@@ -263,6 +263,15 @@ def test_report_versus_pairs_each_grid_point_with_its_twin(tmp_path):
     assert "| f1 |" not in markdown.split("## Versus")[1]  # the section shows VERSUS_METRICS only
 
 
+def test_report_versus_finds_no_difference_where_the_setting_changes_nothing(store):
+    """No change (``fake_cell`` ignores recourse_share): every paired difference is 0 with p = 1, not a finding."""
+    result = runner.invoke(app, ["report", str(store), "--versus", "recourse_share=0.2"])
+    assert result.exit_code == 0, result.output
+    versus = pd.read_csv(store / "report" / "versus.csv")
+    assert set(versus["recourse_share"]) == {0.05} and len(versus) == 2 * 3 * 2
+    assert (versus["mean"] == 0).all() and (versus["p_value"] == 1).all() and (versus["n"] == 6).all()
+
+
 @pytest.mark.parametrize(("versus", "allowed"), [
     ("recourse_share", "AXIS=VALUE with a grid axis of this sweep: recourse_share=VALUE (0.05, 0.2)"),
     ("seed=42", "AXIS=VALUE with a grid axis"),

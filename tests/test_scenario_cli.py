@@ -109,6 +109,8 @@ BAD = {
     "unknown generator parameter": (TINY.replace('name = "generic"', 'name = "generic"\nthreshhold = 0.9'),
                                     "did you mean 'threshold'"),
     "unknown top-level key": (TINY.replace("rounds = 2", "roundz = 2"), "did you mean 'rounds'"),
+    "unknown data bounds": (TINY.replace("n_samples = 120", 'n_samples = 120\nbounds = "range"'),
+                            "data.bounds: got 'range'; allowed: Input should be 'schema' or 'data_range'"),
     "wrong type": (TINY.replace("rounds = 2", 'rounds = "many"'), "rounds"),
     "empty generators": (TINY.split("[[generators]]")[0] + "generators = []\n[metrics]\npermutations = 5\n", "generators"),
     "malformed toml": ("name = [unclosed", "valid TOML"),
