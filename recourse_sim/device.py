@@ -43,6 +43,21 @@ def flush_denormals() -> Iterator[None]:
 
 
 @contextmanager
+def denormals_kept() -> Iterator[None]:
+    """Inside a :func:`flush_denormals` block: compute with subnormal floats (IEEE) for the block, then flush again.
+
+    For work spread over threads that do not inherit the calling thread's mode (numba's worker threads): with one
+    mode on every thread, a result does not depend on the thread that computed it.
+    """
+    supported = torch.set_flush_denormal(False)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(True)
+
+
+@contextmanager
 def torch_threads(n: int = 1) -> Iterator[None]:
     """Run the block with ``n`` intra-op torch threads, then restore the previous setting.
 

@@ -143,7 +143,8 @@ def test_population_snapshot_2d_and_pca(overlapping, fitted_lr, four_d, fitted_m
 # ------------------------------------------------------------------------------------- paths and quality
 def test_trace_search_path_equals_searches_capped_at_each_step(overlapping, fitted_lr):
     """Independent truth for the recorded path: the engine is deterministic for a seed and the state after t
-    iterations does not depend on the cap, so a search capped at t ends where the recorded path is at t."""
+    iterations does not depend on the cap, so a search capped at t ends where the recorded path is at t. (The
+    recording observes the torch loop, so the capped searches run it too.)"""
     factuals = overlapping.X[fitted_lr.predict(overlapping.X) == 0][:3]
     for name in ("generic", "gravitational", "greedy"):
         recorded, result = trace_search(fitted_lr, factuals, name, overlapping, every=10)
@@ -152,7 +153,7 @@ def test_trace_search_path_equals_searches_capped_at_each_step(overlapping, fitt
         spec = GENERATORS[name]()
         for frame, t in enumerate(range(0, 10 * (len(recorded) - 1), 10)):
             capped = generate_counterfactuals(fitted_lr, factuals, dataclasses.replace(spec, max_steps=t),
-                                              overlapping, seed=0)
+                                              overlapping, seed=0, backend="torch")
             np.testing.assert_allclose(recorded[frame], capped.counterfactuals.numpy(), atol=1e-5,
                                        err_msg=f"{name} at iteration {t}")
 

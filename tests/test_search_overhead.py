@@ -78,7 +78,9 @@ def test_on_step_sees_every_step_and_changes_nothing(fitted_mlp_4d, four_d, mixe
         model, factual = fitted_mlp_4d, _negatives(fitted_mlp_4d, four_d, 40).unsqueeze(0)
         specs, context = [GENERATORS["generic"](threshold=0.6, max_steps=200)], make_context(four_d, "cpu")
     settings = SearchSettings(n_counterfactuals=3, check_every=3)
-    plain = search(model, factual, specs, context, settings=settings, rng=torch.Generator().manual_seed(5))
+    # A hooked search runs the torch loop (the compiled backend has no steps to show), so compare with it.
+    plain = search(model, factual, specs, context, settings=settings, rng=torch.Generator().manual_seed(5),
+                   backend="torch")
     records = []
 
     def hook(record):
@@ -128,7 +130,7 @@ def test_compile_falls_back_to_autograd(fitted_mlp_4d, four_d, monkeypatch):
     factual = _negatives(fitted_mlp_4d, four_d, 10).unsqueeze(0)
     context = make_context(four_d, "cpu")
     spec = [GENERATORS["generic"]()]
-    eager = search(fitted_mlp_4d, factual, spec, context, rng=torch.Generator().manual_seed(1))
+    eager = search(fitted_mlp_4d, factual, spec, context, rng=torch.Generator().manual_seed(1), backend="torch")
 
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")

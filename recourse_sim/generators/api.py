@@ -57,11 +57,13 @@ def generate_counterfactuals(
     seed: int = 0,
     vae: object | None = None,
     on_step: StepHook | None = None,
+    backend: str = "auto",
     **generator_params,
 ) -> SearchResult:
     """Counterfactuals (B, K, d) for ``factuals`` (B, d) from a fitted single-system classifier.
 
-    ``on_step`` sees every iteration of the search (a :class:`StepRecord` with a leading system axis of 1).
+    ``on_step`` sees every iteration of the search (a :class:`StepRecord` with a leading system axis of 1);
+    ``backend`` picks the gradient search's implementation (see :func:`~recourse_sim.generators.engine.search`).
 
     ``generator`` is a :class:`GeneratorSpec` or a registered name (its keyword parameters may be passed).
     ``vae`` (latent generators only): a fitted VAE or a :class:`LatentCache` to reuse across calls; by default
@@ -89,5 +91,6 @@ def generate_counterfactuals(
     context = make_context(reference, device, standardize, vae=vae)
     context.constraints.check_factuals(factuals, reference.schema.names)
     rng = torch.Generator(device=device).manual_seed(seed)
-    result = search(model, factuals.unsqueeze(0), [spec], context, settings=settings, rng=rng, on_step=on_step)
+    result = search(model, factuals.unsqueeze(0), [spec], context, settings=settings, rng=rng, on_step=on_step,
+                    backend=backend)
     return result.squeeze_system()

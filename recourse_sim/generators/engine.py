@@ -15,6 +15,7 @@ moves). ``"gradient"`` lives here; ``"greedy"`` and ``"latent"`` in their own mo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
@@ -43,6 +44,9 @@ from recourse_sim.models.base import DECISION_THRESHOLD, LOG_DECISION_THRESHOLD
 # B = 1,000 and 10,000: 4-5x slower with 2 threads than with 1; see recourse_sim.device.torch_threads).
 PARALLEL_ROWS = 32_768
 
+#: implementations of the gradient strategy (see :func:`search`)
+BACKENDS = ("auto", "compiled", "torch")
+
 Strategy = Callable[[SearchProblem, Sequence[GeneratorSpec]], SearchResult]
 STRATEGIES: dict[str, Strategy] = {}
 
@@ -66,22 +70,40 @@ def search(
     settings: SearchSettings = SearchSettings(),
     rng: torch.Generator | None = None,
     on_step: StepHook | None = None,
+    backend: str = "auto",
 ) -> SearchResult:
     """Counterfactuals for ``factual`` (S, B, d): system ``s`` uses ``generators[s]`` and model system ``systems[s]``.
 
     Systems are grouped by strategy (gradient, greedy, latent, ...) and each group runs as one batched call.
     ``rng`` is the torch random generator for every draw of the search (initial noise, tie-breaks, ...);
     ``on_step`` is called at every iteration of every strategy group's loop with a :class:`StepRecord` (see
-    :func:`descend`); it only observes, the result is the same with or without it.
+    :func:`descend`); it only observes: with ``backend="torch"`` the result is the same with or without it (with
+    ``"auto"``, a hooked gradient search runs the torch loop, an unhooked one may run compiled).
+
+    ``backend`` (the gradient strategy's; the others have only the torch loop): ``"compiled"`` runs the whole
+    search as one numba-compiled call (:mod:`~recourse_sim.generators.compiled_search`; CPU, the package's
+    networks, the common terms and constraints), ``"torch"`` the torch loop :func:`descend` (every device, model
+    and term, and ``on_step``), ``"auto"`` compiled wherever it can run, else torch. The two agree to float32
+    rounding.
     """
     S, B, d = factual.shape
     if len(generators) != S:
         raise ConfigError("generators", len(generators), f"one generator per system ({S})")
+    if backend not in BACKENDS:
+        raise ConfigError("search backend", backend, f"one of {', '.join(BACKENDS)}")
     device = factual.device
-    if device.type == "cpu" and S * B * settings.n_counterfactuals < PARALLEL_ROWS and torch.get_num_threads() > 1:
-        with torch_threads(1):
-            return search(model, factual, generators, context, systems=systems, settings=settings, rng=rng,
-                          on_step=on_step)
+    threads = torch.get_num_threads()  # the compiled backend's budget: its work is not split like torch's
+    small = device.type == "cpu" and S * B * settings.n_counterfactuals < PARALLEL_ROWS and threads > 1
+    with torch_threads(1) if small else contextlib.nullcontext():
+        return _search(model, factual, generators, context, systems, settings, rng, on_step, backend, threads)
+
+
+def _search(model: StackedScorer, factual: torch.Tensor, generators: Sequence[GeneratorSpec], context: SearchContext,
+            systems: torch.Tensor | None, settings: SearchSettings, rng: torch.Generator | None,
+            on_step: StepHook | None, backend: str, threads: int) -> SearchResult:
+    """:func:`search` once its arguments are checked and its torch threads set."""
+    S, B, d = factual.shape
+    device = factual.device
     systems = torch.arange(S, device=device) if systems is None else systems.to(device)
     rng = rng or torch.Generator(device=device)
     K = settings.n_counterfactuals
@@ -97,7 +119,7 @@ def search(
         rows = torch.tensor([i for i, g in enumerate(generators) if g.strategy == strategy_name], device=device)
         problem = SearchProblem(
             model=model, factual=factual[rows], systems=systems[rows], context=context,
-            settings=settings, rng=rng, on_step=on_step,
+            settings=settings, rng=rng, on_step=on_step, backend=backend, threads=threads,
         )
         part = STRATEGIES[strategy_name](problem, [generators[i] for i in rows.tolist()])
         result.counterfactuals[rows] = part.counterfactuals
@@ -436,6 +458,17 @@ def gradient_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]
     """Plain gradient descent on yloss + weighted terms in the standardised feature space.
 
     yloss is the binary cross-entropy toward y+ = 1 averaged over the K copies (``-mean_k log p``), or the
-    predictive entropy for generators with ``yloss="entropy"``. See :class:`FeatureSpace` for the step.
+    predictive entropy for generators with ``yloss="entropy"``. See :class:`FeatureSpace` for the step, and
+    :func:`search` for the backends.
     """
-    return descend(problem, generators, FeatureSpace(problem, generators))
+    from recourse_sim.generators import compiled_search  # its check imports no numba; the kernel comes later
+
+    space = FeatureSpace(problem, generators)
+    if problem.backend == "torch":
+        return descend(problem, generators, space)
+    reason = compiled_search.unsupported(problem, generators)
+    if reason is None:
+        return compiled_search.descend_compiled(problem, generators, space)
+    if problem.backend == "compiled":
+        raise ConfigError("search backend", "compiled", f'"auto" or "torch" here: {reason}')
+    return descend(problem, generators, space)

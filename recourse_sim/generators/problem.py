@@ -103,7 +103,9 @@ class SearchProblem:
     """One engine call: S systems x B individuals x K copies.
 
     ``rng`` is the torch random generator of every draw in the search; ``on_step`` an optional observer
-    called once per iteration with a :class:`StepRecord`.
+    called once per iteration with a :class:`StepRecord`; ``backend`` which implementation a strategy uses
+    (see :func:`~recourse_sim.generators.engine.search`) and ``threads`` how many CPU threads the compiled one
+    may use.
     """
 
     model: StackedScorer
@@ -113,6 +115,8 @@ class SearchProblem:
     settings: SearchSettings
     rng: torch.Generator
     on_step: StepHook | None = None
+    backend: str = "auto"
+    threads: int = 1
     factual_std: torch.Tensor = field(init=False)
     # ``systems`` as passed to the model: None when it is the model's whole stack in order, which spares the
     # model a per-step gather of its weights (decided once here, on the host).

@@ -1,0 +1,138 @@
+"""The compiled backend of the gradient search: which searches it serves, and how one becomes its arrays.
+
+The engine's ``"gradient"`` strategy runs here when :func:`unsupported` finds nothing to object to (backend
+``"auto"`` on the CPU), else in the torch loop :func:`~recourse_sim.generators.engine.descend`. The arithmetic
+lives in :mod:`recourse_sim.generators.search_kernel` (numba, imported on first use); this module only checks
+and converts, so importing it costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from recourse_sim.device import denormals_kept
+from recourse_sim.generators.problem import SearchProblem, SearchResult
+from recourse_sim.generators.spec import GeneratorSpec
+from recourse_sim.generators.terms import (
+    ClassifierLoss,
+    Distance,
+    Energy,
+    GravitationalPull,
+    L1Distance,
+    MADDistance,
+)
+from recourse_sim.models.classifier import TorchClassifier
+
+# The kernel's codes (compile-time constants of search_kernel, kept here so that checking costs no numba import).
+#: columns of the per-system term weight matrix: the term classes the kernel differentiates by hand
+DISTANCE, GRAVITATIONAL, MAD, L1, CLASSIFIER_LOSS, ENERGY = range(6)
+TERM_COLUMNS = {Distance: DISTANCE, GravitationalPull: GRAVITATIONAL, MADDistance: MAD, L1Distance: L1,
+                ClassifierLoss: CLASSIFIER_LOSS, Energy: ENERGY}
+#: convergence rules (GeneratorSpec.convergence)
+THRESHOLD, SMALL_STEP, SMALL_GRADIENT = range(3)
+RULES = {"threshold": THRESHOLD, "threshold_and_small_step": SMALL_STEP, "threshold_and_small_gradient": SMALL_GRADIENT}
+#: feature kinds of the projection
+FREE, INCREASE, DECREASE, IMMUTABLE = range(4)
+
+
+def unsupported(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> str | None:
+    """Why the compiled backend cannot run this gradient search (None: it can)."""
+    if problem.factual.device.type != "cpu":
+        return f"it runs on the CPU only (the search is on {problem.factual.device})"
+    if problem.on_step is not None:
+        return "an on_step observer sees every iteration of the torch loop"
+    if problem.settings.compile:
+        return "search.compile asks for the torch.compile-d step"
+    model = problem.model
+    if not (isinstance(model, TorchClassifier)
+            and type(model).log_proba_stacked is TorchClassifier.log_proba_stacked
+            and type(model).logits_stacked is TorchClassifier.logits_stacked):
+        return f"the model {type(model).__name__} is not one of the package's stacked ReLU networks"
+    if problem.context.constraints.groups:
+        return "one-hot groups (their straight-through projection) are not compiled"
+    for spec in generators:
+        if spec.yloss != "bce":
+            return f"generator {spec.name!r}: yloss {spec.yloss!r} is not compiled (only 'bce')"
+        if spec.convergence not in RULES:
+            return f"generator {spec.name!r}: convergence {spec.convergence!r} is not compiled"
+    kinds = [type(term) for term in {term for spec in generators for _, term in spec.terms}]
+    for kind in kinds:
+        if kind not in TERM_COLUMNS:
+            return f"the term {kind.__name__} is not compiled"
+        if kinds.count(kind) > 1:  # one weight column per class: one setting of it per call
+            return f"the term {kind.__name__} appears with different settings across systems"
+    return None
+
+
+def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec], space) -> SearchResult:
+    """:func:`~recourse_sim.generators.engine.descend` for a :class:`~recourse_sim.generators.engine.FeatureSpace`
+    as one compiled call. The random draws (terms' ``prepare``, then the initial state) come in the torch loop's
+    order, so both backends start from the same state."""
+    import numba
+
+    from recourse_sim.generators import search_kernel  # lazy: numba costs ~0.4 s to import
+    from recourse_sim.generators.engine import finish, pooled_terms
+
+    S, B, K, d = problem.shape
+    device = problem.factual.device
+    terms = pooled_terms(generators, device)
+    prepared = {type(term): term.prepare(problem) for term, _ in terms}
+    state = space.initial()
+
+    weights = np.zeros((S, len(TERM_COLUMNS)), np.float32)
+    for term, weight in terms:
+        weights[:, TERM_COLUMNS[type(term)]] = weight.numpy()
+    centres = prepared.get(GravitationalPull)
+    centres = np.zeros((S, B, 0), np.float32) if centres is None else _array(centres)
+    mad = prepared.get(MADDistance)
+    mad = np.ones(d, np.float32) if mad is None else _array(mad)
+
+    constraints = problem.context.constraints
+    kind = np.full(d, FREE, np.int64)
+    active = constraints.active
+    for name, code, mask in (("increase", INCREASE, constraints.increase_only),
+                             ("decrease", DECREASE, constraints.decrease_only),
+                             ("none", IMMUTABLE, constraints.immutable)):
+        if name in active:
+            kind[mask.numpy()] = code
+    standardizer = problem.context.standardizer
+    network = problem.model.network_
+    model_rows = problem.systems if problem.model_systems is not None else torch.arange(S)
+
+    work = _array(state).copy()
+    converged = np.zeros((S, B), np.bool_)
+    steps = np.zeros((S, B), np.int64)
+    arguments = (
+        work, _array(problem.factual), _array(problem.factual_std), centres, _array(network.flat),
+        model_rows.numpy().astype(np.int64), np.array((network.n_features, *network.hidden, 1), np.int64),
+        network.n_members, _array(standardizer.mean), _array(standardizer.scale), _array(constraints.lower),
+        _array(constraints.upper), kind, "bounds" in active, mad, _array(space.step_size.view(S)),
+        np.array([g.max_steps for g in generators], np.int64), np.array([RULES[g.convergence] for g in generators]),
+        np.log(np.array([g.threshold for g in generators])).astype(np.float32),
+        np.array([g.tolerance for g in generators], np.float32), weights, converged, steps,
+    )
+    threads = min(problem.threads, numba.config.NUMBA_NUM_THREADS)
+    with denormals_kept():  # one float mode on every thread: a result does not depend on the thread
+        if threads > 1 and S * B > search_kernel.LANES:
+            numba.set_num_threads(threads)
+            search_kernel.search_all_parallel(_tasks(S, B, threads, search_kernel.LANES), *arguments)
+        else:
+            search_kernel.search_all(_tasks(S, B, 1, search_kernel.LANES), *arguments)
+    return finish(problem, space, torch.from_numpy(work), torch.from_numpy(converged), torch.from_numpy(steps))
+
+
+def _tasks(S: int, B: int, threads: int, lanes: int) -> np.ndarray:
+    """Rows (system, first, last + 1): one per system on one thread; on several, about four per thread (a task
+    ends with a tail of part-empty lanes, so fewer, larger tasks waste less), each at least ``lanes`` wide."""
+    size = B if threads == 1 else max(lanes, math.ceil(S * B / (4 * threads)))
+    rows = [(s, first, min(first + size, B)) for s in range(S) for first in range(0, B, size)]
+    return np.array(rows, np.int64).reshape(-1, 3)
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    """A float32, C-contiguous NumPy view (or copy) of a CPU tensor."""
+    return np.ascontiguousarray(tensor.detach().to(torch.float32).numpy())

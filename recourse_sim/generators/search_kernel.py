@@ -1,0 +1,436 @@
+"""The gradient search (``strategy = "gradient"``) as one compiled call on the CPU.
+
+Why: a search step is a few hundred floating-point operations per candidate, and the torch loop of
+:func:`~recourse_sim.generators.engine.descend` spends them in ~90 dispatched operations per iteration (autograd
+included), ~0.7 ms per iteration whatever the batch: at B = 1,000 the loop is launch-bound, not arithmetic-bound.
+Here every individual of every system runs its whole search, step after step, inside one numba-compiled function,
+with the gradient written out by hand (the chain rule of the torch loop's autograd graph, element by element in
+float32). Individuals are independent in the objective, so each one runs to its own convergence or cap and the
+batch never needs compaction or host syncs.
+
+What it covers (:func:`unsupported` says why a search is not covered, and the engine then runs the torch loop):
+
+- models: the package's stacked ReLU MLPs (:class:`~recourse_sim.models.classifier.TorchClassifier`: logistic
+  regression, MLPs, deep ensembles with p = mean of member sigmoids, at inference, i.e. without dropout);
+- objective: yloss = binary cross-entropy toward y+ = 1 averaged over the K copies, plus per-system weights on
+  :class:`~recourse_sim.generators.terms.Distance`, ``GravitationalPull``, ``MADDistance``, ``L1Distance``,
+  ``ClassifierLoss`` and ``Energy`` (each term class at most once among a call's pooled terms);
+- constraints: bounds, increase-only, decrease-only and immutable features (not one-hot groups), with torch's
+  sub-gradients of the projection: ``min``/``max`` pass half the gradient at a tie, ``where`` none to the
+  replaced value;
+- every convergence rule and per-system gamma, step size, tolerance and cap of the torch loop.
+
+The random draws (the initial noise, the gravitational centres) are made by the engine in torch, in the torch
+loop's order, so both backends start from the same state; they then agree to float32 rounding (sums run in a
+different order), which can flip a convergence test that sits exactly on its threshold (see
+``tests/test_compiled_search.py``). Reruns are bit-identical: the call runs on the calling thread, one individual
+after another, inside the engine's ``flush_denormals`` (why no worker threads: see
+:mod:`recourse_sim.models.compiled_training`).
+
+Compiled with ``cache=True`` and ``error_model="numpy"`` (as the training loop); the module is imported lazily
+(numba costs ~0.4 s to import), on the first CPU search it serves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from recourse_sim.generators.compiled_search import (
+    CLASSIFIER_LOSS,
+    DECREASE,
+    DISTANCE,
+    ENERGY,
+    GRAVITATIONAL,
+    IMMUTABLE,
+    INCREASE,
+    L1,
+    MAD,
+    SMALL_STEP,
+    THRESHOLD,
+)
+from recourse_sim.models.base import LOG_DECISION_THRESHOLD
+
+_F32 = np.float32
+_FLOAT32_MAX = _F32(3.4028234663852886e38)
+_EPS = _F32(1e-12)  # terms._EPS: the norm's finite gradient at 0
+_LOG_HALF = _F32(LOG_DECISION_THRESHOLD)  # as torch compares it with float32 log p
+#: individuals searched side by side. LLVM vectorises a lane loop only from 64 iterations on (measured on the
+#: 10-32-1 benchmark MLP: 16 lanes 403 ns per candidate and step, 64 lanes 113 ns, 128 lanes 102 ns); a lane
+#: without an individual costs as much as one with, so more lanes only waste work on small searches.
+LANES = 64
+
+
+@njit(cache=True, inline="always")
+def _project(z: np.float32, scale: np.float32, mean: np.float32, lower: np.float32, upper: np.float32, kind: int,
+             factual: np.float32, bounded: bool) -> tuple[np.float32, np.float32]:
+    """One feature's search-space value ``z`` -> (feasible feature value, d value / d (z * scale + mean)).
+
+    ``kind``: FREE, INCREASE, DECREASE or IMMUTABLE (FeatureConstraints' order: bounds, then actionability). The derivative follows torch: ``min``/``max`` give 1/2 at a tie, ``where`` 0 to the replaced.
+    """
+    x = z * scale + mean
+    slope = _F32(1.0)
+    if bounded:
+        if x > upper:
+            x = upper
+            slope = _F32(0.0)
+        elif x == upper:
+            slope *= _F32(0.5)
+        if x < lower:
+            x = lower
+            slope = _F32(0.0)
+        elif x == lower:
+            slope *= _F32(0.5)
+    c = kind
+    f = factual
+    if c == INCREASE:
+        if x < f:
+            x = f
+            slope = _F32(0.0)
+        elif x == f:
+            slope *= _F32(0.5)
+    elif c == DECREASE:
+        if x > f:
+            x = f
+            slope = _F32(0.0)
+        elif x == f:
+            slope *= _F32(0.5)
+    elif c == IMMUTABLE:
+        x = f
+        slope = _F32(0.0)
+    return x, slope
+
+
+@njit(cache=True, inline="always")
+def _log_sigmoid_and_slope(z: np.float32) -> tuple[np.float32, np.float32]:
+    """(log sigmoid(z), its derivative 1 - sigmoid(z)) from one exponential, without cancellation."""
+    e = np.exp(-abs(z))
+    return min(z, _F32(0.0)) - np.log1p(e), (e if z > _F32(0.0) else _F32(1.0)) / (_F32(1.0) + e)
+
+
+@njit(cache=True, error_model="numpy")
+def _search_range(
+    s: int, first: int, last: int, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray, centres: np.ndarray, flat: np.ndarray,
+    model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
+    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, mad: np.ndarray, step_size: np.ndarray,
+    caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
+    converged: np.ndarray, steps: np.ndarray,
+) -> None:
+    """Search individuals ``first`` to ``last - 1`` of system ``s`` (see :func:`search_all` for the arrays).
+
+    They run in :data:`LANES` lanes; every array of the loop has the lane as its last axis, so each operation is
+    one vector instruction over the lanes. A lane whose individual stops (converged or at the cap) writes it
+    back and takes the next one.
+    """
+    K, d = work.shape[2], work.shape[3]
+    M = n_members
+    n_layers = sizes.shape[0] - 1
+    w_off = np.empty(n_layers, np.int64)
+    b_off = np.empty(n_layers, np.int64)
+    a_off = np.empty(n_layers + 1, np.int64)
+    offset = 0
+    units = 0
+    widest = 1
+    for layer in range(n_layers):
+        fi, fo = sizes[layer], sizes[layer + 1]
+        w_off[layer] = offset
+        b_off[layer] = offset + M * fi * fo
+        offset += M * (fi * fo + fo)
+        a_off[layer] = units
+        units += fi
+        widest = max(widest, fi)
+    a_off[n_layers] = units  # the logit follows every layer's inputs
+    L = LANES
+    zero = _F32(0.0)
+    inv_k = _F32(1.0) / _F32(K)
+    inv_m = _F32(1.0) / _F32(M)
+    log_m = _F32(math.log(M))
+    # the lanes' state: the individual each holds (-1: none), its iteration, its search-space copies and data
+    who = np.full(L, -1, np.int64)
+    t_lane = np.zeros(L, np.int64)
+    lane_work = np.zeros((K, d, L), np.float32)
+    lane_factual = np.zeros((d, L), np.float32)
+    lane_factual_std = np.zeros((d, L), np.float32)
+    lane_centre = np.zeros((d, L), np.float32)
+    # one iteration's values, per lane
+    x = np.zeros((K, d, L), np.float32)
+    x_std = np.zeros((K, d, L), np.float32)
+    slope = np.zeros((K, d, L), np.float32)
+    grad = np.zeros((K, d, L), np.float32)
+    delta = np.zeros((K, d, L), np.float32)
+    acts = np.zeros((K * M, units + 1, L), np.float32)
+    logits = np.zeros((K, M, L), np.float32)
+    log_p = np.zeros((K, L), np.float32)
+    slopes = np.zeros((K, M, L), np.float32)  # d log p / d z_m
+    member_log_p = np.zeros((M, L), np.float32)
+    seeds = np.zeros((K, M, L), np.float32)
+    back = np.zeros((2, widest, L), np.float32)
+    all_valid = np.zeros(L, np.bool_)
+    at_threshold = np.zeros(L, np.bool_)
+    d_log_p = np.zeros(L, np.float32)
+    norm_dist = np.zeros(L, np.float32)
+    norm_grav = np.zeros(L, np.float32)
+    largest_step = np.zeros(L, np.float32)
+    largest_gradient = np.zeros(L, np.float32)
+    has_centre = centres.shape[2] == d
+    params = flat[model_rows[s]]
+    step_s, cap, rule = step_size[s], caps[s], rules[s]
+    log_threshold, tolerance = log_thresholds[s], tolerances[s]
+    w_dist, w_grav, w_mad = weights[s, DISTANCE], weights[s, GRAVITATIONAL], weights[s, MAD]
+    w_l1, w_clf, w_energy = weights[s, L1], weights[s, CLASSIFIER_LOSS], weights[s, ENERGY]
+    upcoming = first
+    live = 0
+    for lane in range(L):
+        who[lane] = -1
+        if upcoming < last:
+            _load(lane, upcoming, s, work, factual, factual_std, centres, has_centre, lane_work, lane_factual,
+                  lane_factual_std, lane_centre)
+            who[lane] = upcoming
+            t_lane[lane] = 0
+            upcoming += 1
+            live += 1
+    while live > 0:
+        # ------------------------------------------------------------ candidates and the forward pass
+        for k in range(K):
+            for j in range(d):
+                sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
+                for lane in range(L):
+                    value, sl = _project(lane_work[k, j, lane], sc, mu, lo, up, kd, lane_factual[j, lane],
+                                         bounded)
+                    x[k, j, lane] = value
+                    slope[k, j, lane] = sl
+                    x_std[k, j, lane] = (value - mu) / sc
+        for k in range(K):
+            for m in range(M):
+                km = k * M + m
+                for j in range(d):
+                    for lane in range(L):
+                        acts[km, j, lane] = x[k, j, lane]
+                for layer in range(n_layers):
+                    fi, fo = sizes[layer], sizes[layer + 1]
+                    src, dst = a_off[layer], a_off[layer + 1]
+                    wo, bo = w_off[layer] + m * fi * fo, b_off[layer] + m * fo
+                    for o in range(fo):
+                        for lane in range(L):
+                            acts[km, dst + o, lane] = zero
+                    for i in range(fi):
+                        row = wo + i * fo
+                        for o in range(fo):
+                            w = params[row + o]
+                            for lane in range(L):
+                                acts[km, dst + o, lane] += acts[km, src + i, lane] * w
+                    hidden = layer < n_layers - 1
+                    for o in range(fo):
+                        bias = params[bo + o]
+                        for lane in range(L):
+                            value = acts[km, dst + o, lane] + bias
+                            acts[km, dst + o, lane] = max(value, zero) if hidden else value
+                for lane in range(L):
+                    logits[k, m, lane] = acts[km, units, lane]
+            if M == 1:
+                for lane in range(L):
+                    log_p[k, lane], slopes[k, 0, lane] = _log_sigmoid_and_slope(logits[k, 0, lane])
+            else:  # log mean_m sigmoid(z_m) = logsumexp_m log sigmoid(z_m) - log M
+                for m in range(M):
+                    for lane in range(L):
+                        member_log_p[m, lane], slopes[k, m, lane] = _log_sigmoid_and_slope(logits[k, m, lane])
+                for lane in range(L):
+                    top = member_log_p[0, lane]
+                    for m in range(1, M):
+                        top = max(top, member_log_p[m, lane])
+                    total = zero
+                    for m in range(M):
+                        total += np.exp(member_log_p[m, lane] - top)
+                    log_p[k, lane] = top + np.log(total) - log_m
+                for m in range(M):  # d log p / d z_m = sigmoid(z_m) (1 - sigmoid(z_m)) / (M p)
+                    for lane in range(L):
+                        slopes[k, m, lane] *= np.exp(member_log_p[m, lane] - log_m - log_p[k, lane])
+        for lane in range(L):
+            all_valid[lane] = True
+            at_threshold[lane] = True
+        for k in range(K):
+            for lane in range(L):
+                all_valid[lane] = all_valid[lane] and log_p[k, lane] >= _LOG_HALF
+                at_threshold[lane] = at_threshold[lane] and log_p[k, lane] >= log_threshold
+        # ---------------------------------------- d objective / d logit of every (copy, member): the seeds
+        for lane in range(L):  # yloss -mean_k log p_k, plus ClassifierLoss (the same) once all copies are valid
+            d_log_p[lane] = -inv_k - (w_clf * inv_k if all_valid[lane] else zero)
+        for k in range(K):
+            for m in range(M):
+                for lane in range(L):  # Energy: -mean_k mean_m z_km
+                    seeds[k, m, lane] = d_log_p[lane] * slopes[k, m, lane] - w_energy * inv_k * inv_m
+        # ------------------------------------------ the terms on the standardised candidates: d / d x_std
+        for lane in range(L):
+            norm_dist[lane] = zero
+            norm_grav[lane] = zero
+        if w_dist != zero or w_grav != zero:
+            for k in range(K):
+                for j in range(d):
+                    for lane in range(L):
+                        diff = x_std[k, j, lane] - lane_factual_std[j, lane]
+                        norm_dist[lane] += diff * diff
+                        pull = x_std[k, j, lane] - lane_centre[j, lane]
+                        norm_grav[lane] += pull * pull
+            for lane in range(L):
+                norm_dist[lane] = np.sqrt(norm_dist[lane] + _EPS)
+                norm_grav[lane] = np.sqrt(norm_grav[lane] + _EPS)
+        for k in range(K):
+            for j in range(d):
+                sc, md = scale[j], mad[j]
+                for lane in range(L):
+                    diff = x_std[k, j, lane] - lane_factual_std[j, lane]
+                    sign = _F32(1.0) if diff > zero else (_F32(-1.0) if diff < zero else zero)
+                    g = w_dist * (diff / norm_dist[lane]) if w_dist != zero else zero
+                    if w_grav != zero:
+                        g += w_grav * ((x_std[k, j, lane] - lane_centre[j, lane]) / norm_grav[lane])
+                    if w_mad != zero:
+                        g += w_mad * (sign / md)
+                    if w_l1 != zero:
+                        g += w_l1 * sign
+                    grad[k, j, lane] = g / sc  # x_std = (x - mean) / scale
+        # ------------------------------------------------------ backward through the network to x
+        for k in range(K):
+            for m in range(M):
+                km = k * M + m
+                layer = n_layers - 1  # the output layer: one logit, d z / d h = its weight column
+                fi = sizes[layer]
+                wo = w_off[layer] + m * fi
+                for i in range(fi):
+                    w = params[wo + i]
+                    for lane in range(L):
+                        back[0, i, lane] = seeds[k, m, lane] * w
+                here = 0
+                for layer in range(n_layers - 2, -1, -1):
+                    fi, fo = sizes[layer], sizes[layer + 1]
+                    out = a_off[layer + 1]
+                    wo = w_off[layer] + m * fi * fo
+                    there = 1 - here
+                    for o in range(fo):  # the ReLU gate, read from the stored activation (torch: result > 0)
+                        for lane in range(L):
+                            back[here, o, lane] = back[here, o, lane] if acts[km, out + o, lane] > zero else zero
+                    for i in range(fi):
+                        row = wo + i * fo
+                        for lane in range(L):
+                            back[there, i, lane] = zero
+                        for o in range(fo):
+                            w = params[row + o]
+                            for lane in range(L):
+                                back[there, i, lane] += w * back[here, o, lane]
+                    here = there
+                for j in range(d):
+                    for lane in range(L):
+                        grad[k, j, lane] += back[here, j, lane]
+        # ------------------------------------------------ d / d work, the step and the convergence test
+        for lane in range(L):
+            largest_step[lane] = zero
+            largest_gradient[lane] = zero
+        for k in range(K):
+            for j in range(d):
+                sc = scale[j]
+                fixed = kind[j] == IMMUTABLE  # no step (FeatureSpace.step_mask), no gradient in the test
+                for lane in range(L):
+                    g = grad[k, j, lane] * slope[k, j, lane] * sc  # x = project(work * scale + mean)
+                    step = -step_s * g
+                    if np.isnan(step):
+                        step = zero
+                    elif np.isinf(step):
+                        step = _FLOAT32_MAX if step > zero else -_FLOAT32_MAX
+                    if fixed:
+                        step = zero
+                        g = zero
+                    elif np.isnan(g):
+                        g = zero
+                    delta[k, j, lane] = step
+                    largest_step[lane] = max(largest_step[lane], abs(step))
+                    largest_gradient[lane] = max(largest_gradient[lane], min(abs(g), _FLOAT32_MAX))
+        # ------------------------------- stopped lanes hand their individual back; the others move on
+        for lane in range(L):
+            b = who[lane]
+            if b < 0:
+                continue
+            if rule == THRESHOLD:
+                hit = at_threshold[lane]
+            elif rule == SMALL_STEP:
+                hit = all_valid[lane] and largest_step[lane] < tolerance
+            else:  # SMALL_GRADIENT
+                hit = at_threshold[lane] and largest_gradient[lane] < tolerance
+            if hit or t_lane[lane] >= cap:
+                for k in range(K):
+                    for j in range(d):
+                        work[s, b, k, j] = lane_work[k, j, lane]
+                converged[s, b] = hit
+                steps[s, b] = t_lane[lane]
+                who[lane] = -1
+                live -= 1
+        for k in range(K):
+            for j in range(d):
+                sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
+                for lane in range(L):
+                    moved = lane_work[k, j, lane] + delta[k, j, lane]
+                    value, _ = _project(moved, sc, mu, lo, up, kd, lane_factual[j, lane], bounded)
+                    lane_work[k, j, lane] = (value - mu) / sc
+        for lane in range(L):
+            t_lane[lane] += 1
+            if who[lane] < 0 and upcoming < last:
+                _load(lane, upcoming, s, work, factual, factual_std, centres, has_centre, lane_work,
+                      lane_factual, lane_factual_std, lane_centre)
+                who[lane] = upcoming
+                t_lane[lane] = 0
+                upcoming += 1
+                live += 1
+
+
+@njit(cache=True, error_model="numpy")
+def search_all(
+    tasks: np.ndarray, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray, centres: np.ndarray,
+    flat: np.ndarray, model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
+    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, mad: np.ndarray, step_size: np.ndarray,
+    caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
+    converged: np.ndarray, steps: np.ndarray,
+) -> None:
+    """Every task, one after the other on the calling thread.
+
+    ``tasks`` (n, 3): rows (system s, first individual, last individual + 1) that cover every individual once;
+    ``work`` (S, B, K, d): the initial search-space copies, moved in place; ``converged``/``steps`` (S, B) written.
+    ``flat[model_rows[s]]`` are system s's network parameters (``StackedMLP.flat``'s layout: per layer the weights
+    of all members (M, fi, fo), then their biases (M, 1, fo)); ``centres`` (S, B, d) the gravitational centres
+    (or (S, B, 0) unused); per-system settings are (S,) arrays, ``weights`` (S, 6) (compiled_search's columns).
+    """
+    for task in range(tasks.shape[0]):
+        _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], work, factual, factual_std, centres, flat,
+                      model_rows, sizes, n_members, mean, scale, lower, upper, kind, bounded, mad, step_size, caps,
+                      rules, log_thresholds, tolerances, weights, converged, steps)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def search_all_parallel(
+    tasks: np.ndarray, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray, centres: np.ndarray,
+    flat: np.ndarray, model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
+    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, mad: np.ndarray, step_size: np.ndarray,
+    caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
+    converged: np.ndarray, steps: np.ndarray,
+) -> None:
+    """:func:`search_all` with the tasks on numba's worker threads. Tasks write disjoint individuals, and an
+    individual's result does not depend on its lane or task, so the result is :func:`search_all`'s (given the
+    same denormal mode on every thread)."""
+    for task in prange(tasks.shape[0]):
+        _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], work, factual, factual_std, centres, flat,
+                      model_rows, sizes, n_members, mean, scale, lower, upper, kind, bounded, mad, step_size, caps,
+                      rules, log_thresholds, tolerances, weights, converged, steps)
+
+
+@njit(cache=True, inline="always")
+def _load(lane: int, b: int, s: int, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray,
+          centres: np.ndarray, has_centre: bool, lane_work: np.ndarray, lane_factual: np.ndarray,
+          lane_factual_std: np.ndarray, lane_centre: np.ndarray) -> None:
+    """Put individual ``b`` of system ``s`` into ``lane``."""
+    K, d = work.shape[2], work.shape[3]
+    for k in range(K):
+        for j in range(d):
+            lane_work[k, j, lane] = work[s, b, k, j]
+    for j in range(d):
+        lane_factual[j, lane] = factual[s, b, j]
+        lane_factual_std[j, lane] = factual_std[s, b, j]
+        lane_centre[j, lane] = centres[s, b, j] if has_centre else _F32(0.0)

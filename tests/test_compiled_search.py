@@ -1,0 +1,165 @@
+"""The compiled gradient search against the torch loop it stands in for, and the searches it leaves to that loop.
+
+The independent truth here is the torch loop (autograd through the same objective) and, through the engine
+tests that now run compiled by default, the closed-form counterfactuals of ``test_engine.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from recourse_sim.data import Dataset, FeatureSchema
+from recourse_sim.errors import ConfigError
+from recourse_sim.generators import GENERATORS, SearchSettings, make_context, search
+from recourse_sim.generators import compiled_search
+from recourse_sim.generators.spec import GeneratorSpec
+from recourse_sim.generators.terms import Energy, L1Distance
+from recourse_sim.models import DeepEnsemble, LogisticRegression, MLPClassifier
+
+# ECCCo without its conformal term (which the kernel does not compile): the energy, L1 cost and the
+# small-gradient rule, so every term class and convergence rule of the kernel is exercised below.
+ENERGY_SPEC = GeneratorSpec("energy", costs=((0.1, L1Distance()),), extcosts=((0.5, Energy()),),
+                            convergence="threshold_and_small_gradient", tolerance=0.01, step_size=0.05)
+SPECS = [
+    GENERATORS["generic"](),
+    GENERATORS["generic"](threshold=0.9),
+    GENERATORS["gravitational"](),
+    GENERATORS["claproar"](),
+    GENERATORS["wachter"](),
+    ENERGY_SPEC,
+]
+
+
+@pytest.fixture(scope="module")
+def constrained() -> Dataset:
+    """5-D data whose label depends on every feature, with every kind of constraint the kernel projects onto:
+    bounds (with factuals on them, so the projection's ties are hit), increase-only, decrease-only, immutable."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(400, 5)).astype(np.float32)
+    X[:, 0] = np.clip(X[:, 0], -1.0, 1.0)  # many rows sit exactly on the bounds of feature 0
+    y = (X @ np.array([1.0, -0.8, 0.6, 0.7, 0.5]) + 0.3 * rng.normal(size=400) > 0.2).astype(np.float32)
+    schema = FeatureSchema(
+        names=("bounded", "up", "down", "fixed", "free"),
+        mutability=("both", "increase", "decrease", "none", "both"),
+        lower=(-1.0, -np.inf, -np.inf, -np.inf, -np.inf),
+        upper=(1.0, np.inf, np.inf, np.inf, np.inf),
+    )
+    return Dataset(torch.tensor(X), torch.tensor(y), schema, "constrained")
+
+
+def _problem(model_type, dataset: Dataset, n: int = 60):
+    """One model stack (one system per spec) fitted on ``dataset`` and its predicted negatives as factuals."""
+    S = len(SPECS)
+    X, y = dataset.X.expand(S, -1, -1).contiguous(), dataset.y.expand(S, -1).contiguous()
+    model = model_type(epochs=3, seed=0, device="cpu").fit(X, y)
+    negatives = dataset.X[model.predict(X)[0] == 0][:n]
+    context = make_context(dataset, "cpu", data_X=X, data_y=y)
+    return model, negatives.expand(S, -1, -1).contiguous(), context
+
+
+def _both(model, factual, context, specs=SPECS, K=5, **kwargs):
+    settings = SearchSettings(n_counterfactuals=K)
+    return [search(model, factual, specs, context, settings=settings, rng=torch.Generator().manual_seed(11),
+                   backend=backend, **kwargs) for backend in ("torch", "compiled")]
+
+
+@pytest.mark.parametrize("model_type", [LogisticRegression, MLPClassifier, DeepEnsemble])
+@pytest.mark.parametrize("K", [1, 5])
+def test_compiled_equals_the_torch_loop(model_type, K, constrained):
+    """Every term, rule and constraint, per system: the same steps and convergence, counterfactuals equal to
+    float32 rounding (the sums run in a different order). A convergence test that sits exactly on its threshold
+    could flip; on these 2 x 3 x 6 x 60 searches none does."""
+    model, factual, context = _problem(model_type, constrained)
+    reference, compiled = _both(model, factual, context, K=K)
+    assert torch.equal(reference.steps, compiled.steps)
+    assert torch.equal(reference.converged, compiled.converged)
+    torch.testing.assert_close(compiled.counterfactuals, reference.counterfactuals, atol=5e-4, rtol=0)
+    torch.testing.assert_close(compiled.proba, reference.proba, atol=1e-3, rtol=0)  # p is steep in x
+    # the searches did something worth comparing: they moved, some converged, some ran to the cap
+    assert (reference.steps > 0).float().mean() > 0.9
+    assert reference.converged.any() and (~reference.converged).any()
+
+
+def test_constraints_hold_exactly(constrained):
+    model, factual, context = _problem(MLPClassifier, constrained)
+    _, result = _both(model, factual, context)
+    cf = result.counterfactuals
+    start = factual.unsqueeze(2)
+    assert torch.all(cf[..., 0] >= -1.0) and torch.all(cf[..., 0] <= 1.0)
+    assert torch.all(cf[..., 1] >= start[..., 1]) and torch.all(cf[..., 2] <= start[..., 2])
+    assert torch.equal(cf[..., 3], start[..., 3].expand_as(cf[..., 3]))
+
+
+def test_a_subset_of_the_model_stack(constrained):
+    """Systems that pick rows of a larger model stack (``systems``) score with those rows' networks."""
+    model, factual, context = _problem(MLPClassifier, constrained)
+    systems = torch.tensor([5, 0, 3])
+    specs = [GENERATORS["generic"]()] * 3
+    context = dataclasses.replace(context, data_X=context.data_X[:3], data_y=context.data_y[:3])
+    reference, compiled = _both(model, factual[:3], context, specs=specs, systems=systems)
+    assert torch.equal(reference.steps, compiled.steps)
+    torch.testing.assert_close(compiled.counterfactuals, reference.counterfactuals, atol=5e-4, rtol=0)
+
+
+def test_reruns_and_thread_counts_give_identical_bits(constrained):
+    model, factual, context = _problem(DeepEnsemble, constrained, n=150)
+    settings = SearchSettings(n_counterfactuals=3)
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 1, 2):  # 2: the tasks run on numba's worker threads (search_all_parallel)
+            torch.set_num_threads(threads)
+            results.append(search(model, factual, SPECS, context, settings=settings, backend="compiled",
+                                  rng=torch.Generator().manual_seed(3)))
+    finally:
+        torch.set_num_threads(previous)
+    for other in results[1:]:
+        for field in ("counterfactuals", "proba", "converged", "steps"):
+            assert torch.equal(getattr(results[0], field), getattr(other, field)), field
+
+
+def test_tasks_cover_every_individual_once():
+    for S, B, threads in ((1, 1000, 2), (7, 130, 2), (3, 5, 4), (2, 0, 2), (4, 300, 1)):
+        tasks = compiled_search._tasks(S, B, threads, lanes=64)
+        covered = np.zeros((S, B), int)
+        for s, first, last in tasks:
+            covered[s, first:last] += 1
+        assert np.all(covered == 1)
+
+
+def test_searches_it_does_not_compile_run_the_torch_loop(fitted_mlp_4d, four_d):
+    """``auto`` falls back (and ``compiled`` refuses, naming why) for an observer, an entropy yloss, a term the
+    kernel lacks and a model that is not one of the package's networks."""
+    factual = four_d.X[fitted_mlp_4d.predict(four_d.X) == 0][:8].unsqueeze(0)
+    context = make_context(four_d, "cpu")
+    cases = {
+        "on_step": dict(specs=[GENERATORS["generic"]()], on_step=lambda record: None),
+        "yloss": dict(specs=[GENERATORS["generic"]().replace(name="entropic", yloss="entropy")]),
+        "ConformalSetSize": dict(specs=[GENERATORS["eccco"]()]),
+        "DPPDiversity": dict(specs=[GENERATORS["dice"]()]),
+    }
+    for reason, case in cases.items():
+        specs = case.pop("specs")
+        auto = search(fitted_mlp_4d, factual, specs, context, rng=torch.Generator().manual_seed(0), **case)
+        torch_loop = search(fitted_mlp_4d, factual, specs, context, rng=torch.Generator().manual_seed(0),
+                            backend="torch", **case)
+        assert torch.equal(auto.counterfactuals, torch_loop.counterfactuals), reason
+        with pytest.raises(ConfigError, match=reason):
+            search(fitted_mlp_4d, factual, specs, context, backend="compiled", **case)
+    with pytest.raises(ConfigError, match="search backend.*numba.*one of auto, compiled, torch"):
+        search(fitted_mlp_4d, factual, [GENERATORS["generic"]()], context, backend="numba")
+
+
+def test_other_models_are_not_compiled(four_d):
+    class Tweaked(MLPClassifier):
+        def log_proba_stacked(self, X, systems=None):  # a model of its own: the kernel cannot know it
+            return super().log_proba_stacked(X, systems) * 0.5
+
+    model = Tweaked(hidden_sizes=(8,), epochs=2, seed=0).fit(four_d.X, four_d.y)
+    factual = four_d.X[:4].unsqueeze(0)
+    with pytest.raises(ConfigError, match="Tweaked is not one of the package's"):
+        search(model, factual, [GENERATORS["generic"]()], make_context(four_d, "cpu"), backend="compiled")
