@@ -154,6 +154,25 @@ def test_searches_it_does_not_compile_run_the_torch_loop(fitted_mlp_4d, four_d):
         search(fitted_mlp_4d, factual, [GENERATORS["generic"]()], context, backend="numba")
 
 
+def test_a_mixed_search_compiles_the_systems_it_can(constrained):
+    """DiCE (a term the kernel lacks) among compiled generators: the others still run compiled, then DiCE in the
+    torch loop, from the same random stream in that order."""
+    model, factual, context = _problem(MLPClassifier, constrained)
+    specs = [GENERATORS["generic"](), GENERATORS["dice"](), GENERATORS["gravitational"](), GENERATORS["dice"](),
+             GENERATORS["generic"](), GENERATORS["claproar"]()]
+    settings = SearchSettings(n_counterfactuals=3)
+    mixed = search(model, factual, specs, context, settings=settings, rng=torch.Generator().manual_seed(4))
+    rng = torch.Generator().manual_seed(4)
+    by_hand = {}
+    for rows, backend in (([0, 2, 4, 5], "compiled"), ([1, 3], "torch")):
+        index = torch.tensor(rows)  # the context's data, like the model, is indexed by ``systems``
+        part = search(model, factual[index], [specs[i] for i in rows], context, systems=index,
+                      settings=settings, rng=rng, backend=backend)
+        by_hand.update({s: (part.counterfactuals[r], part.steps[r]) for r, s in enumerate(rows)})
+    for s, (counterfactuals, steps) in by_hand.items():
+        assert torch.equal(mixed.counterfactuals[s], counterfactuals) and torch.equal(mixed.steps[s], steps), s
+
+
 def test_other_models_are_not_compiled(four_d):
     class Tweaked(MLPClassifier):
         def log_proba_stacked(self, X, systems=None):  # a model of its own: the kernel cannot know it

@@ -1,7 +1,8 @@
 """The compiled backend of the gradient search: which searches it serves, and how one becomes its arrays.
 
-The engine's ``"gradient"`` strategy runs here when :func:`unsupported` finds nothing to object to (backend
-``"auto"`` on the CPU), else in the torch loop :func:`~recourse_sim.generators.engine.descend`. The arithmetic
+The engine's ``"gradient"`` strategy runs a system here when :func:`unsupported` finds nothing to object to
+(backend ``"auto"`` on the CPU), else in the torch loop :func:`~recourse_sim.generators.engine.descend`; one
+search may do both, each for its own systems. The arithmetic
 lives in :mod:`recourse_sim.generators.search_kernel` (numba, imported on first use); this module only checks
 and converts, so importing it costs nothing.
 """
@@ -24,6 +25,7 @@ from recourse_sim.generators.terms import (
     GravitationalPull,
     L1Distance,
     MADDistance,
+    ObjectiveTerm,
 )
 from recourse_sim.models.classifier import TorchClassifier
 
@@ -39,8 +41,16 @@ RULES = {"threshold": THRESHOLD, "threshold_and_small_step": SMALL_STEP, "thresh
 FREE, INCREASE, DECREASE, IMMUTABLE = range(4)
 
 
-def unsupported(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> str | None:
-    """Why the compiled backend cannot run this gradient search (None: it can)."""
+def unsupported(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> list[str | None]:
+    """Per system of a gradient search: why the compiled backend cannot search it (None: it can)."""
+    common = _unsupported_problem(problem)
+    if common is not None:
+        return [common] * len(generators)
+    chosen: dict[type, ObjectiveTerm] = {}  # the kernel has one weight column, so one setting, per term class
+    return [_unsupported_generator(spec, chosen) for spec in generators]
+
+
+def _unsupported_problem(problem: SearchProblem) -> str | None:
     if problem.factual.device.type != "cpu":
         return f"it runs on the CPU only (the search is on {problem.factual.device})"
     if problem.on_step is not None:
@@ -54,17 +64,22 @@ def unsupported(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> 
         return f"the model {type(model).__name__} is not one of the package's stacked ReLU networks"
     if problem.context.constraints.groups:
         return "one-hot groups (their straight-through projection) are not compiled"
-    for spec in generators:
-        if spec.yloss != "bce":
-            return f"generator {spec.name!r}: yloss {spec.yloss!r} is not compiled (only 'bce')"
-        if spec.convergence not in RULES:
-            return f"generator {spec.name!r}: convergence {spec.convergence!r} is not compiled"
-    kinds = [type(term) for term in {term for spec in generators for _, term in spec.terms}]
-    for kind in kinds:
+    return None
+
+
+def _unsupported_generator(spec: GeneratorSpec, chosen: dict[type, ObjectiveTerm]) -> str | None:
+    """Why ``spec`` is not compiled; its terms join ``chosen`` when it is."""
+    if spec.yloss != "bce":
+        return f"generator {spec.name!r}: yloss {spec.yloss!r} is not compiled (only 'bce')"
+    if spec.convergence not in RULES:
+        return f"generator {spec.name!r}: convergence {spec.convergence!r} is not compiled"
+    for _, term in spec.terms:
+        kind = type(term)
         if kind not in TERM_COLUMNS:
-            return f"the term {kind.__name__} is not compiled"
-        if kinds.count(kind) > 1:  # one weight column per class: one setting of it per call
-            return f"the term {kind.__name__} appears with different settings across systems"
+            return f"generator {spec.name!r}: the term {kind.__name__} is not compiled"
+        if chosen.get(kind, term) != term:
+            return f"generator {spec.name!r}: its {kind.__name__} differs from another system's (one per search)"
+    chosen.update((type(term), term) for _, term in spec.terms)
     return None
 
 
@@ -126,9 +141,9 @@ def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec]
 
 
 def _tasks(S: int, B: int, threads: int, lanes: int) -> np.ndarray:
-    """Rows (system, first, last + 1): one per system on one thread; on several, about four per thread (a task
-    ends with a tail of part-empty lanes, so fewer, larger tasks waste less), each at least ``lanes`` wide."""
-    size = B if threads == 1 else max(lanes, math.ceil(S * B / (4 * threads)))
+    """Rows (system, first, last + 1): one per system on one thread; on several, about two per thread, in whole
+    lane widths (a task ends with a tail of part-empty lanes, so fewer, larger tasks waste less)."""
+    size = B if threads == 1 else lanes * max(1, math.ceil(S * B / (2 * threads * lanes)))
     rows = [(s, first, min(first + size, B)) for s in range(S) for first in range(0, B, size)]
     return np.array(rows, np.int64).reshape(-1, 3)
 

@@ -16,6 +16,7 @@ moves). ``"gradient"`` lives here; ``"greedy"`` and ``"latent"`` in their own mo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import warnings
@@ -102,30 +103,41 @@ def _search(model: StackedScorer, factual: torch.Tensor, generators: Sequence[Ge
             systems: torch.Tensor | None, settings: SearchSettings, rng: torch.Generator | None,
             on_step: StepHook | None, backend: str, threads: int) -> SearchResult:
     """:func:`search` once its arguments are checked and its torch threads set."""
-    S, B, d = factual.shape
     device = factual.device
-    systems = torch.arange(S, device=device) if systems is None else systems.to(device)
+    systems = torch.arange(factual.shape[0], device=device) if systems is None else systems.to(device)
     rng = rng or torch.Generator(device=device)
-    K = settings.n_counterfactuals
+    names = list(dict.fromkeys(g.strategy for g in generators))  # in order of appearance: the order of the draws
+    for name in names:
+        if name not in STRATEGIES:
+            raise ConfigError("generator.strategy", name, f"one of {', '.join(sorted(STRATEGIES))}")
+    problem = SearchProblem(model=model, factual=factual, systems=systems, context=context, settings=settings,
+                            rng=rng, on_step=on_step, backend=backend, threads=threads)
+    parts = [([i for i, g in enumerate(generators) if g.strategy == name], STRATEGIES[name]) for name in names]
+    return in_parts(problem, generators, parts)
+
+
+def in_parts(problem: SearchProblem, generators: Sequence[GeneratorSpec],
+             parts: Sequence[tuple[Sequence[int], Strategy]]) -> SearchResult:
+    """Each part's systems (rows of ``problem``) searched by its own function, one part after the other, and the
+    results put back in system order."""
+    S, B, K, d = problem.shape
+    device = problem.factual.device
     result = SearchResult(
         counterfactuals=torch.empty(S, B, K, d, device=device),
         proba=torch.empty(S, B, K, device=device),
         converged=torch.zeros(S, B, dtype=torch.bool, device=device),
         steps=torch.zeros(S, B, dtype=torch.long, device=device),
     )
-    for strategy_name in dict.fromkeys(g.strategy for g in generators):
-        if strategy_name not in STRATEGIES:
-            raise ConfigError("generator.strategy", strategy_name, f"one of {', '.join(sorted(STRATEGIES))}")
-        rows = torch.tensor([i for i, g in enumerate(generators) if g.strategy == strategy_name], device=device)
-        problem = SearchProblem(
-            model=model, factual=factual[rows], systems=systems[rows], context=context,
-            settings=settings, rng=rng, on_step=on_step, backend=backend, threads=threads,
-        )
-        part = STRATEGIES[strategy_name](problem, [generators[i] for i in rows.tolist()])
-        result.counterfactuals[rows] = part.counterfactuals
-        result.proba[rows] = part.proba
-        result.converged[rows] = part.converged
-        result.steps[rows] = part.steps
+    for rows, strategy in parts:
+        if len(rows) == S:  # one part: no gathering and scattering
+            return strategy(problem, generators)
+        index = torch.tensor(list(rows), device=device)
+        sub = dataclasses.replace(problem, factual=problem.factual[index], systems=problem.systems[index])
+        part = strategy(sub, [generators[i] for i in rows])
+        result.counterfactuals[index] = part.counterfactuals
+        result.proba[index] = part.proba
+        result.converged[index] = part.converged
+        result.steps[index] = part.steps
     return result
 
 
@@ -463,12 +475,18 @@ def gradient_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]
     """
     from recourse_sim.generators import compiled_search  # its check imports no numba; the kernel comes later
 
-    space = FeatureSpace(problem, generators)
+    def in_torch(part: SearchProblem, specs: Sequence[GeneratorSpec]) -> SearchResult:
+        return descend(part, specs, FeatureSpace(part, specs))
+
+    def compiled(part: SearchProblem, specs: Sequence[GeneratorSpec]) -> SearchResult:
+        return compiled_search.descend_compiled(part, specs, FeatureSpace(part, specs))
+
     if problem.backend == "torch":
-        return descend(problem, generators, space)
-    reason = compiled_search.unsupported(problem, generators)
-    if reason is None:
-        return compiled_search.descend_compiled(problem, generators, space)
-    if problem.backend == "compiled":
-        raise ConfigError("search backend", "compiled", f'"auto" or "torch" here: {reason}')
-    return descend(problem, generators, space)
+        return in_torch(problem, generators)
+    reasons = compiled_search.unsupported(problem, generators)
+    refused = [reason for reason in reasons if reason is not None]
+    if refused and problem.backend == "compiled":
+        raise ConfigError("search backend", "compiled", f'"auto" or "torch" here: {refused[0]}')
+    fast = [i for i, reason in enumerate(reasons) if reason is None]
+    slow = [i for i, reason in enumerate(reasons) if reason is not None]
+    return in_parts(problem, generators, [(rows, run) for rows, run in ((fast, compiled), (slow, in_torch)) if rows])
