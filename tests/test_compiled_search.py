@@ -21,7 +21,8 @@ from recourse_sim.generators.terms import Energy, L1Distance
 from recourse_sim.models import DeepEnsemble, LogisticRegression, MLPClassifier
 
 # ECCCo without its conformal term (which the kernel does not compile): the energy, L1 cost and the
-# small-gradient rule, so every term class and convergence rule of the kernel is exercised below.
+# small-gradient rule, so that with DiCE's diversity every term class and convergence rule of the kernel is
+# exercised below.
 ENERGY_SPEC = GeneratorSpec("energy", costs=((0.1, L1Distance()),), extcosts=((0.5, Energy()),),
                             convergence="threshold_and_small_gradient", tolerance=0.01, step_size=0.05)
 SPECS = [
@@ -31,6 +32,7 @@ SPECS = [
     GENERATORS["claproar"](),
     GENERATORS["wachter"](),
     ENERGY_SPEC,
+    GENERATORS["dice"](),
 ]
 
 
@@ -72,7 +74,7 @@ def _both(model, factual, context, specs=SPECS, K=5, **kwargs):
 def test_compiled_equals_the_torch_loop(model_type, K, constrained):
     """Every term, rule and constraint, per system: the same steps and convergence, counterfactuals equal to
     float32 rounding (the sums run in a different order). A convergence test that sits exactly on its threshold
-    could flip; on these 2 x 3 x 6 x 60 searches none does."""
+    could flip; on these 2 x 3 x 7 x 60 searches none does."""
     model, factual, context = _problem(model_type, constrained)
     reference, compiled = _both(model, factual, context, K=K)
     assert torch.equal(reference.steps, compiled.steps)
@@ -140,7 +142,6 @@ def test_searches_it_does_not_compile_run_the_torch_loop(fitted_mlp_4d, four_d):
         "on_step": dict(specs=[GENERATORS["generic"]()], on_step=lambda record: None),
         "yloss": dict(specs=[GENERATORS["generic"]().replace(name="entropic", yloss="entropy")]),
         "ConformalSetSize": dict(specs=[GENERATORS["eccco"]()]),
-        "DPPDiversity": dict(specs=[GENERATORS["dice"]()]),
     }
     for reason, case in cases.items():
         specs = case.pop("specs")
@@ -155,16 +156,16 @@ def test_searches_it_does_not_compile_run_the_torch_loop(fitted_mlp_4d, four_d):
 
 
 def test_a_mixed_search_compiles_the_systems_it_can(constrained):
-    """DiCE (a term the kernel lacks) among compiled generators: the others still run compiled, then DiCE in the
-    torch loop, from the same random stream in that order."""
+    """ECCCo (whose conformal term the kernel lacks) among compiled generators: the others still run compiled,
+    then ECCCo in the torch loop, from the same random stream in that order."""
     model, factual, context = _problem(MLPClassifier, constrained)
-    specs = [GENERATORS["generic"](), GENERATORS["dice"](), GENERATORS["gravitational"](), GENERATORS["dice"](),
-             GENERATORS["generic"](), GENERATORS["claproar"]()]
+    specs = [GENERATORS["generic"](), GENERATORS["eccco"](), GENERATORS["gravitational"](), GENERATORS["eccco"](),
+             GENERATORS["dice"](), GENERATORS["claproar"](), GENERATORS["wachter"]()]
     settings = SearchSettings(n_counterfactuals=3)
     mixed = search(model, factual, specs, context, settings=settings, rng=torch.Generator().manual_seed(4))
     rng = torch.Generator().manual_seed(4)
     by_hand = {}
-    for rows, backend in (([0, 2, 4, 5], "compiled"), ([1, 3], "torch")):
+    for rows, backend in (([0, 2, 4, 5, 6], "compiled"), ([1, 3], "torch")):
         index = torch.tensor(rows)  # the context's data, like the model, is indexed by ``systems``
         part = search(model, factual[index], [specs[i] for i in rows], context, systems=index,
                       settings=settings, rng=rng, backend=backend)

@@ -21,6 +21,7 @@ from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.generators.terms import (
     ClassifierLoss,
     Distance,
+    DPPDiversity,
     Energy,
     GravitationalPull,
     L1Distance,
@@ -31,9 +32,9 @@ from recourse_sim.models.classifier import TorchClassifier
 
 # The kernel's codes (compile-time constants of search_kernel, kept here so that checking costs no numba import).
 #: columns of the per-system term weight matrix: the term classes the kernel differentiates by hand
-DISTANCE, GRAVITATIONAL, MAD, L1, CLASSIFIER_LOSS, ENERGY = range(6)
+DISTANCE, GRAVITATIONAL, MAD, L1, CLASSIFIER_LOSS, ENERGY, DIVERSITY = range(7)
 TERM_COLUMNS = {Distance: DISTANCE, GravitationalPull: GRAVITATIONAL, MADDistance: MAD, L1Distance: L1,
-                ClassifierLoss: CLASSIFIER_LOSS, Energy: ENERGY}
+                ClassifierLoss: CLASSIFIER_LOSS, Energy: ENERGY, DPPDiversity: DIVERSITY}
 #: convergence rules (GeneratorSpec.convergence)
 THRESHOLD, SMALL_STEP, SMALL_GRADIENT = range(3)
 RULES = {"threshold": THRESHOLD, "threshold_and_small_step": SMALL_STEP, "threshold_and_small_gradient": SMALL_GRADIENT}
@@ -128,7 +129,8 @@ def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec]
         _array(constraints.upper), kind, "bounds" in active, mad, _array(space.step_size.view(S)),
         np.array([g.max_steps for g in generators], np.int64), np.array([RULES[g.convergence] for g in generators]),
         np.log(np.array([g.threshold for g in generators])).astype(np.float32),
-        np.array([g.tolerance for g in generators], np.float32), weights, converged, steps,
+        np.array([g.tolerance for g in generators], np.float32), weights,
+        np.float32(next((term.jitter for term, _ in terms if isinstance(term, DPPDiversity)), 0.0)), converged, steps,
     )
     threads = min(problem.threads, numba.config.NUMBA_NUM_THREADS)
     with denormals_kept():  # one float mode on every thread: a result does not depend on the thread

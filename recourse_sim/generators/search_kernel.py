@@ -5,16 +5,23 @@ Why: a search step is a few hundred floating-point operations per candidate, and
 included), ~0.7 ms per iteration whatever the batch: at B = 1,000 the loop is launch-bound, not arithmetic-bound.
 Here every individual of every system runs its whole search, step after step, inside one numba-compiled function,
 with the gradient written out by hand (the chain rule of the torch loop's autograd graph, element by element in
-float32). Individuals are independent in the objective, so each one runs to its own convergence or cap and the
-batch never needs compaction or host syncs.
+float32). Individuals are independent in the objective, so each runs to its own convergence or cap: no
+compaction, no host syncs.
 
-What it covers (:func:`unsupported` says why a search is not covered, and the engine then runs the torch loop):
+Individuals run side by side in :data:`LANES` lanes: every array of the loop has the lane as its last axis, so
+each arithmetic operation is one loop over the lanes, which LLVM turns into vector instructions. A lane whose
+individual stops takes the next one of its task (a range of one system's individuals).
+
+What it covers (``compiled_search.unsupported`` says why a system is not covered; the engine then searches it
+in the torch loop):
 
 - models: the package's stacked ReLU MLPs (:class:`~recourse_sim.models.classifier.TorchClassifier`: logistic
   regression, MLPs, deep ensembles with p = mean of member sigmoids, at inference, i.e. without dropout);
 - objective: yloss = binary cross-entropy toward y+ = 1 averaged over the K copies, plus per-system weights on
   :class:`~recourse_sim.generators.terms.Distance`, ``GravitationalPull``, ``MADDistance``, ``L1Distance``,
-  ``ClassifierLoss`` and ``Energy`` (each term class at most once among a call's pooled terms);
+  ``ClassifierLoss``, ``Energy`` and ``DPPDiversity`` (each term class with one setting per search): every
+  generator of the SaTML 2023 protocol that searches in feature space (generic, gravitational, ClaPROAR, DiCE,
+  Wachter), but not ECCCo's conformal set size or CLUE's entropy;
 - constraints: bounds, increase-only, decrease-only and immutable features (not one-hot groups), with torch's
   sub-gradients of the projection: ``min``/``max`` pass half the gradient at a tie, ``where`` none to the
   replaced value;
@@ -23,9 +30,11 @@ What it covers (:func:`unsupported` says why a search is not covered, and the en
 The random draws (the initial noise, the gravitational centres) are made by the engine in torch, in the torch
 loop's order, so both backends start from the same state; they then agree to float32 rounding (sums run in a
 different order), which can flip a convergence test that sits exactly on its threshold (see
-``tests/test_compiled_search.py``). Reruns are bit-identical: the call runs on the calling thread, one individual
-after another, inside the engine's ``flush_denormals`` (why no worker threads: see
-:mod:`recourse_sim.models.compiled_training`).
+``tests/test_compiled_search.py``). An individual's result does not depend on its lane, task or thread, and
+reruns are bit-identical. Tasks run on the calling thread (:func:`search_all`) or on numba's worker threads
+(:func:`search_all_parallel`, where the caller allows more than one thread); either way with subnormal floats
+kept (``device.denormals_kept``): worker threads do not inherit the caller's flush-to-zero mode, so one mode
+everywhere keeps the result independent of the thread count.
 
 Compiled with ``cache=True`` and ``error_model="numpy"`` (as the training loop); the module is imported lazily
 (numba costs ~0.4 s to import), on the first CPU search it serves.
@@ -42,6 +51,7 @@ from recourse_sim.generators.compiled_search import (
     CLASSIFIER_LOSS,
     DECREASE,
     DISTANCE,
+    DIVERSITY,
     ENERGY,
     GRAVITATIONAL,
     IMMUTABLE,
@@ -116,7 +126,7 @@ def _search_range(
     model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
     lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, mad: np.ndarray, step_size: np.ndarray,
     caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
-    converged: np.ndarray, steps: np.ndarray,
+    jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
 ) -> None:
     """Search individuals ``first`` to ``last - 1`` of system ``s`` (see :func:`search_all` for the arrays).
 
@@ -174,12 +184,16 @@ def _search_range(
     norm_grav = np.zeros(L, np.float32)
     largest_step = np.zeros(L, np.float32)
     largest_gradient = np.zeros(L, np.float32)
+    kern = np.zeros((K, K), np.float32)  # DiCE's kernel matrix of one lane, its inverse and distances
+    inverse = np.zeros((K, K), np.float32)
+    dist = np.zeros((K, K), np.float32)
     has_centre = centres.shape[2] == d
     params = flat[model_rows[s]]
     step_s, cap, rule = step_size[s], caps[s], rules[s]
     log_threshold, tolerance = log_thresholds[s], tolerances[s]
     w_dist, w_grav, w_mad = weights[s, DISTANCE], weights[s, GRAVITATIONAL], weights[s, MAD]
     w_l1, w_clf, w_energy = weights[s, L1], weights[s, CLASSIFIER_LOSS], weights[s, ENERGY]
+    w_diversity = weights[s, DIVERSITY]
     upcoming = first
     live = 0
     for lane in range(L):
@@ -290,6 +304,9 @@ def _search_range(
                     if w_l1 != zero:
                         g += w_l1 * sign
                     grad[k, j, lane] = g / sc  # x_std = (x - mean) / scale
+        if w_diversity != zero and K > 1:
+            for lane in range(L):
+                _add_diversity_gradient(x_std, lane, w_diversity, jitter, scale, grad, kern, inverse, dist)
         # ------------------------------------------------------ backward through the network to x
         for k in range(K):
             for m in range(M):
@@ -388,7 +405,7 @@ def search_all(
     flat: np.ndarray, model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
     lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, mad: np.ndarray, step_size: np.ndarray,
     caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
-    converged: np.ndarray, steps: np.ndarray,
+    jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
 ) -> None:
     """Every task, one after the other on the calling thread.
 
@@ -401,7 +418,7 @@ def search_all(
     for task in range(tasks.shape[0]):
         _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], work, factual, factual_std, centres, flat,
                       model_rows, sizes, n_members, mean, scale, lower, upper, kind, bounded, mad, step_size, caps,
-                      rules, log_thresholds, tolerances, weights, converged, steps)
+                      rules, log_thresholds, tolerances, weights, jitter, converged, steps)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
@@ -410,7 +427,7 @@ def search_all_parallel(
     flat: np.ndarray, model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
     lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, mad: np.ndarray, step_size: np.ndarray,
     caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
-    converged: np.ndarray, steps: np.ndarray,
+    jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
 ) -> None:
     """:func:`search_all` with the tasks on numba's worker threads. Tasks write disjoint individuals, and an
     individual's result does not depend on its lane or task, so the result is :func:`search_all`'s (given the
@@ -418,7 +435,73 @@ def search_all_parallel(
     for task in prange(tasks.shape[0]):
         _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], work, factual, factual_std, centres, flat,
                       model_rows, sizes, n_members, mean, scale, lower, upper, kind, bounded, mad, step_size, caps,
-                      rules, log_thresholds, tolerances, weights, converged, steps)
+                      rules, log_thresholds, tolerances, weights, jitter, converged, steps)
+
+
+@njit(cache=True)
+def _add_diversity_gradient(x_std: np.ndarray, lane: int, weight: np.float32, jitter: np.float32, scale: np.ndarray,
+                            grad: np.ndarray, kern: np.ndarray, inverse: np.ndarray, dist: np.ndarray) -> None:
+    """Add d/dx of DiCE's ``-weight det(Kern)`` for one lane's K copies to ``grad`` (K, d, lanes).
+
+    ``Kern_ij = 1 / (1 + dist_ij) + jitter [i = j]`` with ``dist_ij = sqrt(||x_i - x_j||^2 + eps)`` in the search
+    space (terms.DPPDiversity). ``d det / d Kern = det Kern^-T``; ``d Kern_ij / d dist_ij = -1 / (1 + dist_ij)^2``;
+    ``d dist_ij / d x_i = (x_i - x_j) / dist_ij``, and entry (j, i) moves x_i the same way as (i, j).
+    """
+    K, d = x_std.shape[0], x_std.shape[1]
+    for i in range(K):
+        for j in range(K):
+            total = _F32(0.0)
+            for f in range(d):
+                diff = x_std[i, f, lane] - x_std[j, f, lane]
+                total += diff * diff
+            dist[i, j] = np.sqrt(total + _EPS)
+            kern[i, j] = _F32(1.0) / (_F32(1.0) + dist[i, j]) + (jitter if i == j else _F32(0.0))
+    det = _invert(kern, inverse)
+    for i in range(K):
+        for j in range(K):
+            if i == j:
+                continue
+            slope = _F32(1.0) + dist[i, j]
+            # d(-weight det)/d Kern_ij + the same for (j, i), times d Kern / d dist, over dist_ij
+            coef = -weight * det * (inverse[j, i] + inverse[i, j]) * (-_F32(1.0) / (slope * slope)) / dist[i, j]
+            for f in range(d):
+                grad[i, f, lane] += coef * (x_std[i, f, lane] - x_std[j, f, lane]) / scale[f]
+
+
+@njit(cache=True)
+def _invert(matrix: np.ndarray, inverse: np.ndarray) -> np.float32:
+    """det(matrix) and its inverse (written to ``inverse``) by Gauss-Jordan elimination with partial pivoting
+    (``matrix`` is overwritten); a singular matrix gives det 0 and leaves ``inverse`` unusable (the term then has
+    no gradient, as det 0 * anything)."""
+    K = matrix.shape[0]
+    for i in range(K):
+        for j in range(K):
+            inverse[i, j] = _F32(1.0) if i == j else _F32(0.0)
+    det = _F32(1.0)
+    for col in range(K):
+        pivot = col
+        for row in range(col + 1, K):
+            if abs(matrix[row, col]) > abs(matrix[pivot, col]):
+                pivot = row
+        if matrix[pivot, col] == _F32(0.0):
+            return _F32(0.0)
+        if pivot != col:
+            det = -det
+            for j in range(K):
+                matrix[col, j], matrix[pivot, j] = matrix[pivot, j], matrix[col, j]
+                inverse[col, j], inverse[pivot, j] = inverse[pivot, j], inverse[col, j]
+        head = matrix[col, col]
+        det *= head
+        for j in range(K):
+            matrix[col, j] /= head
+            inverse[col, j] /= head
+        for row in range(K):
+            if row != col:
+                factor = matrix[row, col]
+                for j in range(K):
+                    matrix[row, j] -= factor * matrix[col, j]
+                    inverse[row, j] -= factor * inverse[col, j]
+    return det
 
 
 @njit(cache=True, inline="always")
