@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from recourse_sim.device import flush_denormals, resolve_device
@@ -82,8 +83,9 @@ class VAE(StackedEstimator):
             raise ConfigError("vae.decoder_weight_decay", self.decoder_weight_decay, "a number >= 0")
 
     # ----------------------------------------------------------------------------------------- fitting
-    def fit(self, X: torch.Tensor) -> VAE:
-        """Fresh Glorot-uniform weights (zero biases, Flux's ``Dense`` defaults), then ``epochs`` of training."""
+    def fit(self, X: torch.Tensor, backend: str = "auto") -> VAE:
+        """Fresh Glorot-uniform weights (zero biases, Flux's ``Dense`` defaults), then ``epochs`` of training
+        (``backend``: see :meth:`refit`)."""
         X, stacked = self._as_stack(X)
         self.device_ = resolve_device(self.device)
         self.rng_ = self._new_rng(self.device_)
@@ -102,24 +104,37 @@ class VAE(StackedEstimator):
             params[prefix] = torch.empty(S, fan_in, fan_out).uniform_(-bound, bound, generator=init)
             params[prefix.replace("_W", "_b")] = torch.zeros(S, 1, fan_out)
         self.params_ = {k: v.to(self.device_) for k, v in params.items()}
-        self._train(X, self.epochs)
+        self._train(X, self.epochs, backend)
         return self
 
-    def refit(self, X: torch.Tensor, epochs: int | None = None) -> VAE:
-        """Warm-start training on the current data: ``retrain_epochs`` (10) with a fresh Adam state."""
+    def refit(self, X: torch.Tensor, epochs: int | None = None, backend: str = "auto") -> VAE:
+        """Warm-start training on the current data: ``retrain_epochs`` (10) with a fresh Adam state.
+
+        ``backend``: ``"compiled"`` trains each epoch as one numba-compiled call (CPU only,
+        :mod:`recourse_sim.models.compiled_vae`), ``"torch"`` as torch steps with autograd and ``torch.optim.Adam``
+        (every device; the reference), ``"auto"`` compiled on the CPU. Both draw the same random numbers and agree
+        to float32 rounding.
+        """
         self._check_fitted()
         X, _ = self._as_stack(X)
-        self._train(X, self.retrain_epochs if epochs is None else epochs)
+        self._train(X, self.retrain_epochs if epochs is None else epochs, backend)
         return self
 
     @flush_denormals()
-    def _train(self, X: torch.Tensor, epochs: int) -> None:
+    def _train(self, X: torch.Tensor, epochs: int, backend: str = "auto") -> None:
         if X.shape[0] != self.n_systems or X.shape[-1] != self.n_features_in_:
             raise DataError(
                 f"VAE holds {self.n_systems} system(s) of {self.n_features_in_} features; got data of shape "
                 f"{tuple(X.shape)}"
             )
+        if backend not in ("auto", "compiled", "torch"):
+            raise ConfigError("vae backend", backend, "one of auto, compiled, torch")
+        if backend == "auto":
+            backend = "compiled" if self.device_.type == "cpu" else "torch"
         X = X.to(self.device_)
+        if backend == "compiled":
+            self._train_compiled(X, epochs)
+            return
         n = X.shape[1]
         params = [p.requires_grad_(True) for p in self.params_.values()]
         # foreach: one multi-tensor kernel per Adam update instead of one per parameter tensor (the same
@@ -135,6 +150,31 @@ class VAE(StackedEstimator):
                 optimiser.step()
         for p in params:
             p.requires_grad_(False)
+
+    def _train_compiled(self, X: torch.Tensor, epochs: int) -> None:
+        """:meth:`_train` as one compiled call per epoch, with the torch loop's draws in its order: each epoch's
+        permutation, then every batch's reparameterisation noise."""
+        if self.device_.type != "cpu":
+            raise ConfigError("vae backend", "compiled", '"auto" or "torch" here: it runs on the CPU only')
+        from recourse_sim.models.compiled_vae import train_epoch  # lazy: numba costs ~0.4 s to import
+
+        S, n, d = X.shape
+        if epochs < 1 or n == 0:
+            return
+        tensors = list(self.params_.values())
+        flat = torch.cat([p.reshape(S, -1) for p in tensors], 1).numpy()
+        m, v = np.zeros_like(flat), np.zeros_like(flat)
+        data = X.detach().to(torch.float32).contiguous().numpy()
+        step = 0
+        for _ in range(epochs):
+            order = (torch.randperm(n, generator=self.rng_) if self.shuffle else torch.arange(n))
+            noise = torch.cat([torch.randn((S, min(self.batch_size, n - start), self.latent_dim_), generator=self.rng_)
+                               for start in range(0, n, self.batch_size)], 1)
+            step = train_epoch(flat, m, v, data, order.numpy(), noise.numpy(), d, self.hidden_size, self.latent_dim_,
+                               self.batch_size, step, self.learning_rate, 0.9, 0.999, 1e-8, self.decoder_weight_decay)
+        trained = torch.from_numpy(flat).split([p[0].numel() for p in tensors], 1)
+        for p, new in zip(tensors, trained):
+            p.copy_(new.view_as(p))
 
     def loss(self, X: torch.Tensor) -> torch.Tensor:
         """Per-system negative ELBO + decoder weight decay on a batch ``X`` (S, n, d) -> (S,)."""
