@@ -29,10 +29,10 @@ def plot_final_bars(
     final = frame[frame["round"] == frame["round"].max()]
     metrics = [m for m in metrics if m in set(final["metric"])]
     summary = summarise(final[final["metric"].isin(metrics)])
-    models = list(dict.fromkeys(frame["model"]))
-    generators = list(dict.fromkeys(frame["generator"]))
+    models = list(frame["model"].unique())  # in order of appearance; unique(): a string column is slow to iterate
+    generators = list(frame["generator"].unique())
     colours = colour_map(generators)
-    fig, axes = panel_grid(len(models), len(metrics), panel=(3.0, 2.6))
+    fig, axes = panel_grid(len(models), len(metrics), panel=(3.0, 2.6), fixed=False)  # rotated tick labels
     for row, model in enumerate(models):
         for col, metric in enumerate(metrics):
             ax = axes[row, col]

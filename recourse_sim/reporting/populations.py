@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from recourse_sim.models.base import DECISION_THRESHOLD
-from recourse_sim.reporting.style import PALETTE, RECOURSE_COLOURS, finish, plt, prepare_figure
+from recourse_sim.reporting.style import PALETTE, RECOURSE_COLOURS, finish, panel_grid, plt, prepare_figure
 
 #: How :func:`draw_population` colours individuals.
 COLOUR_BY = ("label", "recourse", "label_and_recourse")
@@ -44,7 +44,7 @@ def plot_population(
     Each panel is ``(title, X (n, 2), y (n,), moved (n,) bool or None, predict_proba(X) -> p)``; individuals
     who implemented recourse are drawn with a black edge.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4), squeeze=False, constrained_layout=True)
+    fig, axes = panel_grid(1, len(panels), panel=(3.4, 3.4))
     for ax, (title, X, y, moved, predict_proba) in zip(axes[0], panels):
         _boundary(ax, predict_proba, X)
         for label, colour, name in ((0, PALETTE[3], "y = 0"), (1, PALETTE[0], "y = 1")):

@@ -27,12 +27,13 @@ def plot_trajectories(
 ) -> plt.Figure:
     """Mean trajectory per generator over rounds with a 95% CI band across repetitions; the no-recourse control
     (generator ``"none"``) is the dashed grey line."""
-    present = set(frame["metric"].unique())  # once: a string column is slow to iterate
+    present = set(frame["metric"].unique())  # unique(), not a Python loop: a string column is slow to iterate
     metrics = [m for m in metrics if m in present]
     summary = summarise(frame[frame["metric"].isin(metrics)])
-    models = list(dict.fromkeys(frame["model"]))
-    colours = colour_map(list(dict.fromkeys(frame["generator"])))
-    fig, axes = panel_grid(len(models), len(metrics), panel=(3.2, 2.7))
+    models = list(frame["model"].unique())  # in order of appearance
+    colours = colour_map(list(frame["generator"].unique()))
+    ncol = min(len(colours), 6)
+    fig, axes = panel_grid(len(models), len(metrics), panel=(3.2, 2.7), legend_rows=-(-len(colours) // ncol))
     for row, model in enumerate(models):
         for col, metric in enumerate(metrics):
             ax = axes[row, col]
@@ -53,7 +54,7 @@ def plot_trajectories(
             if col == 0:
                 ax.set_ylabel(model)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
     if path is not None:
         fig.savefig(path, dpi=150)
         plt.close(fig)
