@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from recourse_sim.data import DATASETS
 from recourse_sim.errors import ConfigError
 from recourse_sim.experiments.scenario import Scenario
-from recourse_sim.experiments.store import check_run_dir, open_staging, publish, write_results, write_text
+from recourse_sim.experiments.store import check_run_dir, open_staging, publish, signals_held, write_results, write_text
 from recourse_sim.reporting.attribution import has_control, paired_effects, summarise_effects
 from recourse_sim.reporting.hidden_costs import group_gap_table, hidden_costs_table, plot_hidden_costs
 from recourse_sim.reporting.populations import plot_population
@@ -208,12 +208,15 @@ class _IncrementalTable:
         columns = dynamics.datacollector.tables["metrics"]
         new = pd.DataFrame({name: values[self.rows:] for name, values in columns.items()})
         new = new.astype({"repetition": "int64", "round": "int64", "value": "float64"})
-        with open(self.path, "a", encoding="utf-8", newline="") as handle:
-            new.to_csv(handle, header=self.rows == 0, index=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.rows += len(new)
-        self.round = dynamics.round  # the last round whose rows are all in the file
+        # An interrupt between the write and the counts would report fewer rounds than the file holds (or, in
+        # the middle of the write, leave half a line): the file and its counts change together.
+        with signals_held():
+            with open(self.path, "a", encoding="utf-8", newline="") as handle:
+                new.to_csv(handle, header=self.rows == 0, index=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.rows += len(new)
+            self.round = dynamics.round  # the last round whose rows are all in the file
 
 
 def _kept_path(staging: Path, table: _IncrementalTable) -> Path | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,30 @@ from recourse_sim.errors import ConfigError
 RUN_FILES = ("results.parquet", "results.csv", "summary.csv", "effects.csv", "scenario.toml", "run.json",
              "trajectories.png", "hidden_costs.csv", "hidden_costs.png", "group_gaps.csv")
 RUN_MARKER = "run.json"
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then deliver them to their handlers.
+
+    For a write that must happen whole with its bookkeeping: an interrupt in the middle would leave a file that
+    says more (or less, or a half line) than the message that reports it. Outside the main thread, where
+    signals cannot be handled, the block runs as it is.
+    """
+    held: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {kind: signal.signal(kind, lambda signum, frame: held.append(signum)) for kind in kinds}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
 
 
 def is_run_file(name: str) -> bool:
