@@ -306,6 +306,8 @@ def _search_range(
                     grad[k, j, lane] = g / sc  # x_std = (x - mean) / scale
         if w_diversity != zero and K > 1:
             for lane in range(L):
+                if who[lane] < 0:  # scalar work per lane: skip the empty ones
+                    continue
                 _add_diversity_gradient(x_std, lane, w_diversity, jitter, scale, grad, kern, inverse, dist)
         # ------------------------------------------------------ backward through the network to x
         for k in range(K):
