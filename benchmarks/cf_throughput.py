@@ -119,13 +119,14 @@ def sync(device: torch.device) -> None:
 
 
 COMPILE = False  # --compile: SearchSettings(compile=True)
+BACKEND = "auto"  # --backend: the engine's search backend
 
 
 def run_search(setup: Setup, x: torch.Tensor, K: int, seed: int):
     spec = catalogue.generic()  # threshold 0.5, step 0.01, max_steps 100
     rng = torch.Generator(device=setup.device).manual_seed(seed)
     settings = SearchSettings(n_counterfactuals=K, compile=COMPILE)
-    return search(setup.model, x, [spec], setup.context, settings=settings, rng=rng)
+    return search(setup.model, x, [spec], setup.context, settings=settings, rng=rng, backend=BACKEND)
 
 
 @dataclass
@@ -312,6 +313,7 @@ def markdown(device: torch.device, setup: Setup, rows: list[dict], loops: dict[i
         f"- factuals: rows predicted negative ({setup.pool.shape[0]} in the pool), sampled with replacement to B",
         "- generator: generic (yloss + 0.1 ||x' - x||, threshold 0.5, step 0.01, max 100 steps), "
         "engine defaults otherwise" + (", compiled step (`SearchSettings(compile=True)`)" if args.compile else "")
+        + f", search backend `{args.backend}`"
         + "; one search call with S = 1 system",
         "- CF/s counts B x K counterfactuals; validity = share of the B x K counterfactuals with p(y=1) >= 0.5; "
         "mean steps = gradient steps per individual (max 100)",
@@ -403,10 +405,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch intra-op threads on CPU (0: torch's default, one per core)")
     parser.add_argument("--compile", action="store_true",
                         help="SearchSettings(compile=True): a compiled objective + gradient (warm-up s includes it)")
+    parser.add_argument("--backend", choices=("auto", "compiled", "torch"), default="auto",
+                        help="the search backend (auto: the compiled kernel on the CPU, the torch loop elsewhere)")
     parser.add_argument("--before", default="", help="an earlier run's CSV, shown next to this run's numbers")
     args = parser.parse_args(argv)
-    global COMPILE
-    COMPILE = args.compile
+    global COMPILE, BACKEND
+    COMPILE, BACKEND = args.compile, args.backend
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 

@@ -79,11 +79,14 @@ class Measure:
         return self.cf / self.seconds
 
 
+BACKEND = "auto"  # --backend: the engine's search backend
+
+
 def run_one(setup: Setup, name: str, x: torch.Tensor, K: int, seed: int):
     spec = GENERATORS[name]()
     rng = torch.Generator(device=setup.device).manual_seed(seed)
     return spec, search(setup.model, x, [spec], setup.context, settings=SearchSettings(n_counterfactuals=K),
-                        rng=rng)
+                        rng=rng, backend=BACKEND)
 
 
 def time_generator(setup: Setup, name: str, x: torch.Tensor, K: int, args: argparse.Namespace) -> Measure:
@@ -145,9 +148,10 @@ def markdown(device: torch.device, setup: Setup, sections: list[dict], args: arg
         "- threads: with torch's default of one intra-op thread per core, every small op synchronises its threads; "
         "when other processes keep the cores busy those waits stall, and the same call can take 10-100x longer "
         "than with one thread (seen on this 2-core machine). On a shared machine the one-thread table is the more "
-        "reliable one. Since the engine runs searches of fewer than "
-        f"{PARALLEL_ROWS:,} candidate rows (S x B x K) on one thread by itself, both tables now run B = 10,000 "
-        "single-threaded",
+        "reliable one. The engine runs torch searches of fewer than "
+        f"{PARALLEL_ROWS:,} candidate rows (S x B x K) on one thread by itself, so the torch-loop generators run "
+        "single-threaded in both tables; the compiled kernel (the feature-space gradient generators, search backend "
+        f"`{args.backend}`) uses as many threads as the table's torch setting",
         "- CF/s counts B x K counterfactuals, valid or not; validity = share with p(y=1) >= 0.5; converged = share "
         "of individuals meeting their generator's convergence rule; mean steps = iterations per individual (cap 100)",
         "- clue has no target class (it minimises predictive entropy), so its validity is low by design; eccco "
@@ -192,8 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help="markdown table; '<device>' becomes cpu/cuda; CSV next to it")
+    parser.add_argument("--backend", choices=("auto", "compiled", "torch"), default="auto",
+                        help="the gradient search's backend (auto: the compiled kernel on the CPU where it applies)")
     parser.add_argument("--before", default="", help="an earlier run's CSV, shown next to this run's numbers")
     args = parser.parse_args(argv)
+    global BACKEND
+    BACKEND = args.backend
 
     if args.device == "auto":
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
