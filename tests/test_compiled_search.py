@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from recourse_sim.data import Dataset, FeatureSchema
+from recourse_sim.device import denormals_kept, flush_denormals
 from recourse_sim.errors import ConfigError
 from recourse_sim.generators import GENERATORS, SearchSettings, make_context, search
 from recourse_sim.generators import compiled_search
@@ -183,3 +184,17 @@ def test_other_models_are_not_compiled(four_d):
     factual = four_d.X[:4].unsqueeze(0)
     with pytest.raises(ConfigError, match="Tweaked is not one of the package's"):
         search(model, factual, [GENERATORS["generic"]()], make_context(four_d, "cpu"), backend="compiled")
+
+
+def test_denormals_kept_inside_a_flushing_block():
+    """The compiled search keeps subnormal floats on every thread (numba's workers do not inherit the caller's
+    flush-to-zero mode), and the engine's flushing comes back after it."""
+    tiny = torch.tensor([1e-39])  # below float32's smallest normal number (1.2e-38)
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU has no flush-to-zero mode to switch")
+    with flush_denormals():
+        assert (tiny * 1.0).item() == 0.0
+        with denormals_kept():
+            assert (tiny * 1.0).item() == pytest.approx(1e-39, rel=1e-6)
+        assert (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() == pytest.approx(1e-39, rel=1e-6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from recourse_sim.generators.terms import (
     ObjectiveTerm,
 )
 from recourse_sim.models.classifier import TorchClassifier
+
+if TYPE_CHECKING:
+    from recourse_sim.generators.engine import FeatureSpace
 
 # The kernel's codes (compile-time constants of search_kernel, kept here so that checking costs no numba import).
 #: columns of the per-system term weight matrix: the term classes the kernel differentiates by hand
@@ -84,7 +88,7 @@ def _unsupported_generator(spec: GeneratorSpec, chosen: dict[type, ObjectiveTerm
     return None
 
 
-def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec], space) -> SearchResult:
+def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: FeatureSpace) -> SearchResult:
     """:func:`~recourse_sim.generators.engine.descend` for a :class:`~recourse_sim.generators.engine.FeatureSpace`
     as one compiled call. The random draws (terms' ``prepare``, then the initial state) come in the torch loop's
     order, so both backends start from the same state."""
@@ -117,14 +121,13 @@ def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec]
             kind[mask.numpy()] = code
     standardizer = problem.context.standardizer
     network = problem.model.network_
-    model_rows = problem.systems if problem.model_systems is not None else torch.arange(S)
 
     work = _array(state).copy()
     converged = np.zeros((S, B), np.bool_)
     steps = np.zeros((S, B), np.int64)
     arguments = (
         work, _array(problem.factual), _array(problem.factual_std), centres, _array(network.flat),
-        model_rows.numpy().astype(np.int64), np.array((network.n_features, *network.hidden, 1), np.int64),
+        problem.systems.numpy().astype(np.int64), np.array((network.n_features, *network.hidden, 1), np.int64),
         network.n_members, _array(standardizer.mean), _array(standardizer.scale), _array(constraints.lower),
         _array(constraints.upper), kind, "bounds" in active, mad, _array(space.step_size.view(S)),
         np.array([g.max_steps for g in generators], np.int64), np.array([RULES[g.convergence] for g in generators]),
