@@ -67,8 +67,6 @@ def _unsupported_problem(problem: SearchProblem) -> str | None:
             and type(model).log_proba_stacked is TorchClassifier.log_proba_stacked
             and type(model).logits_stacked is TorchClassifier.logits_stacked):
         return f"the model {type(model).__name__} is not one of the package's stacked ReLU networks"
-    if problem.context.constraints.groups:
-        return "one-hot groups (their straight-through projection) are not compiled"
     return None
 
 
@@ -119,6 +117,13 @@ def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec]
                              ("none", IMMUTABLE, constraints.immutable)):
         if name in active:
             kind[mask.numpy()] = code
+    groups = [group.tolist() for group in constraints.groups]
+    group_of = np.full(d, -1, np.int64)
+    group_columns = np.zeros((len(groups), max(map(len, groups), default=0)), np.int64)
+    for g, columns in enumerate(groups):
+        group_of[columns] = g
+        group_columns[g, : len(columns)] = columns
+    group_sizes = np.array([len(columns) for columns in groups], np.int64)
     standardizer = problem.context.standardizer
     network = problem.model.network_
 
@@ -129,7 +134,8 @@ def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec]
         work, _array(problem.factual), _array(problem.factual_std), centres, _array(network.flat),
         problem.systems.numpy().astype(np.int64), np.array((network.n_features, *network.hidden, 1), np.int64),
         network.n_members, _array(standardizer.mean), _array(standardizer.scale), _array(constraints.lower),
-        _array(constraints.upper), kind, "bounds" in active, mad, _array(space.step_size.view(S)),
+        _array(constraints.upper), kind, "bounds" in active, group_of, group_columns, group_sizes, mad,
+        _array(space.step_size.view(S)),
         np.array([g.max_steps for g in generators], np.int64), np.array([RULES[g.convergence] for g in generators]),
         np.log(np.array([g.threshold for g in generators])).astype(np.float32),
         np.array([g.tolerance for g in generators], np.float32), weights,

@@ -22,9 +22,9 @@ in the torch loop):
   ``ClassifierLoss``, ``Energy`` and ``DPPDiversity`` (each term class with one setting per search): every
   generator of the SaTML 2023 protocol that searches in feature space (generic, gravitational, ClaPROAR, DiCE,
   Wachter), but not ECCCo's conformal set size or CLUE's entropy;
-- constraints: bounds, increase-only, decrease-only and immutable features (not one-hot groups), with torch's
-  sub-gradients of the projection: ``min``/``max`` pass half the gradient at a tie, ``where`` none to the
-  replaced value;
+- constraints: bounds, one-hot groups (straight through, as the torch loop), increase-only, decrease-only and
+  immutable features, with torch's sub-gradients of the projection: ``min``/``max`` pass half the gradient at a
+  tie, ``where`` none to the replaced value;
 - every convergence rule and per-system gamma, step size, tolerance and cap of the torch loop.
 
 The random draws (the initial noise, the gravitational centres) are made by the engine in torch, in the torch
@@ -74,13 +74,8 @@ LANES = 64
 
 
 @njit(cache=True, inline="always")
-def _project(z: np.float32, scale: np.float32, mean: np.float32, lower: np.float32, upper: np.float32, kind: int,
-             factual: np.float32, bounded: bool) -> tuple[np.float32, np.float32]:
-    """One feature's search-space value ``z`` -> (feasible feature value, d value / d (z * scale + mean)).
-
-    ``kind``: FREE, INCREASE, DECREASE or IMMUTABLE (FeatureConstraints' order: bounds, then actionability). The derivative follows torch: ``min``/``max`` give 1/2 at a tie, ``where`` 0 to the replaced.
-    """
-    x = z * scale + mean
+def _clamp(x: np.float32, lower: np.float32, upper: np.float32, bounded: bool) -> tuple[np.float32, np.float32]:
+    """A feature value into its bounds -> (value, d value / d x); torch's ``min``/``max`` give 1/2 at a tie."""
     slope = _F32(1.0)
     if bounded:
         if x > upper:
@@ -93,24 +88,71 @@ def _project(z: np.float32, scale: np.float32, mean: np.float32, lower: np.float
             slope = _F32(0.0)
         elif x == lower:
             slope *= _F32(0.5)
-    c = kind
-    f = factual
-    if c == INCREASE:
-        if x < f:
-            x = f
+    return x, slope
+
+
+@njit(cache=True, inline="always")
+def _actionable(x: np.float32, kind: int, factual: np.float32) -> tuple[np.float32, np.float32]:
+    """A feature value onto what its ``kind`` (FREE, INCREASE, DECREASE, IMMUTABLE) allows from the factual ->
+    (value, d value / d x); ``max``/``min`` give 1/2 at a tie, ``where`` 0 to the replaced value."""
+    slope = _F32(1.0)
+    if kind == INCREASE:
+        if x < factual:
+            x = factual
             slope = _F32(0.0)
-        elif x == f:
+        elif x == factual:
             slope *= _F32(0.5)
-    elif c == DECREASE:
-        if x > f:
-            x = f
+    elif kind == DECREASE:
+        if x > factual:
+            x = factual
             slope = _F32(0.0)
-        elif x == f:
+        elif x == factual:
             slope *= _F32(0.5)
-    elif c == IMMUTABLE:
-        x = f
+    elif kind == IMMUTABLE:
+        x = factual
         slope = _F32(0.0)
     return x, slope
+
+
+@njit(cache=True)
+def _project_copy(z: np.ndarray, delta: np.ndarray, moving: bool, k: int, x: np.ndarray, slope: np.ndarray,
+                  scale: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, kind: np.ndarray,
+                  bounded: bool, factual: np.ndarray, group_of: np.ndarray, group_columns: np.ndarray,
+                  group_sizes: np.ndarray) -> None:
+    """Copy ``k`` of every lane: ``x[k]`` = the feasible feature-space point of the search-space state ``z[k]``
+    (``+ delta[k]`` when ``moving``) and ``slope[k]`` its derivative, feature by feature (the projection's
+    Jacobian is diagonal). FeatureConstraints.project's order: bounds, one-hot groups, actionability. A group's
+    columns become the one-hot vector of their first maximum; the gradient passes straight through (the torch
+    loop's straight-through estimator), so their slope is the bounds' alone, times actionability's.
+    """
+    d, L = x.shape[1], x.shape[2]
+    for j in range(d):
+        sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
+        grouped = group_of[j] >= 0
+        for lane in range(L):
+            value = z[k, j, lane] + delta[k, j, lane] if moving else z[k, j, lane]
+            value, sl = _clamp(value * sc + mu, lo, up, bounded)
+            if not grouped:  # a group's columns meet actionability after their one-hot step
+                value, more = _actionable(value, kd, factual[j, lane])
+                sl *= more
+            x[k, j, lane] = value
+            slope[k, j, lane] = sl
+    for g in range(group_sizes.shape[0]):
+        size = group_sizes[g]
+        for lane in range(L):
+            best = group_columns[g, 0]
+            for c in range(1, size):
+                if x[k, group_columns[g, c], lane] > x[k, best, lane]:  # ties: the first column, as argmax
+                    best = group_columns[g, c]
+            for c in range(size):
+                column = group_columns[g, c]
+                x[k, column, lane] = _F32(1.0) if column == best else _F32(0.0)
+        for c in range(size):
+            column = group_columns[g, c]
+            for lane in range(L):
+                value, more = _actionable(x[k, column, lane], kind[column], factual[column, lane])
+                x[k, column, lane] = value
+                slope[k, column, lane] *= more
 
 
 @njit(cache=True, inline="always")
@@ -124,7 +166,8 @@ def _log_sigmoid_and_slope(z: np.float32) -> tuple[np.float32, np.float32]:
 def _search_range(
     s: int, first: int, last: int, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray, centres: np.ndarray, flat: np.ndarray,
     model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
-    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, mad: np.ndarray, step_size: np.ndarray,
+    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool,
+    group_of: np.ndarray, group_columns: np.ndarray, group_sizes: np.ndarray, mad: np.ndarray, step_size: np.ndarray,
     caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
     jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
 ) -> None:
@@ -208,14 +251,12 @@ def _search_range(
     while live > 0:
         # ------------------------------------------------------------ candidates and the forward pass
         for k in range(K):
+            _project_copy(lane_work, delta, False, k, x, slope, scale, mean, lower, upper, kind, bounded,
+                          lane_factual, group_of, group_columns, group_sizes)
             for j in range(d):
-                sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
+                sc, mu = scale[j], mean[j]
                 for lane in range(L):
-                    value, sl = _project(lane_work[k, j, lane], sc, mu, lo, up, kd, lane_factual[j, lane],
-                                         bounded)
-                    x[k, j, lane] = value
-                    slope[k, j, lane] = sl
-                    x_std[k, j, lane] = (value - mu) / sc
+                    x_std[k, j, lane] = (x[k, j, lane] - mu) / sc
         for k in range(K):
             for m in range(M):
                 km = k * M + m
@@ -383,13 +424,13 @@ def _search_range(
                 steps[s, b] = t_lane[lane]
                 who[lane] = -1
                 live -= 1
-        for k in range(K):
+        for k in range(K):  # the move (x and slope serve as scratch: this iteration is done with them)
+            _project_copy(lane_work, delta, True, k, x, slope, scale, mean, lower, upper, kind, bounded,
+                          lane_factual, group_of, group_columns, group_sizes)
             for j in range(d):
-                sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
+                sc, mu = scale[j], mean[j]
                 for lane in range(L):
-                    moved = lane_work[k, j, lane] + delta[k, j, lane]
-                    value, _ = _project(moved, sc, mu, lo, up, kd, lane_factual[j, lane], bounded)
-                    lane_work[k, j, lane] = (value - mu) / sc
+                    lane_work[k, j, lane] = (x[k, j, lane] - mu) / sc
         for lane in range(L):
             t_lane[lane] += 1
             if who[lane] < 0 and upcoming < last:
@@ -405,7 +446,8 @@ def _search_range(
 def search_all(
     tasks: np.ndarray, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray, centres: np.ndarray,
     flat: np.ndarray, model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
-    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, mad: np.ndarray, step_size: np.ndarray,
+    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool,
+    group_of: np.ndarray, group_columns: np.ndarray, group_sizes: np.ndarray, mad: np.ndarray, step_size: np.ndarray,
     caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
     jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
 ) -> None:
@@ -419,7 +461,8 @@ def search_all(
     """
     for task in range(tasks.shape[0]):
         _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], work, factual, factual_std, centres, flat,
-                      model_rows, sizes, n_members, mean, scale, lower, upper, kind, bounded, mad, step_size, caps,
+                      model_rows, sizes, n_members, mean, scale, lower, upper, kind, bounded,
+                      group_of, group_columns, group_sizes, mad, step_size, caps,
                       rules, log_thresholds, tolerances, weights, jitter, converged, steps)
 
 
@@ -427,7 +470,8 @@ def search_all(
 def search_all_parallel(
     tasks: np.ndarray, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray, centres: np.ndarray,
     flat: np.ndarray, model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
-    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, mad: np.ndarray, step_size: np.ndarray,
+    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool,
+    group_of: np.ndarray, group_columns: np.ndarray, group_sizes: np.ndarray, mad: np.ndarray, step_size: np.ndarray,
     caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
     jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
 ) -> None:
@@ -436,7 +480,8 @@ def search_all_parallel(
     same denormal mode on every thread)."""
     for task in prange(tasks.shape[0]):
         _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], work, factual, factual_std, centres, flat,
-                      model_rows, sizes, n_members, mean, scale, lower, upper, kind, bounded, mad, step_size, caps,
+                      model_rows, sizes, n_members, mean, scale, lower, upper, kind, bounded,
+                      group_of, group_columns, group_sizes, mad, step_size, caps,
                       rules, log_thresholds, tolerances, weights, jitter, converged, steps)
 
 
