@@ -114,13 +114,23 @@ def _actionable(x: np.float32, kind: int, factual: np.float32) -> tuple[np.float
     return x, slope
 
 
-@njit(cache=True)
-def _project_copy(z: np.ndarray, delta: np.ndarray, moving: bool, k: int, x: np.ndarray, slope: np.ndarray,
+@njit(cache=True, inline="always")
+def _project(z: np.float32, scale: np.float32, mean: np.float32, lower: np.float32, upper: np.float32, kind: int,
+             factual: np.float32, bounded: bool) -> tuple[np.float32, np.float32]:
+    """One ungrouped feature's search-space value ``z`` -> (feasible feature value, its derivative): bounds, then
+    actionability (see :func:`_project_copy` for features in one-hot groups)."""
+    value, slope = _clamp(z * scale + mean, lower, upper, bounded)
+    value, more = _actionable(value, kind, factual)
+    return value, slope * more
+
+
+@njit(cache=True, inline="always")
+def _project_copy(z: np.ndarray, k: int, x: np.ndarray, slope: np.ndarray,
                   scale: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, kind: np.ndarray,
                   bounded: bool, factual: np.ndarray, group_of: np.ndarray, group_columns: np.ndarray,
                   group_sizes: np.ndarray) -> None:
     """Copy ``k`` of every lane: ``x[k]`` = the feasible feature-space point of the search-space state ``z[k]``
-    (``+ delta[k]`` when ``moving``) and ``slope[k]`` its derivative, feature by feature (the projection's
+    and ``slope[k]`` its derivative, feature by feature (the projection's
     Jacobian is diagonal). FeatureConstraints.project's order: bounds, one-hot groups, actionability. A group's
     columns become the one-hot vector of their first maximum; the gradient passes straight through (the torch
     loop's straight-through estimator), so their slope is the bounds' alone, times actionability's.
@@ -130,8 +140,7 @@ def _project_copy(z: np.ndarray, delta: np.ndarray, moving: bool, k: int, x: np.
         sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
         grouped = group_of[j] >= 0
         for lane in range(L):
-            value = z[k, j, lane] + delta[k, j, lane] if moving else z[k, j, lane]
-            value, sl = _clamp(value * sc + mu, lo, up, bounded)
+            value, sl = _clamp(z[k, j, lane] * sc + mu, lo, up, bounded)
             if not grouped:  # a group's columns meet actionability after their one-hot step
                 value, more = _actionable(value, kd, factual[j, lane])
                 sl *= more
@@ -231,6 +240,7 @@ def _search_range(
     inverse = np.zeros((K, K), np.float32)
     dist = np.zeros((K, K), np.float32)
     has_centre = centres.shape[2] == d
+    grouped = group_sizes.shape[0] > 0
     params = flat[model_rows[s]]
     step_s, cap, rule = step_size[s], caps[s], rules[s]
     log_threshold, tolerance = log_thresholds[s], tolerances[s]
@@ -250,13 +260,24 @@ def _search_range(
             live += 1
     while live > 0:
         # ------------------------------------------------------------ candidates and the forward pass
-        for k in range(K):
-            _project_copy(lane_work, delta, False, k, x, slope, scale, mean, lower, upper, kind, bounded,
-                          lane_factual, group_of, group_columns, group_sizes)
-            for j in range(d):
-                sc, mu = scale[j], mean[j]
-                for lane in range(L):
-                    x_std[k, j, lane] = (x[k, j, lane] - mu) / sc
+        if grouped:
+            for k in range(K):
+                _project_copy(lane_work, k, x, slope, scale, mean, lower, upper, kind, bounded, lane_factual,
+                              group_of, group_columns, group_sizes)
+                for j in range(d):
+                    sc, mu = scale[j], mean[j]
+                    for lane in range(L):
+                        x_std[k, j, lane] = (x[k, j, lane] - mu) / sc
+        else:  # one fused pass per feature (the common case: a tenth of the step's time less)
+            for k in range(K):
+                for j in range(d):
+                    sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
+                    for lane in range(L):
+                        value, sl = _project(lane_work[k, j, lane], sc, mu, lo, up, kd, lane_factual[j, lane],
+                                             bounded)
+                        x[k, j, lane] = value
+                        slope[k, j, lane] = sl
+                        x_std[k, j, lane] = (value - mu) / sc
         for k in range(K):
             for m in range(M):
                 km = k * M + m
@@ -424,13 +445,25 @@ def _search_range(
                 steps[s, b] = t_lane[lane]
                 who[lane] = -1
                 live -= 1
-        for k in range(K):  # the move (x and slope serve as scratch: this iteration is done with them)
-            _project_copy(lane_work, delta, True, k, x, slope, scale, mean, lower, upper, kind, bounded,
-                          lane_factual, group_of, group_columns, group_sizes)
-            for j in range(d):
-                sc, mu = scale[j], mean[j]
-                for lane in range(L):
-                    lane_work[k, j, lane] = (x[k, j, lane] - mu) / sc
+        if grouped:  # the move (delta, x and slope serve as scratch: this iteration is done with them)
+            for k in range(K):
+                for j in range(d):
+                    for lane in range(L):
+                        delta[k, j, lane] += lane_work[k, j, lane]
+                _project_copy(delta, k, x, slope, scale, mean, lower, upper, kind, bounded, lane_factual, group_of,
+                              group_columns, group_sizes)
+                for j in range(d):
+                    sc, mu = scale[j], mean[j]
+                    for lane in range(L):
+                        lane_work[k, j, lane] = (x[k, j, lane] - mu) / sc
+        else:
+            for k in range(K):
+                for j in range(d):
+                    sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
+                    for lane in range(L):
+                        value, _ = _project(lane_work[k, j, lane] + delta[k, j, lane], sc, mu, lo, up, kd,
+                                            lane_factual[j, lane], bounded)
+                        lane_work[k, j, lane] = (value - mu) / sc
         for lane in range(L):
             t_lane[lane] += 1
             if who[lane] < 0 and upcoming < last:
