@@ -173,12 +173,12 @@ def _log_sigmoid_and_slope(z: np.float32) -> tuple[np.float32, np.float32]:
 
 @njit(cache=True, error_model="numpy")
 def _search_range(
-    s: int, first: int, last: int, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray, centres: np.ndarray, flat: np.ndarray,
-    model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
-    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool,
-    group_of: np.ndarray, group_columns: np.ndarray, group_sizes: np.ndarray, mad: np.ndarray, step_size: np.ndarray,
-    caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
-    jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
+    s: int, first: int, last: int, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray,
+    centres: np.ndarray, flat: np.ndarray, model_rows: np.ndarray, sizes: np.ndarray, n_members: int,
+    mean: np.ndarray, scale: np.ndarray, lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool,
+    group_of: np.ndarray, group_columns: np.ndarray, group_sizes: np.ndarray, mad: np.ndarray,
+    step_size: np.ndarray, caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray,
+    weights: np.ndarray, jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
 ) -> None:
     """Search individuals ``first`` to ``last - 1`` of system ``s`` (see :func:`search_all` for the arrays).
 
@@ -476,46 +476,29 @@ def _search_range(
 
 
 @njit(cache=True, error_model="numpy")
-def search_all(
-    tasks: np.ndarray, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray, centres: np.ndarray,
-    flat: np.ndarray, model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
-    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool,
-    group_of: np.ndarray, group_columns: np.ndarray, group_sizes: np.ndarray, mad: np.ndarray, step_size: np.ndarray,
-    caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
-    jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
-) -> None:
+def search_all(tasks: np.ndarray, *arguments) -> None:
     """Every task, one after the other on the calling thread.
 
     ``tasks`` (n, 3): rows (system s, first individual, last individual + 1) that cover every individual once;
-    ``work`` (S, B, K, d): the initial search-space copies, moved in place; ``converged``/``steps`` (S, B) written.
-    ``flat[model_rows[s]]`` are system s's network parameters (``StackedMLP.flat``'s layout: per layer the weights
-    of all members (M, fi, fo), then their biases (M, 1, fo)); ``centres`` (S, B, d) the gravitational centres
-    (or (S, B, 0) unused); per-system settings are (S,) arrays, ``weights`` (S, 6) (compiled_search's columns).
+    ``arguments``: the rest of :func:`_search_range`'s, in its order. ``work`` (S, B, K, d): the initial
+    search-space copies, moved in place; ``converged``/``steps`` (S, B) written. ``flat[model_rows[s]]`` are system
+    s's network parameters (``StackedMLP.flat``'s layout: per layer the weights of all members (M, fi, fo), then
+    their biases (M, 1, fo)); ``centres`` (S, B, d) the gravitational centres (or (S, B, 0) unused); ``group_of``
+    (d,) each feature's one-hot group (-1: none), ``group_columns`` (G, widest) every group's columns (padded) and
+    ``group_sizes`` (G,); per-system settings are (S,) arrays, ``weights`` (S, 7) (compiled_search's columns);
+    ``jitter`` DiCE's diagonal jitter.
     """
     for task in range(tasks.shape[0]):
-        _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], work, factual, factual_std, centres, flat,
-                      model_rows, sizes, n_members, mean, scale, lower, upper, kind, bounded,
-                      group_of, group_columns, group_sizes, mad, step_size, caps,
-                      rules, log_thresholds, tolerances, weights, jitter, converged, steps)
+        _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], *arguments)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def search_all_parallel(
-    tasks: np.ndarray, work: np.ndarray, factual: np.ndarray, factual_std: np.ndarray, centres: np.ndarray,
-    flat: np.ndarray, model_rows: np.ndarray, sizes: np.ndarray, n_members: int, mean: np.ndarray, scale: np.ndarray,
-    lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool,
-    group_of: np.ndarray, group_columns: np.ndarray, group_sizes: np.ndarray, mad: np.ndarray, step_size: np.ndarray,
-    caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray, weights: np.ndarray,
-    jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
-) -> None:
+def search_all_parallel(tasks: np.ndarray, *arguments) -> None:
     """:func:`search_all` with the tasks on numba's worker threads. Tasks write disjoint individuals, and an
     individual's result does not depend on its lane or task, so the result is :func:`search_all`'s (given the
     same denormal mode on every thread)."""
     for task in prange(tasks.shape[0]):
-        _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], work, factual, factual_std, centres, flat,
-                      model_rows, sizes, n_members, mean, scale, lower, upper, kind, bounded,
-                      group_of, group_columns, group_sizes, mad, step_size, caps,
-                      rules, log_thresholds, tolerances, weights, jitter, converged, steps)
+        _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], *arguments)
 
 
 @njit(cache=True)
