@@ -43,7 +43,7 @@ def train_epoch(
     is the number of Adam steps taken before; returns the number after.
     """
     S, n, _ = X.shape
-    h, L = hidden, latent
+    h, L = hidden, latent  # loops: i over features, k over hidden units, u over latent units
     # offsets in a system's parameter vector
     o_we = 0
     o_be = o_we + d * h
@@ -99,25 +99,25 @@ def train_epoch(
                         he[k] += a * w[o_we + i * h + k]
                 for k in range(h):
                     he[k] = max(he[k] + w[o_be + k], zero)
-                for l in range(L):
-                    mu[l] = zero
-                    ls[l] = zero
+                for u in range(L):
+                    mu[u] = zero
+                    ls[u] = zero
                 for k in range(h):
                     a = he[k]
-                    for l in range(L):
-                        mu[l] += a * w[o_wm + k * L + l]
-                        ls[l] += a * w[o_ws + k * L + l]
-                for l in range(L):
-                    mu[l] = mu[l] + w[o_bm + l]
-                    ls[l] = ls[l] + w[o_bs + l]
-                    sig[l] = np.exp(ls[l])
-                    z[l] = mu[l] + sig[l] * eps_r[l]
+                    for u in range(L):
+                        mu[u] += a * w[o_wm + k * L + u]
+                        ls[u] += a * w[o_ws + k * L + u]
+                for u in range(L):
+                    mu[u] = mu[u] + w[o_bm + u]
+                    ls[u] = ls[u] + w[o_bs + u]
+                    sig[u] = np.exp(ls[u])
+                    z[u] = mu[u] + sig[u] * eps_r[u]
                 for k in range(h):
                     g[k] = zero
-                for l in range(L):
-                    a = z[l]
+                for u in range(L):
+                    a = z[u]
                     for k in range(h):
-                        g[k] += a * w[o_w1 + l * h + k]
+                        g[k] += a * w[o_w1 + u * h + k]
                 for k in range(h):
                     g[k] = max(g[k] + w[o_b1 + k], zero)
                 for j in range(d):
@@ -138,23 +138,23 @@ def train_epoch(
                         acc += w[o_w2 + k * d + j] * drec[j]
                     dg[k] = acc if a > zero else zero
                     grad[o_b1 + k] += dg[k]
-                for l in range(L):
-                    a = z[l]
+                for u in range(L):
+                    a = z[u]
                     acc = zero
                     for k in range(h):
-                        grad[o_w1 + l * h + k] += a * dg[k]
-                        acc += w[o_w1 + l * h + k] * dg[k]
-                    dmu[l] = acc + mu[l] * inv  # KL: d/dmu 0.5 mu^2, over the batch
-                    dls[l] = acc * sig[l] * eps_r[l] + (np.exp(two * ls[l]) - one) * inv
-                    grad[o_bm + l] += dmu[l]
-                    grad[o_bs + l] += dls[l]
+                        grad[o_w1 + u * h + k] += a * dg[k]
+                        acc += w[o_w1 + u * h + k] * dg[k]
+                    dmu[u] = acc + mu[u] * inv  # KL: d/dmu 0.5 mu^2, over the batch
+                    dls[u] = acc * sig[u] * eps_r[u] + (np.exp(two * ls[u]) - one) * inv
+                    grad[o_bm + u] += dmu[u]
+                    grad[o_bs + u] += dls[u]
                 for k in range(h):
                     a = he[k]
                     acc = zero
-                    for l in range(L):
-                        grad[o_wm + k * L + l] += a * dmu[l]
-                        grad[o_ws + k * L + l] += a * dls[l]
-                        acc += w[o_wm + k * L + l] * dmu[l] + w[o_ws + k * L + l] * dls[l]
+                    for u in range(L):
+                        grad[o_wm + k * L + u] += a * dmu[u]
+                        grad[o_ws + k * L + u] += a * dls[u]
+                        acc += w[o_wm + k * L + u] * dmu[u] + w[o_ws + k * L + u] * dls[u]
                     dhe[k] = acc if a > zero else zero
                     grad[o_be + k] += dhe[k]
                 for i in range(d):
