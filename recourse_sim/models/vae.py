@@ -166,12 +166,13 @@ class VAE(StackedEstimator):
         m, v = np.zeros_like(flat), np.zeros_like(flat)
         data = X.detach().to(torch.float32).contiguous().numpy()
         step = 0
+        beta1, beta2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which the torch loop uses
         for _ in range(epochs):
             order = (torch.randperm(n, generator=self.rng_) if self.shuffle else torch.arange(n))
             noise = torch.cat([torch.randn((S, min(self.batch_size, n - start), self.latent_dim_), generator=self.rng_)
                                for start in range(0, n, self.batch_size)], 1)
             step = train_epoch(flat, m, v, data, order.numpy(), noise.numpy(), d, self.hidden_size, self.latent_dim_,
-                               self.batch_size, step, self.learning_rate, 0.9, 0.999, 1e-8, self.decoder_weight_decay)
+                               self.batch_size, step, self.learning_rate, beta1, beta2, eps, self.decoder_weight_decay)
         trained = torch.from_numpy(flat).split([p[0].numel() for p in tensors], 1)
         for p, new in zip(tensors, trained):
             p.copy_(new.view_as(p))

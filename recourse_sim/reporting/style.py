@@ -36,7 +36,7 @@ def panel_grid(rows: int, cols: int, panel: tuple[float, float], legend_rows: in
 
     The panels sit at fixed margins (:data:`GRID_MARGINS`), not where a layout engine puts them: an engine draws
     the figure twice, once to measure it, which was half of the time a run spent on its figures (an 18-panel
-    trajectory figure: 2.6 s with constrained layout, 1.2 s with fixed margins). ``fixed=False`` uses constrained
+    trajectory figure: 2.6 s with constrained layout, 1.5 s with fixed margins). ``fixed=False`` uses constrained
     layout, for panels whose decorations the fixed margins do not fit (rotated tick labels); then place the legend
     with ``loc="outside lower center"``.
     """
