@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from recourse_sim.device import denormals_kept
-from recourse_sim.generators.problem import SearchProblem, SearchResult
+from recourse_sim.generators.problem import SearchProblem
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.generators.terms import (
     ClassifierLoss,
@@ -29,21 +28,25 @@ from recourse_sim.generators.terms import (
     MADDistance,
     ObjectiveTerm,
 )
+from recourse_sim.generators.search_codes import (
+    CLASSIFIER_LOSS,
+    DECREASE,
+    DISTANCE,
+    DIVERSITY,
+    ENERGY,
+    FREE,
+    GRAVITATIONAL,
+    IMMUTABLE,
+    INCREASE,
+    L1,
+    MAD,
+    RULES,
+)
 from recourse_sim.models.classifier import TorchClassifier
 
-if TYPE_CHECKING:
-    from recourse_sim.generators.engine import FeatureSpace
-
-# The kernel's codes (compile-time constants of search_kernel, kept here so that checking costs no numba import).
-#: columns of the per-system term weight matrix: the term classes the kernel differentiates by hand
-DISTANCE, GRAVITATIONAL, MAD, L1, CLASSIFIER_LOSS, ENERGY, DIVERSITY = range(7)
+#: the term classes the kernel differentiates by hand, and their column in its weight matrix
 TERM_COLUMNS = {Distance: DISTANCE, GravitationalPull: GRAVITATIONAL, MADDistance: MAD, L1Distance: L1,
                 ClassifierLoss: CLASSIFIER_LOSS, Energy: ENERGY, DPPDiversity: DIVERSITY}
-#: convergence rules (GeneratorSpec.convergence)
-THRESHOLD, SMALL_STEP, SMALL_GRADIENT = range(3)
-RULES = {"threshold": THRESHOLD, "threshold_and_small_step": SMALL_STEP, "threshold_and_small_gradient": SMALL_GRADIENT}
-#: feature kinds of the projection
-FREE, INCREASE, DECREASE, IMMUTABLE = range(4)
 
 
 def unsupported(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> list[str | None]:
@@ -86,27 +89,27 @@ def _unsupported_generator(spec: GeneratorSpec, chosen: dict[type, ObjectiveTerm
     return None
 
 
-def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: FeatureSpace) -> SearchResult:
-    """:func:`~recourse_sim.generators.engine.descend` for a :class:`~recourse_sim.generators.engine.FeatureSpace`
-    as one compiled call. The random draws (terms' ``prepare``, then the initial state) come in the torch loop's
-    order, so both backends start from the same state."""
+def run_kernel(problem: SearchProblem, generators: Sequence[GeneratorSpec],
+               terms: Sequence[tuple[ObjectiveTerm, torch.Tensor]], prepared: Sequence[object], state: torch.Tensor,
+               step_size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The search of every system of ``problem`` from ``state`` (S, B, K, d), as one compiled call: returns the
+    final state, the convergence flags and the step counts (the engine's ``finish`` makes the result).
+
+    ``terms`` are the pooled terms with their per-system weights and ``prepared`` what their ``prepare`` gave;
+    ``step_size`` (S, 1, 1, 1) the step per system (``FeatureSpace.step_size``).
+    """
     import numba
 
     from recourse_sim.generators import search_kernel  # lazy: numba costs ~0.4 s to import
-    from recourse_sim.generators.engine import finish, pooled_terms
 
-    S, B, K, d = problem.shape
-    device = problem.factual.device
-    terms = pooled_terms(generators, device)
-    prepared = {type(term): term.prepare(problem) for term, _ in terms}
-    state = space.initial()
-
+    S, B, _, d = problem.shape
+    prepared_by_class = {type(term): value for (term, _), value in zip(terms, prepared)}
     weights = np.zeros((S, len(TERM_COLUMNS)), np.float32)
     for term, weight in terms:
         weights[:, TERM_COLUMNS[type(term)]] = weight.numpy()
-    centres = prepared.get(GravitationalPull)
+    centres = prepared_by_class.get(GravitationalPull)
     centres = np.zeros((S, B, 0), np.float32) if centres is None else _array(centres)
-    mad = prepared.get(MADDistance)
+    mad = prepared_by_class.get(MADDistance)
     mad = np.ones(d, np.float32) if mad is None else _array(mad)
 
     constraints = problem.context.constraints
@@ -135,7 +138,7 @@ def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec]
         problem.systems.numpy().astype(np.int64), np.array((network.n_features, *network.hidden, 1), np.int64),
         network.n_members, _array(standardizer.mean), _array(standardizer.scale), _array(constraints.lower),
         _array(constraints.upper), kind, "bounds" in active, group_of, group_columns, group_sizes, mad,
-        _array(space.step_size.view(S)),
+        _array(step_size.view(S)),
         np.array([g.max_steps for g in generators], np.int64), np.array([RULES[g.convergence] for g in generators]),
         np.log(np.array([g.threshold for g in generators])).astype(np.float32),
         np.array([g.tolerance for g in generators], np.float32), weights,
@@ -148,7 +151,7 @@ def descend_compiled(problem: SearchProblem, generators: Sequence[GeneratorSpec]
             search_kernel.search_all_parallel(_tasks(S, B, threads, search_kernel.LANES), *arguments)
         else:
             search_kernel.search_all(_tasks(S, B, 1, search_kernel.LANES), *arguments)
-    return finish(problem, space, torch.from_numpy(work), torch.from_numpy(converged), torch.from_numpy(steps))
+    return torch.from_numpy(work), torch.from_numpy(converged), torch.from_numpy(steps)
 
 
 def _tasks(S: int, B: int, threads: int, lanes: int) -> np.ndarray:

@@ -479,7 +479,14 @@ def gradient_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]
         return descend(part, specs, FeatureSpace(part, specs))
 
     def compiled(part: SearchProblem, specs: Sequence[GeneratorSpec]) -> SearchResult:
-        return compiled_search.descend_compiled(part, specs, FeatureSpace(part, specs))
+        # The draws of descend, in its order (the terms' preparation, then the initial state), so both backends
+        # start from the same state.
+        space = FeatureSpace(part, specs)
+        terms = pooled_terms(specs, part.factual.device)
+        prepared = [term.prepare(part) for term, _ in terms]
+        state = space.initial()
+        work, converged, steps = compiled_search.run_kernel(part, specs, terms, prepared, state, space.step_size)
+        return finish(part, space, work, converged, steps)
 
     if problem.backend == "torch":
         return in_torch(problem, generators)

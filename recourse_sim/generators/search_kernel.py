@@ -47,7 +47,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from recourse_sim.generators.compiled_search import (
+from recourse_sim.generators.search_codes import (
     CLASSIFIER_LOSS,
     DECREASE,
     DISTANCE,
@@ -485,7 +485,7 @@ def search_all(tasks: np.ndarray, *arguments) -> None:
     s's network parameters (``StackedMLP.flat``'s layout: per layer the weights of all members (M, fi, fo), then
     their biases (M, 1, fo)); ``centres`` (S, B, d) the gravitational centres (or (S, B, 0) unused); ``group_of``
     (d,) each feature's one-hot group (-1: none), ``group_columns`` (G, widest) every group's columns (padded) and
-    ``group_sizes`` (G,); per-system settings are (S,) arrays, ``weights`` (S, 7) (compiled_search's columns);
+    ``group_sizes`` (G,); per-system settings are (S,) arrays, ``weights`` (S, 7) (search_codes' columns);
     ``jitter`` DiCE's diagonal jitter.
     """
     for task in range(tasks.shape[0]):
