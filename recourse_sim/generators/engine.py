@@ -121,6 +121,8 @@ def in_parts(problem: SearchProblem, generators: Sequence[GeneratorSpec],
     """Each part's systems (rows of ``problem``) searched by its own function, one part after the other, and the
     results put back in system order."""
     S, B, K, d = problem.shape
+    if len(parts) == 1 and len(parts[0][0]) == S:  # one part: no gathering and scattering
+        return parts[0][1](problem, generators)
     device = problem.factual.device
     result = SearchResult(
         counterfactuals=torch.empty(S, B, K, d, device=device),
@@ -129,8 +131,6 @@ def in_parts(problem: SearchProblem, generators: Sequence[GeneratorSpec],
         steps=torch.zeros(S, B, dtype=torch.long, device=device),
     )
     for rows, strategy in parts:
-        if len(rows) == S:  # one part: no gathering and scattering
-            return strategy(problem, generators)
         index = torch.tensor(list(rows), device=device)
         sub = dataclasses.replace(problem, factual=problem.factual[index], systems=problem.systems[index])
         part = strategy(sub, [generators[i] for i in rows])

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from recourse_sim.metrics.catalogue import metric_label
 from recourse_sim.reporting.populations import Projection, draw_surface, padded_limits
 from recourse_sim.reporting.style import DEFAULT_METRICS, PALETTE, colour_map, finish, panel_grid, plt, prepare_figure
-from recourse_sim.reporting.summary import summarise
+from recourse_sim.reporting.summary import levels, summarise
 
 
 def plot_final_bars(
@@ -29,8 +29,8 @@ def plot_final_bars(
     final = frame[frame["round"] == frame["round"].max()]
     metrics = [m for m in metrics if m in set(final["metric"])]
     summary = summarise(final[final["metric"].isin(metrics)])
-    models = list(frame["model"].unique())  # in order of appearance; unique(): a string column is slow to iterate
-    generators = list(frame["generator"].unique())
+    models = levels(frame["model"])
+    generators = levels(frame["generator"])
     colours = colour_map(generators)
     fig, axes = panel_grid(len(models), len(metrics), panel=(3.0, 2.6), fixed=False)  # rotated tick labels
     for row, model in enumerate(models):

@@ -23,7 +23,7 @@ import pandas as pd
 from recourse_sim.metrics.catalogue import ROBUSTNESS_EPSILONS, robustness_metric
 from recourse_sim.reporting.attribution import paired_effects, summarise_effects
 from recourse_sim.reporting.summary import markdown_table as _markdown
-from recourse_sim.reporting.summary import study_extent, summarise, wall_time_note
+from recourse_sim.reporting.summary import levels, study_extent, summarise, wall_time_note
 
 #: The faithfulness figures' metrics (trajectories per model and generator).
 FAITHFUL_METRICS = ("unfaithfulness", "implausibility", "ip_star", "set_size")
@@ -99,7 +99,7 @@ def report_markdown(frame: pd.DataFrame, seconds: float, quick: bool, figures: S
     lines = [
         "# Faithful first: JEM, ECCCo and Counterfactual Training in the recourse loop" + (" (quick)" if quick else ""),
         "",
-        f"{study_extent(frame)}; models: {', '.join(dict.fromkeys(frame['model']))}. {wall_time_note(seconds)} "
+        f"{study_extent(frame)}; models: {', '.join(levels(frame['model']))}. {wall_time_note(seconds)} "
         "Cells: mean [95% CI] over repetitions; differences are paired per repetition (p: paired t-test). "
         "Definitions: docs/faithful.md.",
         "",

@@ -9,6 +9,12 @@ from scipy import special  # scipy.stats costs ~0.6 s to import; its t quantile 
 GROUP = ["model", "generator", "round", "metric"]
 
 
+def levels(column: pd.Series) -> list:
+    """A column's distinct values in order of appearance, by ``unique()``: a Python loop over a results table's
+    string column (``dict.fromkeys``) took ~13 ms a time on 118k rows in a profile of the SaTML moons figures."""
+    return list(column.unique())
+
+
 def summarise(frame: pd.DataFrame, confidence: float = 0.95, by: list[str] | None = None) -> pd.DataFrame:
     """Mean, standard deviation, count and a t-interval of ``value`` over repetitions (NaNs ignored).
 

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from recourse_sim.generators.control import CONTROL
 from recourse_sim.metrics.catalogue import METRICS, metric_label
 from recourse_sim.reporting.style import DEFAULT_METRICS, colour_map, finish, panel_grid, plt, prepare_figure
-from recourse_sim.reporting.summary import summarise
+from recourse_sim.reporting.summary import levels, summarise
 
 
 def plot_trajectories(
@@ -27,11 +27,11 @@ def plot_trajectories(
 ) -> plt.Figure:
     """Mean trajectory per generator over rounds with a 95% CI band across repetitions; the no-recourse control
     (generator ``"none"``) is the dashed grey line."""
-    present = set(frame["metric"].unique())  # unique(), not a Python loop: a string column is slow to iterate
+    present = set(levels(frame["metric"]))
     metrics = [m for m in metrics if m in present]
     summary = summarise(frame[frame["metric"].isin(metrics)])
-    models = list(frame["model"].unique())  # in order of appearance
-    colours = colour_map(list(frame["generator"].unique()))
+    models = levels(frame["model"])
+    colours = colour_map(levels(frame["generator"]))
     ncol = min(len(colours), 6)
     fig, axes = panel_grid(len(models), len(metrics), panel=(3.2, 2.7), legend_rows=-(-len(colours) // ncol))
     for row, model in enumerate(models):
@@ -81,10 +81,10 @@ def plot_trajectory_grid(
     draw into an existing (e.g. dashboard) figure; it is cleared first. With ``row=None``, ``col_wrap`` wraps
     the metric panels into rows of that many columns.
     """
-    present = set(frame["metric"]) if len(frame) else set()
+    present = set(levels(frame["metric"])) if len(frame) else set()
     metrics = [m for m in metrics if m in present] or list(metrics)
-    rows = list(dict.fromkeys(frame[row])) if row is not None and len(frame) else [None]
-    hues = list(dict.fromkeys(frame[hue])) if len(frame) else []
+    rows = levels(frame[row]) if row is not None and len(frame) else [None]
+    hues = levels(frame[hue]) if len(frame) else []
     colours = colour_map(hues)
     by = [c for c in (row, hue, "round", "metric") if c is not None]
     summary = summarise(frame[frame["metric"].isin(metrics)], by=by) if len(frame) else pd.DataFrame(columns=by)
