@@ -35,7 +35,7 @@ def test_mesa_imported_by_the_model_names_its_loggers_as_a_plain_import_does():
 
 
 def test_the_module_lookup_is_restored_after_mesa_is_imported():
-    import recourse_sim.simulation.model as model
+    from recourse_sim.simulation import model
 
     stack, getmodule = inspect.stack, inspect.getmodule
     with model._cheap_module_lookup():

@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -505,10 +504,10 @@ def mmd_permutation_test(
     correction, so ``p = 0`` is possible). The reference caps *both* sides at ``min(|X|, max_samples)``; here
     each side is capped at ``max_samples`` on its own, which differs only when ``|X| < max_samples < |Y|``.
 
-    Each permutation is a uniform random re-split of the pooled sample (:class:`_Splits`). All permutations are evaluated as batched
-    quadratic forms of their X-side indicators (in chunks of about 200 MB): with the pooled kernel matrix, or for
-    1-D samples with its exact low-rank (Taylor) form in float64, where statistics within 1e-12 of the
-    observed one count as ties (``>=``). Use :func:`mmd_permutation_tests` for many pairs at once.
+    Each permutation is a uniform random re-split of the pooled sample (:class:`_Splits`). All permutations are
+    evaluated as batched quadratic forms of their X-side indicators (in chunks of about 200 MB): with the pooled
+    kernel matrix, or for 1-D samples with its exact low-rank (Taylor) form in float64, where statistics within
+    1e-12 of the observed one count as ties (``>=``). Use :func:`mmd_permutation_tests` for many pairs at once.
 
     Args:
         X: Samples ``(m, d)`` or ``(m,)``.

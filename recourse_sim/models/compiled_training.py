@@ -27,10 +27,10 @@ thread only), so pairs scheduled on numba's worker threads would treat subnormal
 main thread, making results depend on scheduling; and the experiment executor already runs one process per
 core (``--workers 2``), where threads inside each would oversubscribe the cores.
 
-Dropout masks come from splitmix64 (:mod:`recourse_sim.compiled_random`) inside the loop (a Weyl-sequence counter passed through two
-xor-shift-multiply rounds: a few integer operations per draw, instead of the torch step's ``torch.rand`` per
-layer per step, 30 % of real-data training time), one stream per (system, member) pair, seeded from one 62-bit
-seed drawn from the torch generator per call. A unit is kept when the top 24 bits ``k`` of its draw satisfy
+Dropout masks come from splitmix64 (:mod:`recourse_sim.compiled_random`) inside the loop (a Weyl-sequence
+counter passed through two xor-shift-multiply rounds: a few integer operations per draw, instead of the torch
+step's ``torch.rand`` per layer per step, 30 % of real-data training time), one stream per (system, member)
+pair, seeded from one 62-bit seed drawn from the torch generator per call. A unit is kept when the top 24 bits ``k`` of its draw satisfy
 ``k / 2^24 >= p``. The masks therefore differ from the torch step's (same keep probability, different draws).
 
 The module is imported lazily (only when CPU training first runs: numba costs ~0.3-0.5 s to import) and its
