@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import math
 import types
@@ -41,9 +42,16 @@ def check_value(field: str, value: Any, annotation: Any) -> None:
         raise ConfigError(field, value, " or ".join(dict.fromkeys(problems)))
 
 
+@functools.cache
+def type_hints(owner: Any) -> dict[str, Any]:
+    """``typing.get_type_hints(owner)``, evaluated once per class or function: with postponed annotations it
+    compiles every annotation string on each call (0.17 ms per ``SearchSettings``, 4 % of a 1,000-row search)."""
+    return typing.get_type_hints(owner)
+
+
 def check_fields(settings: Any, prefix: str) -> None:
     """Check every field of the dataclass instance ``settings`` against its annotation (see :func:`check_value`)."""
-    hints = typing.get_type_hints(type(settings))
+    hints = type_hints(type(settings))
     for item in dataclasses.fields(settings):
         check_value(f"{prefix}.{item.name}", getattr(settings, item.name), hints.get(item.name, Any))
 
@@ -66,7 +74,7 @@ def check_keywords(owner: str, target: Callable[..., Any], keywords: Mapping[str
     named = [name for name, p in parameters.items()
              if name not in exclude and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and name != "self"]
     open_ended = function is target and any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    hints = typing.get_type_hints(function)
+    hints = type_hints(function)
     for key, value in keywords.items():
         if key not in named:
             if open_ended and key not in exclude:

@@ -6,7 +6,6 @@ may build it directly.
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,7 +15,7 @@ from recourse_sim.errors import ConfigError
 from recourse_sim.generators.problem import SearchSettings
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.models.classifier import TorchClassifier
-from recourse_sim.settings import check_fields, check_value, require
+from recourse_sim.settings import check_fields, check_value, require, type_hints
 from recourse_sim.simulation.agents import AgentSettings
 
 Definitions = Literal["code", "paper"]
@@ -160,7 +159,7 @@ class SimulationConfig:
 
 def check_dynamics(rounds: int, repetitions: int, recourse_share: float, pairing: str) -> None:
     """The range checks of the dynamics' own settings (shared by :class:`SimulationConfig` and the scenario)."""
-    hints = typing.get_type_hints(SimulationConfig)
+    hints = type_hints(SimulationConfig)
     for name, value in (("rounds", rounds), ("repetitions", repetitions), ("recourse_share", recourse_share),
                         ("pairing", pairing)):
         check_value(name, value, hints[name])

@@ -35,7 +35,6 @@ counterfactual search and every prediction use the inference pass without dropou
 from __future__ import annotations
 
 import math
-import typing
 
 import numpy as np
 import torch
@@ -47,7 +46,7 @@ from recourse_sim.errors import ConfigError, DataError
 from recourse_sim.generators.constraints import FeatureConstraints
 from recourse_sim.generators.problem import SearchContext
 from recourse_sim.models.base import DECISION_THRESHOLD, StackedClassifier
-from recourse_sim.settings import check_value, parameter_names, require, unknown_key
+from recourse_sim.settings import check_value, parameter_names, require, type_hints, unknown_key
 from recourse_sim.training.counterfactuals import Tuples, ecco_spec, sample_tuples, tuple_chunks
 from recourse_sim.training.objective import Objective, Terms, Weights, terms
 from recourse_sim.training.parameters import SUPPORTED, TrainableClassifier, trainable
@@ -137,7 +136,7 @@ class CounterfactualTraining(StackedClassifier):
         if not isinstance(self.model, SUPPORTED):
             raise ConfigError(FIELD, type(self.model).__name__,
                               "a TorchClassifier (logistic_regression, mlp, deep_ensemble) or a ModuleClassifier")
-        hints = typing.get_type_hints(CounterfactualTraining.__init__)
+        hints = type_hints(CounterfactualTraining.__init__)
         for name, value in self.get_params().items():
             if name != "model":
                 check_value(f"{FIELD}.{name}", value, hints.get(name))
