@@ -46,33 +46,55 @@ def below(state: np.uint64, bound: int) -> tuple[np.uint64, int]:
             return state, np.int64(m >> np.uint64(32))
 
 
+@njit(cache=True, inline="always")
+def _shuffle_head(order: np.ndarray, k: int, state: np.uint64) -> np.uint64:
+    """A partial Fisher-Yates shuffle of ``order`` in place: position ``i`` swaps with a uniform position in
+    ``[i, n)``, for ``i < k``; ``order[:k]`` is then the head of a uniform random permutation. Returns the state."""
+    n = order.shape[0]
+    for i in range(k):
+        state, j = below(state, n - i)
+        j += i
+        chosen = order[j]
+        order[j] = order[i]
+        order[i] = chosen
+    return state
+
+
 @njit(cache=True)
 def permutation_heads(n_permutations: int, k: int, order: np.ndarray, state: np.uint64) -> tuple[np.ndarray, np.uint64]:
     """``(n_permutations, k)`` int64: the first ``k`` entries of ``n_permutations`` independent uniform random
     permutations of the ``n = len(order) < 2^32`` entries of ``order``; returns them and the new state.
 
-    Each row is a partial Fisher-Yates shuffle of ``order`` in place: position ``i`` swaps with a uniform position
-    in ``[i, n)``, for ``i < k``. Every row continues from the arrangement the previous row left: a Fisher-Yates
-    shuffle of any arrangement is uniform, and that arrangement depends only on earlier draws, so the rows stay
-    independent while each costs ``O(k)`` instead of ``O(n)``. Passing the returned state and the same ``order``
-    back continues the stream: drawing in chunks gives the rows of one call."""
+    Each row is a partial Fisher-Yates shuffle of ``order`` in place (:func:`_shuffle_head`). Every row continues
+    from the arrangement the previous row left: a Fisher-Yates shuffle of any arrangement is uniform, and that
+    arrangement depends only on earlier draws, so the rows stay independent while each costs ``O(k)`` instead of
+    ``O(n)``. Passing the returned state and the same ``order`` back continues the stream: drawing in chunks
+    gives the rows of one call."""
     heads = np.empty((n_permutations, k), np.int64)
-    n = order.shape[0]
     state = np.uint64(state)
     for p in range(n_permutations):
-        for i in range(k):
-            state, j = below(state, n - i)
-            j += i
-            chosen = order[j]
-            order[j] = order[i]
-            order[i] = chosen
-            heads[p, i] = chosen
+        state = _shuffle_head(order, k, state)
+        heads[p] = order[:k]
     return heads, state
+
+
+@njit(cache=True)
+def mark_permutation_heads(marks: np.ndarray, k: int, order: np.ndarray, state: np.uint64) -> np.uint64:
+    """The draws of :func:`permutation_heads` for ``len(marks)`` permutations, written as 0/1 indicators: row
+    ``p`` of the zero-filled ``marks`` (``(Q, n)``, any float dtype) gets a 1 at each of its head's entries.
+    Returns the new state."""
+    state = np.uint64(state)
+    for p in range(marks.shape[0]):
+        state = _shuffle_head(order, k, state)
+        for i in range(k):
+            marks[p, order[i]] = 1
+    return state
 
 
 class PermutationStream:
     """The X sides of one permutation test's re-splits, ``n_x`` of ``n`` pooled rows each, drawn in chunks of any
-    size from one stream seeded by one draw from ``rng`` (``torch.randint(0, 2**62, (1,))``) when it is made."""
+    size from one stream seeded by one draw from ``rng`` (``torch.randint(0, 2**62, (1,))``) when it is made:
+    as row indices (:meth:`take`) or as 0/1 indicator rows (:meth:`mark`), the same draws either way."""
 
     def __init__(self, n: int, n_x: int, rng) -> None:
         import torch
@@ -86,3 +108,7 @@ class PermutationStream:
         heads, state = permutation_heads(n_permutations, self.n_x, self.order, self.state)
         self.state = np.uint64(state)
         return heads
+
+    def mark(self, marks: np.ndarray) -> None:
+        """The next ``len(marks)`` X sides as 1s in the zero-filled ``(Q, n)`` array ``marks`` (in place)."""
+        self.state = np.uint64(mark_permutation_heads(marks, self.n_x, self.order, self.state))

@@ -25,6 +25,17 @@ def test_heads_equal_the_plain_python_replay(n, k):
     assert _heads(12, n, k, seed=n).tolist() == expected
 
 
+def test_indicator_rows_mark_the_same_draws_as_the_heads():
+    heads = _heads(9, 30, 11, seed=5)
+    marks = np.zeros((9, 30), np.float32)
+    stream = PermutationStream(30, 11, torch.Generator().manual_seed(5))
+    stream.mark(marks[:4])
+    stream.mark(marks[4:])  # in chunks, continuing the stream
+    expected = np.zeros((9, 30), np.float32)
+    np.put_along_axis(expected, heads, 1.0, axis=1)
+    assert (marks == expected).all()
+
+
 def test_chunks_continue_one_stream():
     stream = PermutationStream(50, 20, torch.Generator().manual_seed(3))
     chunks = np.concatenate([stream.take(size) for size in (4, 1, 7)])

@@ -153,6 +153,17 @@ def test_randperm_draws_of_other_devices_keep_each_systems_draws_together(monkey
     assert loop[0].p_value == pytest.approx(np.mean(np.array(null) >= loop[0].mmd2 - 1e-6))
 
 
+def test_indicators_in_another_dtype_get_the_same_draws():
+    """The compiled stream writes float32/float64 CPU indicators in place and anything else through a copy."""
+    rows = {}
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        A = torch.zeros(6, 40, dtype=dtype)
+        mmd_module._Splits(40, 17, _gen(3), torch.device("cpu"), ahead=6).mark(A)
+        rows[dtype] = A.double()
+    assert (rows[torch.float64].sum(-1) == 17).all()
+    assert torch.equal(rows[torch.float64], rows[torch.float32]) and torch.equal(rows[torch.float64], rows[torch.bfloat16])
+
+
 def test_batched_tests_take_samples_of_different_sizes():
     g = _gen(21)
     xs = [torch.randn(k, 2, generator=g, dtype=torch.float64) for k in (30, 30, 45, 30)]

@@ -230,13 +230,14 @@ def _subsample(X: Tensor, k: int, rng: torch.Generator | None) -> Tensor:
 
 
 class _Splits:
-    """The X sides (``(Q, n_x)`` pooled-sample rows) of one test's uniform random re-splits, drawn in chunks:
-    ``take(Q)`` gives the next ``Q``, and the chunks of one test are the rows of a single draw.
+    """The X sides of one test's uniform random re-splits (``n_x`` of the ``N`` pooled rows each), drawn in chunks:
+    ``mark(A)`` sets the next ``len(A)`` of them as 0/1 indicator rows, and the chunks of one test are the rows of
+    a single draw.
 
     On the CPU they come from one stream seeded by one draw from ``rng`` when the test starts
     (:class:`~recourse_sim.compiled_random.PermutationStream`: partial Fisher-Yates shuffles in one compiled call
-    per chunk); one ``torch.randperm`` per permutation cost ~12 us each, 2.7 s of a SaTML experiment's 216,590.
-    On other devices (a CUDA generator, or inputs there with ``rng=None``): the first ``n_x`` entries of one
+    per chunk, written straight into the indicators); one ``torch.randperm`` per permutation cost ~12 us each,
+    2.7 s of a SaTML experiment's 216,590, and the indicators' scatter 0.9 s more. On other devices (a CUDA generator, or inputs there with ``rng=None``): the first ``n_x`` entries of one
     ``torch.randperm(N)`` per permutation, on ``rng``'s device; the first ``ahead`` of them are drawn when the test
     starts, so that with several tests in one batch each test's draws stay together, as in one call per test."""
 
@@ -256,11 +257,20 @@ class _Splits:
     def _randperm(self) -> Tensor:
         return torch.randperm(self.N, generator=self.rng, device=self.where)[:self.n_x]
 
-    def take(self, Q: int) -> Tensor:
+    def mark(self, A: Tensor) -> None:
+        """Set the X sides of the next ``len(A)`` permutations to 1 in the zero-filled indicators ``A`` (Q, N)."""
         if self.stream is not None:
-            return torch.from_numpy(self.stream.take(Q)).to(self.device)
+            if A.device.type == "cpu" and A.dtype in (torch.float32, torch.float64):
+                self.stream.mark(A.numpy())  # written in place: no index tensor, no scatter
+            else:  # drawn on the CPU for inputs elsewhere (or in another dtype), then copied
+                marks = torch.zeros(A.shape, dtype=torch.float64)
+                self.stream.mark(marks.numpy())
+                A.copy_(marks)
+            return
+        Q = A.shape[0]
         ready, self.drawn = self.drawn[:Q], self.drawn[Q:]
-        return torch.stack(ready + [self._randperm() for _ in range(Q - len(ready))]).to(self.device)
+        side = torch.stack(ready + [self._randperm() for _ in range(Q - len(ready))]).to(self.device)
+        A.scatter_(-1, side, 1.0)
 
 
 def mmd2_from_sums(xx: Tensor, yy: Tensor, xy: Tensor, n_x, n_y) -> Tensor:
@@ -471,11 +481,11 @@ def _tests_of_equal_size(
         n_ge = torch.zeros(S, dtype=torch.int64, device=device)
         for done in range(0, P, chunk):
             Q = min(chunk, P - done)
-            side = torch.stack([splits.take(Q) for splits in sides])
             # Row 0 of the first chunk is the observed split, so it goes through the same arithmetic as the null.
             lead = 1 if observed is None else 0
             A = torch.zeros(S, lead + Q, N, dtype=stat_dtype, device=device)
-            A[:, lead:].scatter_(-1, side, 1.0)
+            for s, splits in enumerate(sides):
+                splits.mark(A[s, lead:])
             if lead:
                 A[:, 0, :n_x] = 1
             stats = statistics(A)
