@@ -44,7 +44,7 @@ if str(ROOT / "benchmarks") not in sys.path:
 
 from machine import describe, uptime  # noqa: E402
 
-#: The third-party imports a run needs, slowest first as measured (torch alone is about half of the import).
+#: The third-party imports a run needs (torch alone is about half of the import).
 HEAVY_IMPORTS = ("torch", "mesa", "pandas", "matplotlib.pyplot", "numba", "scipy.special")
 
 
