@@ -56,12 +56,13 @@ def _u(index: int) -> np.uint64:
 
 
 @njit(cache=True, inline="always")
-def _row_times_matrix(
+def row_times_matrix(
     x: np.ndarray, x_at: int, n_in: int, matrix: np.ndarray, m_at: int, out: np.ndarray, out_at: int, n_out: int,
 ) -> None:
     """``out[out_at:out_at + n_out] = x[x_at:x_at + n_in] @ M`` for the row-major ``n_in x n_out`` matrix ``M`` at
     ``matrix[m_at:]``; the innermost loop runs over outputs (vectorised) and the sums in input order, the first
-    term assigned (0 + x = x). Serves the forward pass (activations x W) and the backward pass (delta x W^T)."""
+    term assigned (0 + x = x). Serves the forward pass (activations x W) and the backward pass (delta x W^T), and the
+    forward pass of the compiled VAE (:mod:`~recourse_sim.models.compiled_vae`)."""
     a = x[_u(x_at)]
     for k in range(n_out):
         out[_u(out_at + k)] = a * matrix[_u(m_at + k)]
@@ -158,7 +159,7 @@ def _train_pair(
                             acc += acts[_u(src + r * fi + i)] * params[_u(wo + i)]
                         acts[_u(out)] = acc
                     else:  # innermost loop over outputs: vectorised; sums run in input order (first term: 0 + x = x)
-                        _row_times_matrix(acts, src + r * fi, fi, params, wo, acts, out, fo)
+                        row_times_matrix(acts, src + r * fi, fi, params, wo, acts, out, fo)
                     if layer < n_layers - 1:
                         for j in range(fo):
                             acts[_u(out + j)] = max(params[_u(bo + j)] + acts[_u(out + j)], zero)
@@ -211,7 +212,7 @@ def _train_pair(
                         source = transposed
                     for r in range(nb):
                         out = there + r * fi
-                        _row_times_matrix(deltas, here + r * fo, fo, params, source, deltas, out, fi)
+                        row_times_matrix(deltas, here + r * fo, fo, params, source, deltas, out, fi)
                         for i in range(fi):
                             if not acts[_u(src + r * fi + i)] > zero:
                                 deltas[_u(out + i)] = zero

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from recourse_sim.models.compiled_training import row_times_matrix
+
 _F32 = np.float32
 
 
@@ -91,41 +93,20 @@ def train_epoch(
                 x = X[s, order[start + r]]
                 eps_r = noise[s, start + r]
                 # ------------------------------------------------------------------------ forward
-                for k in range(h):
-                    he[k] = zero
-                for i in range(d):
-                    a = x[i]
-                    for k in range(h):
-                        he[k] += a * w[o_we + i * h + k]
+                row_times_matrix(x, 0, d, w, o_we, he, 0, h)
                 for k in range(h):
                     he[k] = max(he[k] + w[o_be + k], zero)
-                for u in range(L):
-                    mu[u] = zero
-                    ls[u] = zero
-                for k in range(h):
-                    a = he[k]
-                    for u in range(L):
-                        mu[u] += a * w[o_wm + k * L + u]
-                        ls[u] += a * w[o_ws + k * L + u]
+                row_times_matrix(he, 0, h, w, o_wm, mu, 0, L)
+                row_times_matrix(he, 0, h, w, o_ws, ls, 0, L)
                 for u in range(L):
                     mu[u] = mu[u] + w[o_bm + u]
                     ls[u] = ls[u] + w[o_bs + u]
                     sig[u] = np.exp(ls[u])
                     z[u] = mu[u] + sig[u] * eps_r[u]
-                for k in range(h):
-                    g[k] = zero
-                for u in range(L):
-                    a = z[u]
-                    for k in range(h):
-                        g[k] += a * w[o_w1 + u * h + k]
+                row_times_matrix(z, 0, L, w, o_w1, g, 0, h)
                 for k in range(h):
                     g[k] = max(g[k] + w[o_b1 + k], zero)
-                for j in range(d):
-                    rec[j] = zero
-                for k in range(h):
-                    a = g[k]
-                    for j in range(d):
-                        rec[j] += a * w[o_w2 + k * d + j]
+                row_times_matrix(g, 0, h, w, o_w2, rec, 0, d)  # + b_2 in the backward pass
                 # ----------------------------------------------------------------------- backward
                 for j in range(d):
                     drec[j] = two * (rec[j] + w[o_b2 + j] - x[j]) * inv
