@@ -13,6 +13,9 @@ What is measured (issue 12, "a retraining benchmark: steps per second for LR / M
 - initial training at n = 100,000 rows, 100 epochs (10 million steps), LR and MLP, S = 1: new timed in full;
   old timed on ``--old-initial-rows`` rows of one epoch and extrapolated to 100 epochs (it would take tens of
   minutes);
+- the real-data retraining round (scenarios/satml/<real>.toml): 4,000 rows x 10 epochs at batch size 500, d = 8
+  (California Housing), MLP and 5-member ensemble of (64, 64) with dropout 0.1, S = 35 (one model's systems in
+  a real-data cell); old timed on one epoch and extrapolated to 10;
 - both run with one torch intra-op thread, as the simulation does (``device.torch_threads(1)``), inside
   ``StackedMLP.train`` (so with denormals flushed); times are wall seconds (``time.perf_counter``), the best of
   ``--repeats``; every configuration is warmed up first. The first compiled call of the process (numba import +
@@ -25,6 +28,7 @@ Usage::
 
     python benchmarks/retraining.py                  # full table (~2-4 min on 2 busy cores)
     python benchmarks/retraining.py --systems 1 35 --no-initial
+    python benchmarks/retraining.py --systems --no-initial       # the real-data round only
 
 Writes ``benchmarks/results/retraining_cpu.md`` and ``.csv`` and prints the table.
 """
@@ -55,22 +59,26 @@ from recourse_sim.models.network import StackedMLP  # noqa: E402
 
 MODELS = {"LR": ((), 1), "MLP": ((32,), 1), "ensemble": ((32,), 5)}
 N_FEATURES = 2
+# the real-data protocol: (64, 64) with dropout 0.1, retrained at batch size 500 (scenarios/satml/*.toml)
+REAL_MODELS = {"MLP": ((64, 64), 1), "ensemble": ((64, 64), 5)}
+REAL_FEATURES, REAL_ROWS, REAL_BATCH, REAL_DROPOUT = 8, 4_000, 500, 0.1
 
 
-def _data(S: int, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _data(S: int, n: int, seed: int = 0, d: int = N_FEATURES) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    X = torch.randn(S, n, N_FEATURES, generator=g)
+    X = torch.randn(S, n, d, generator=g)
     y = ((X[..., 0] - X[..., 1] + 0.5 * torch.randn(S, n, generator=g)) > 0).float()
     return X, y
 
 
-def _time(net: StackedMLP, X: torch.Tensor, y: torch.Tensor, epochs: int, backend: str, repeats: int) -> float:
+def _time(net: StackedMLP, X: torch.Tensor, y: torch.Tensor, epochs: int, backend: str, repeats: int,
+          batch_size: int = 1) -> float:
     """Best wall seconds of ``repeats`` training calls, each from the same initial weights."""
     best = float("inf")
     for _ in range(repeats):
         trained = net.clone()
         start = time.perf_counter()
-        trained.train(X, y, epochs, batch_size=1, backend=backend)
+        trained.train(X, y, epochs, batch_size=batch_size, backend=backend, rng=torch.Generator().manual_seed(3))
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -97,7 +105,8 @@ def _first_call_seconds(cache_dir: str | None) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--systems", type=int, nargs="+", default=[1, 35, 105])
+    parser.add_argument("--systems", type=int, nargs="*", default=[1, 35, 105],
+                        help="S for the batch-1 rounds (none: skip them)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--rows", type=int, default=800)
     parser.add_argument("--epochs", type=int, default=10)
@@ -106,6 +115,8 @@ def main() -> None:
     parser.add_argument("--initial-epochs", type=int, default=100)
     parser.add_argument("--old-initial-rows", type=int, default=2_000)
     parser.add_argument("--no-initial", action="store_true")
+    parser.add_argument("--real-systems", type=int, nargs="*", default=[35],
+                        help="S for the real-data round (none: skip it)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "retraining_cpu.md")
     args = parser.parse_args()
@@ -151,6 +162,24 @@ def main() -> None:
                     speedup=old_total / new_total, old_note=f"extrapolated from {args.old_initial_rows} steps",
                 ))
                 print(_row_md(rows[-1]), flush=True)
+        for name, (hidden, members) in REAL_MODELS.items():
+            for S in args.real_systems:
+                X, y = _data(S, REAL_ROWS, seed=3, d=REAL_FEATURES)
+                net = StackedMLP(S, members, REAL_FEATURES, hidden, dropout=REAL_DROPOUT,
+                                 rng=torch.Generator().manual_seed(1))
+                for backend in ("torch", "compiled"):  # warm-up
+                    net.clone().train(X[:, :20], y[:, :20], 1, batch_size=REAL_BATCH, backend=backend)
+                old_round = _time(net, X, y, 1, "torch", 1, REAL_BATCH) * args.epochs
+                new_round = _time(net, X, y, args.epochs, "compiled", args.repeats, REAL_BATCH)
+                steps = -(-REAL_ROWS // REAL_BATCH) * args.epochs
+                rows.append(dict(
+                    work=f"real retrain {REAL_ROWS} x {args.epochs} ep, batch {REAL_BATCH}", model=f"{name} 64-64",
+                    S=S, members=members, steps=steps, old_s=old_round, new_s=new_round,
+                    old_steps_per_s=steps / old_round, new_steps_per_s=steps / new_round,
+                    new_member_steps_per_s=steps * S * members / new_round, speedup=old_round / new_round,
+                    old_note="extrapolated from 1 epoch",
+                ))
+                print(_row_md(rows[-1]), flush=True)
     load_after = uptime()
     _write(args, rows, first_call, load_before, load_after)
 
@@ -162,7 +191,7 @@ HEADER = ("| work | model | S | S x M | old s | new s | old steps/s | new steps/
 def _row_md(r: dict) -> str:
     return (f"| {r['work']} | {r['model']} | {r['S']} | {r['S'] * r['members']} | {r['old_s']:.3g} | "
             f"{r['new_s']:.3g} | {r['old_steps_per_s']:,.0f} | {r['new_steps_per_s']:,.0f} | "
-            f"{r['new_member_steps_per_s']:,.0f} | {r['speedup']:.0f}x |")
+            f"{r['new_member_steps_per_s']:,.0f} | {r['speedup']:.{0 if r['speedup'] >= 10 else 1}f}x |")
 
 
 def _write(args: argparse.Namespace, rows: list[dict], first_call: dict, load_before: str, load_after: str) -> None:
@@ -180,6 +209,9 @@ Machine load (`uptime`), before: `{load_before}`; after: `{load_after}`. The mac
 work while this ran, so absolute times are pessimistic; old and new ran interleaved under the same load.
 
 Batch size 1, default Adam (lr 1e-3), no shuffle, d = {N_FEATURES} features; ensemble = 5 members x (32,).
+The "real retrain" rows are the real-data protocol instead: d = {REAL_FEATURES}, hidden (64, 64), dropout
+{REAL_DROPOUT}, batch size {REAL_BATCH} ({REAL_ROWS:,} rows: {-(-REAL_ROWS // REAL_BATCH)} steps per epoch); there a
+member-step is one mini-batch of one member, and old is timed on one epoch.
 A step is one optimiser step of the whole stack; member-steps count S x M members. **Old** (`backend="torch"`):
 timed on {args.old_rows} steps (retraining) / {args.old_initial_rows} steps (initial training) and
 extrapolated linearly to the full work (its cost per step is constant). **New** (`backend="compiled"`): the full

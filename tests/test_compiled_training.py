@@ -11,6 +11,7 @@ batch each move weights by >= 1e-3 here), loose enough for rounding to accumulat
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -104,25 +105,29 @@ def test_stacked_compiled_training_equals_separate_compiled_training_exactly():
         assert torch.equal(net.flat[0], stack.flat[s])
 
 
-def test_dropout_keep_rate_of_the_compiled_masks():
-    """One batch-1 step with every hidden pre-activation positive: an output weight gets a non-zero gradient
-    (and so Adam's first step of -lr * sign) exactly when its hidden unit was kept. The share of moved output
-    weights is the keep rate: 1 - p within 4 binomial standard deviations (20,000 draws: +-0.013 at p = 0.3).
-    Masks also differ between members and between seeds."""
+@pytest.mark.parametrize("rows", [1, 3, 6])
+def test_dropout_keep_rate_of_the_compiled_masks(rows):
+    """One step on a batch of ``rows`` identical rows with every hidden pre-activation positive: an output
+    weight gets a non-zero gradient (and so Adam's first step of -lr * sign) exactly when its hidden unit was
+    kept in at least one row. With independent masks per row, the share of moved output weights is
+    ``1 - p^rows`` (1 - p for one row); masks repeated across the rows of a batch would give 1 - p. Asserted
+    within 4 binomial standard deviations (20,000 draws: +-0.013 for one row at p = 0.3). Masks also differ
+    between members and between seeds."""
     S, M, H, p = 4, 5, 1000, 0.3
     net = StackedMLP(S, M, 1, (H,), dropout=p, rng=torch.Generator().manual_seed(0))
     net.weights[0].copy_(net.weights[0].abs() + 0.1)  # x = 1 > 0 and positive weights: every unit active
-    X, y = torch.ones(S, 1, 1), torch.zeros(S, 1)
+    X, y = torch.ones(S, rows, 1), torch.zeros(S, rows)
 
     def moved(seed: int) -> torch.Tensor:
         trained = net.clone()
-        trained.train(X, y, epochs=1, rng=torch.Generator().manual_seed(seed))
+        trained.train(X, y, epochs=1, batch_size=rows, rng=torch.Generator().manual_seed(seed))
         return (trained.weights[1] != net.weights[1]).squeeze(-1)  # (S, M, H)
 
     kept = moved(1)
     rate = kept.float().mean().item()
-    sd = (p * (1 - p) / kept.numel()) ** 0.5
-    assert abs(rate - (1 - p)) < 4 * sd
+    expected = 1 - p**rows
+    sd = (expected * (1 - expected) / kept.numel()) ** 0.5
+    assert abs(rate - expected) < 4 * sd
     assert not torch.equal(kept[0, 0], kept[0, 1]) and not torch.equal(kept[0, 0], kept[1, 0])
     assert torch.equal(moved(1), kept) and not torch.equal(moved(2), kept)
 
@@ -165,3 +170,29 @@ def test_zero_epochs_is_a_no_op_and_unknown_backend_is_refused():
     assert torch.equal(net.flat, before)
     with pytest.raises(ValueError, match="backend"):
         net.train(X, y, epochs=1, backend="cuda-graphs")
+
+
+@pytest.mark.parametrize("n_rows, n_in, n_out", [(0, 3, 5), (1, 4, 8), (4, 1, 64), (7, 6, 5), (9, 64, 64)])
+def test_blocked_products_keep_the_sums_in_input_and_row_order(n_rows, n_in, n_out):
+    """The mini-batch products of the compiled loop (four rows per pass) give the bits of sums taken one term
+    at a time in float32: ``x @ M`` summed over inputs in order (first term assigned), and ``G + sum_r
+    outer(a_r, delta_r)`` added row by row. Rounding-order changes would show as inequality here."""
+    from recourse_sim.models.compiled_training import _add_outer_products, _rows_times_matrix
+
+    rng = np.random.default_rng(n_rows * 100 + n_in)
+    x = rng.standard_normal((n_rows, n_in)).astype(np.float32)
+    M = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    buffer = np.concatenate([x.ravel(), np.full(n_rows * n_out, np.nan, np.float32)])  # in and out share it
+    _rows_times_matrix(buffer, 0, n_rows, n_in, M.ravel(), 0, buffer, n_rows * n_in, n_out)
+    expected = x[:, :1] * M[0]
+    for i in range(1, n_in):
+        expected = expected + x[:, i : i + 1] * M[i]
+    assert np.array_equal(buffer[n_rows * n_in :].reshape(n_rows, n_out), expected)
+
+    delta = rng.standard_normal((n_rows, n_out)).astype(np.float32)
+    G = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    grad = G.ravel().copy()
+    _add_outer_products(x.ravel(), 0, n_in, delta.ravel(), 0, n_out, n_rows, grad, 0)
+    for r in range(n_rows):
+        G = G + x[r][:, None] * delta[r][None, :]
+    assert np.array_equal(grad.reshape(n_in, n_out), G)

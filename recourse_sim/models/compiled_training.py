@@ -21,6 +21,12 @@ Each (system, member) pair has disjoint parameters and its own Adam state, so pa
 other, each to the end of the call. Mini-batch sums run in row order, so results differ from torch's
 BLAS-ordered sums only by float32 rounding.
 
+Mini-batches (the real-data protocol trains at batch size 500) go through the layer products four rows at a
+time (:func:`_rows_times_matrix`, :func:`_add_outer_products`): each weight loaded serves four rows and each
+gradient element is stored once per four products, with every sum in the same order as one row at a time, so
+the bits do not change. Measured on the SaTML real-data stacks (8-64-64-1, dropout 0.1, 4,000 rows x 10
+epochs at batch 500, S = 35): 8.70 -> 5.96 s per round for the 5-member ensembles, 1.71 -> 1.19 s for the MLPs.
+
 Why not ``parallel=True`` (``prange`` over pairs): on the 2-core machine it was written on, with other work
 running, it measured 1.0-1.45x (noisy); a training call runs inside ``flush_denormals`` (FTZ/DAZ set on the calling
 thread only), so pairs scheduled on numba's worker threads would treat subnormals differently from pairs on the
@@ -31,7 +37,8 @@ Dropout masks come from splitmix64 (:mod:`recourse_sim.compiled_random`) inside 
 counter passed through two xor-shift-multiply rounds: a few integer operations per draw, instead of the torch
 step's ``torch.rand`` per layer per step, 30 % of real-data training time), one stream per (system, member)
 pair, seeded from one 62-bit seed drawn from the torch generator per call. A unit is kept when the top 24 bits ``k`` of its draw satisfy
-``k / 2^24 >= p``. The masks therefore differ from the torch step's (same keep probability, different draws).
+``k / 2^24 >= p``; a mini-batch's units take consecutive draws in row-major order. The masks therefore differ
+from the torch step's (same keep probability, different draws).
 
 The module is imported lazily (only when CPU training first runs: numba costs ~0.3-0.5 s to import) and its
 functions compile with ``cache=True``: the first call in a fresh environment compiles them (one signature,
@@ -71,6 +78,92 @@ def row_times_matrix(
         row = m_at + i * n_out
         for k in range(n_out):
             out[_u(out_at + k)] += a * matrix[_u(row + k)]
+
+
+@njit(cache=True, inline="always")
+def _four_rows_times_matrix(
+    x: np.ndarray, x_at: int, n_in: int, matrix: np.ndarray, m_at: int, out: np.ndarray, out_at: int, n_out: int,
+) -> None:
+    """:func:`row_times_matrix` for four consecutive rows of ``x`` (stride ``n_in``) into four consecutive rows of
+    ``out`` (stride ``n_out``): each loaded vector of ``M`` serves four rows, which more than doubles the
+    mini-batch throughput of the 64-unit layers (one load and one multiply-add per output element instead of
+    a load, a multiply-add and a store per row). Every output keeps its sum in input order: the same bits."""
+    o1 = out_at + n_out
+    o2 = o1 + n_out
+    o3 = o2 + n_out
+    for i in range(n_in):
+        a0 = x[_u(x_at + i)]
+        a1 = x[_u(x_at + n_in + i)]
+        a2 = x[_u(x_at + 2 * n_in + i)]
+        a3 = x[_u(x_at + 3 * n_in + i)]
+        row = m_at + i * n_out
+        if i == 0:  # the first term assigned (0 + x = x), as in row_times_matrix
+            for k in range(n_out):
+                w = matrix[_u(row + k)]
+                out[_u(out_at + k)] = a0 * w
+                out[_u(o1 + k)] = a1 * w
+                out[_u(o2 + k)] = a2 * w
+                out[_u(o3 + k)] = a3 * w
+        else:
+            for k in range(n_out):
+                w = matrix[_u(row + k)]
+                out[_u(out_at + k)] += a0 * w
+                out[_u(o1 + k)] += a1 * w
+                out[_u(o2 + k)] += a2 * w
+                out[_u(o3 + k)] += a3 * w
+
+
+@njit(cache=True, inline="always")
+def _rows_times_matrix(
+    x: np.ndarray, x_at: int, n_rows: int, n_in: int, matrix: np.ndarray, m_at: int, out: np.ndarray, out_at: int,
+    n_out: int,
+) -> None:
+    """``out[rows] = x[rows] @ M`` for ``n_rows`` consecutive rows: four rows at a time, then one at a time."""
+    r = 0
+    while r + 4 <= n_rows:
+        _four_rows_times_matrix(x, x_at + r * n_in, n_in, matrix, m_at, out, out_at + r * n_out, n_out)
+        r += 4
+    while r < n_rows:
+        row_times_matrix(x, x_at + r * n_in, n_in, matrix, m_at, out, out_at + r * n_out, n_out)
+        r += 1
+
+
+@njit(cache=True, inline="always")
+def _add_outer_products(
+    acts: np.ndarray, a_at: int, n_in: int, deltas: np.ndarray, d_at: int, n_out: int, n_rows: int,
+    grad: np.ndarray, g_at: int,
+) -> None:
+    """``G += sum_r outer(a_r, delta_r)`` over ``n_rows`` rows (``a`` rows of ``n_in`` at ``acts[a_at:]``, delta rows
+    of ``n_out`` at ``deltas[d_at:]``, ``G`` row-major ``n_in x n_out`` at ``grad[g_at:]``), the rows added in row
+    order. Four rows per pass: each gradient element is loaded and stored once per four products, in the same
+    order of additions as one row at a time (the same bits)."""
+    r = 0
+    while r + 4 <= n_rows:
+        d0 = d_at + r * n_out
+        d1 = d0 + n_out
+        d2 = d1 + n_out
+        d3 = d2 + n_out
+        for i in range(n_in):
+            a0 = acts[_u(a_at + r * n_in + i)]
+            a1 = acts[_u(a_at + (r + 1) * n_in + i)]
+            a2 = acts[_u(a_at + (r + 2) * n_in + i)]
+            a3 = acts[_u(a_at + (r + 3) * n_in + i)]
+            row = g_at + i * n_out
+            for j in range(n_out):
+                g = grad[_u(row + j)]
+                g += a0 * deltas[_u(d0 + j)]
+                g += a1 * deltas[_u(d1 + j)]
+                g += a2 * deltas[_u(d2 + j)]
+                g += a3 * deltas[_u(d3 + j)]
+                grad[_u(row + j)] = g
+        r += 4
+    while r < n_rows:
+        for i in range(n_in):
+            a = acts[_u(a_at + r * n_in + i)]
+            row = g_at + i * n_out
+            for j in range(n_out):
+                grad[_u(row + j)] += a * deltas[_u(d_at + r * n_out + j)]
+        r += 1
 
 
 @njit(cache=True, error_model="numpy")
@@ -151,26 +244,28 @@ def _train_pair(
                     for k in range(fi * fo):
                         params[_u(n_params + wo + k)] = params[_u(wo + k)] * scale
                     wo += n_params
-                for r in range(nb):
-                    out = dst + r * fo
-                    if fo == 1:  # the logit: a dot product (the same sum, without a vector loop per input)
+                if fo == 1:  # the logit: a dot product per row (the same sum, without a vector loop per input)
+                    for r in range(nb):
                         acc = zero
                         for i in range(fi):
                             acc += acts[_u(src + r * fi + i)] * params[_u(wo + i)]
-                        acts[_u(out)] = acc
-                    else:  # innermost loop over outputs: vectorised; sums run in input order (first term: 0 + x = x)
-                        row_times_matrix(acts, src + r * fi, fi, params, wo, acts, out, fo)
-                    if layer < n_layers - 1:
+                        acts[_u(dst + r)] = acc
+                else:  # innermost loop over outputs: vectorised; sums run in input order (first term: 0 + x = x)
+                    _rows_times_matrix(acts, src, nb, fi, params, wo, acts, dst, fo)
+                hidden = layer < n_layers - 1
+                for r in range(nb):
+                    out = dst + r * fo
+                    if hidden:
                         for j in range(fo):
                             acts[_u(out + j)] = max(params[_u(bo + j)] + acts[_u(out + j)], zero)
-                        if use_dropout:
-                            for j in range(fo):
-                                state, bits = splitmix64(state)
-                                if (bits >> np.uint64(40)) < keep_threshold:
-                                    acts[_u(out + j)] = zero
                     else:
                         for j in range(fo):
                             acts[_u(out + j)] = params[_u(bo + j)] + acts[_u(out + j)]
+                if hidden and use_dropout:  # the batch's units in row-major order, one draw each
+                    for t in range(nb * fo):
+                        state, bits = splitmix64(state)
+                        if (bits >> np.uint64(40)) < keep_threshold:
+                            acts[_u(dst + t)] = zero
             # ------------------------------------------------------------- backward (batch-mean BCE)
             nb_f = _F32(nb)
             last = a_off[n_layers]
@@ -187,16 +282,13 @@ def _train_pair(
                 for r in range(nb):  # sums over the batch in row order
                     for j in range(fo):
                         grad[_u(bo + j)] += deltas[_u(here + r * fo + j)]
-                    if fo == 1:  # the output layer: one loop over inputs (the same sums)
+                if fo == 1:  # the output layer: one loop over inputs (the same sums)
+                    for r in range(nb):
                         dr = deltas[_u(here + r)]
                         for i in range(fi):
                             grad[_u(wo + i)] += acts[_u(src + r * fi + i)] * dr
-                    else:
-                        for i in range(fi):
-                            a = acts[_u(src + r * fi + i)]
-                            row = wo + i * fo
-                            for j in range(fo):
-                                grad[_u(row + j)] += a * deltas[_u(here + r * fo + j)]
+                else:
+                    _add_outer_products(acts, src, fi, deltas, here, fo, nb, grad, wo)
                 if scaled:
                     for k in range(fi * fo):
                         grad[_u(wo + k)] = grad[_u(wo + k)] * scale
@@ -210,9 +302,9 @@ def _train_pair(
                             for j in range(fo):
                                 params[_u(transposed + j * fi + i)] = params[_u(source + i * fo + j)]
                         source = transposed
+                    _rows_times_matrix(deltas, here, nb, fo, params, source, deltas, there, fi)
                     for r in range(nb):
                         out = there + r * fi
-                        row_times_matrix(deltas, here + r * fo, fo, params, source, deltas, out, fi)
                         for i in range(fi):
                             if not acts[_u(src + r * fi + i)] > zero:
                                 deltas[_u(out + i)] = zero
