@@ -24,8 +24,9 @@ BLAS-ordered sums only by float32 rounding.
 Mini-batches (the real-data protocol trains at batch size 500) go through the layer products four rows at a
 time (:func:`_rows_times_matrix`, :func:`_add_outer_products`): each weight loaded serves four rows and each
 gradient element is stored once per four products, with every sum in the same order as one row at a time, so
-the bits do not change. Measured on the SaTML real-data stacks (8-64-64-1, dropout 0.1, 4,000 rows x 10
-epochs at batch 500, S = 35): 8.70 -> 5.96 s per round for the 5-member ensembles, 1.71 -> 1.19 s for the MLPs.
+the bits do not change. Measured on a real-data retraining round (``benchmarks/retraining.py``: 8-64-64-1,
+dropout 0.1, 4,000 rows x 10 epochs at batch 500, S = 35): 8.58 -> 5.85 s for the 5-member ensembles, 1.71 ->
+1.18 s for the MLPs, against one row at a time.
 
 Why not ``parallel=True`` (``prange`` over pairs): on the 2-core machine it was written on, with other work
 running, it measured 1.0-1.45x (noisy); a training call runs inside ``flush_denormals`` (FTZ/DAZ set on the calling
