@@ -49,6 +49,31 @@ def test_hand_written_dropout_gradient_equals_autograd_with_the_same_masks():
     torch.testing.assert_close(grad, flat.grad, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("systems_per_chunk", [1, 2])
+@pytest.mark.parametrize("systems", [None, [4, 0, 2]])
+def test_inference_in_chunks_of_systems_gives_the_bits_of_one_pass(monkeypatch, systems_per_chunk, systems):
+    """Without autograd, ``member_logits`` runs a few systems at a time (large inputs); the logits are those of
+    the one-pass (autograd) forward bit for bit, and those of each member computed alone."""
+    from recourse_sim.models import network
+
+    S, M, n, d, hidden = 5, 3, 11, 4, (6, 7)
+    net = StackedMLP(S, M, d, hidden, rng=torch.Generator().manual_seed(2))
+    chosen = None if systems is None else torch.tensor(systems)
+    X = torch.randn(S if systems is None else len(systems), n, d, generator=torch.Generator().manual_seed(3))
+    one_pass = net.member_logits(X, chosen).detach()
+    monkeypatch.setattr(network, "_CHUNK_BYTES", systems_per_chunk * M * n * max(hidden) * 4)
+    with torch.no_grad():
+        chunked = net.member_logits(X, chosen)
+    assert torch.equal(chunked, one_pass)
+    for row, s in enumerate(range(S) if systems is None else systems):
+        for m in range(M):
+            h = X[row]
+            for layer, (W, b) in enumerate(zip(net.weights, net.biases)):
+                h = h @ W[s, m] + b[s, m]
+                h = torch.relu(h) if layer < len(hidden) else h
+            torch.testing.assert_close(chunked[row, m], h.squeeze(-1))
+
+
 @pytest.mark.parametrize("hidden,members", [((), 1), ((8,), 1), ((8, 8), 3)])
 def test_stacked_training_equals_separate_training(hidden, members):
     """One stacked step updates S systems exactly as S separate trainings from the same initial weights."""
