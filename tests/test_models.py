@@ -60,6 +60,8 @@ def test_inference_in_chunks_of_systems_gives_the_bits_of_one_pass(monkeypatch, 
     net = StackedMLP(S, M, d, hidden, rng=torch.Generator().manual_seed(2))
     chosen = None if systems is None else torch.tensor(systems)
     X = torch.randn(S if systems is None else len(systems), n, d, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():  # no rows: one (empty) pass
+        assert net.member_logits(X[:, :0], chosen).shape == (X.shape[0], M, 0)
     one_pass = net.member_logits(X, chosen).detach()
     monkeypatch.setattr(network, "_CHUNK_BYTES", systems_per_chunk * M * n * max(hidden) * 4)
     with torch.no_grad():

@@ -291,12 +291,31 @@ def _search_range(
                     for o in range(fo):
                         for lane in range(L):
                             acts[km, dst + o, lane] = zero
-                    for i in range(fi):
+                    # four inputs per pass: an output is loaded and stored once per four products instead of
+                    # once per product (the stores bound this loop); the sums keep their input order
+                    i = 0
+                    while i + 4 <= fi:
+                        row = wo + i * fo
+                        for o in range(fo):
+                            w0 = params[row + o]
+                            w1 = params[row + fo + o]
+                            w2 = params[row + 2 * fo + o]
+                            w3 = params[row + 3 * fo + o]
+                            for lane in range(L):
+                                acc = acts[km, dst + o, lane]
+                                acc += acts[km, src + i, lane] * w0
+                                acc += acts[km, src + i + 1, lane] * w1
+                                acc += acts[km, src + i + 2, lane] * w2
+                                acc += acts[km, src + i + 3, lane] * w3
+                                acts[km, dst + o, lane] = acc
+                        i += 4
+                    while i < fi:
                         row = wo + i * fo
                         for o in range(fo):
                             w = params[row + o]
                             for lane in range(L):
                                 acts[km, dst + o, lane] += acts[km, src + i, lane] * w
+                        i += 1
                     hidden = layer < n_layers - 1
                     for o in range(fo):
                         bias = params[bo + o]
@@ -391,14 +410,29 @@ def _search_range(
                     for o in range(fo):  # the ReLU gate, read from the stored activation (torch: result > 0)
                         for lane in range(L):
                             back[here, o, lane] = back[here, o, lane] if acts[km, out + o, lane] > zero else zero
-                    for i in range(fi):
+                    for i in range(fi):  # four outputs per pass, as in the forward pass; sums in output order
                         row = wo + i * fo
                         for lane in range(L):
                             back[there, i, lane] = zero
-                        for o in range(fo):
+                        o = 0
+                        while o + 4 <= fo:
+                            w0 = params[row + o]
+                            w1 = params[row + o + 1]
+                            w2 = params[row + o + 2]
+                            w3 = params[row + o + 3]
+                            for lane in range(L):
+                                acc = back[there, i, lane]
+                                acc += w0 * back[here, o, lane]
+                                acc += w1 * back[here, o + 1, lane]
+                                acc += w2 * back[here, o + 2, lane]
+                                acc += w3 * back[here, o + 3, lane]
+                                back[there, i, lane] = acc
+                            o += 4
+                        while o < fo:
                             w = params[row + o]
                             for lane in range(L):
                                 back[there, i, lane] += w * back[here, o, lane]
+                            o += 1
                     here = there
                 for j in range(d):
                     for lane in range(L):

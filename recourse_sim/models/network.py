@@ -133,7 +133,7 @@ class StackedMLP:
             biases = [b.index_select(0, systems) for b in biases]
         drop = dropout_rng is not None and self.dropout > 0
         per_system = self.n_members * X.shape[-2] * max(self.hidden, default=1) * X.element_size()
-        chunk = max(1, _CHUNK_BYTES // per_system)
+        chunk = max(1, _CHUNK_BYTES // max(per_system, 1))  # (no rows: one pass)
         if drop or torch.is_grad_enabled() or chunk >= X.shape[0]:
             return self._forward(X, weights, biases, dropout_rng if drop else None)
         # Inference on many rows: a few systems at a time, so each layer's (chunk, M, n, width) activations are
