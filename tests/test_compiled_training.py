@@ -177,13 +177,13 @@ def test_blocked_products_keep_the_sums_in_input_and_row_order(n_rows, n_in, n_o
     """The mini-batch products of the compiled loop (four rows per pass) give the bits of sums taken one term
     at a time in float32: ``x @ M`` summed over inputs in order (first term assigned), and ``G + sum_r
     outer(a_r, delta_r)`` added row by row. Rounding-order changes would show as inequality here."""
-    from recourse_sim.models.compiled_training import _add_outer_products, _rows_times_matrix
+    from recourse_sim.models.compiled_training import add_outer_products, rows_times_matrix
 
     rng = np.random.default_rng(n_rows * 100 + n_in)
     x = rng.standard_normal((n_rows, n_in)).astype(np.float32)
     M = rng.standard_normal((n_in, n_out)).astype(np.float32)
     buffer = np.concatenate([x.ravel(), np.full(n_rows * n_out, np.nan, np.float32)])  # in and out share it
-    _rows_times_matrix(buffer, 0, n_rows, n_in, M.ravel(), 0, buffer, n_rows * n_in, n_out)
+    rows_times_matrix(buffer, 0, n_rows, n_in, M.ravel(), 0, buffer, n_rows * n_in, n_out)
     expected = x[:, :1] * M[0]
     for i in range(1, n_in):
         expected = expected + x[:, i : i + 1] * M[i]
@@ -192,7 +192,7 @@ def test_blocked_products_keep_the_sums_in_input_and_row_order(n_rows, n_in, n_o
     delta = rng.standard_normal((n_rows, n_out)).astype(np.float32)
     G = rng.standard_normal((n_in, n_out)).astype(np.float32)
     grad = G.ravel().copy()
-    _add_outer_products(x.ravel(), 0, n_in, delta.ravel(), 0, n_out, n_rows, grad, 0)
+    add_outer_products(x.ravel(), 0, n_in, delta.ravel(), 0, n_out, n_rows, grad, 0)
     for r in range(n_rows):
         G = G + x[r][:, None] * delta[r][None, :]
     assert np.array_equal(grad.reshape(n_in, n_out), G)

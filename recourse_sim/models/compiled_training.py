@@ -22,7 +22,7 @@ other, each to the end of the call. Mini-batch sums run in row order, so results
 BLAS-ordered sums only by float32 rounding.
 
 Mini-batches (the real-data protocol trains at batch size 500) go through the layer products four rows at a
-time (:func:`_rows_times_matrix`, :func:`_add_outer_products`): each weight loaded serves four rows and each
+time (:func:`rows_times_matrix`, :func:`add_outer_products`): each weight loaded serves four rows and each
 gradient element is stored once per four products, with every sum in the same order as one row at a time, so
 the bits do not change. Measured on a real-data retraining round (``benchmarks/retraining.py``: 8-64-64-1,
 dropout 0.1, 4,000 rows x 10 epochs at batch 500, S = 35): 8.58 -> 5.85 s for the 5-member ensembles, 1.71 ->
@@ -115,7 +115,7 @@ def _four_rows_times_matrix(
 
 
 @njit(cache=True, inline="always")
-def _rows_times_matrix(
+def rows_times_matrix(
     x: np.ndarray, x_at: int, n_rows: int, n_in: int, matrix: np.ndarray, m_at: int, out: np.ndarray, out_at: int,
     n_out: int,
 ) -> None:
@@ -130,7 +130,7 @@ def _rows_times_matrix(
 
 
 @njit(cache=True, inline="always")
-def _add_outer_products(
+def add_outer_products(
     acts: np.ndarray, a_at: int, n_in: int, deltas: np.ndarray, d_at: int, n_out: int, n_rows: int,
     grad: np.ndarray, g_at: int,
 ) -> None:
@@ -252,7 +252,7 @@ def _train_pair(
                             acc += acts[_u(src + r * fi + i)] * params[_u(wo + i)]
                         acts[_u(dst + r)] = acc
                 else:  # innermost loop over outputs: vectorised; sums run in input order (first term: 0 + x = x)
-                    _rows_times_matrix(acts, src, nb, fi, params, wo, acts, dst, fo)
+                    rows_times_matrix(acts, src, nb, fi, params, wo, acts, dst, fo)
                 hidden = layer < n_layers - 1
                 for r in range(nb):
                     out = dst + r * fo
@@ -289,7 +289,7 @@ def _train_pair(
                         for i in range(fi):
                             grad[_u(wo + i)] += acts[_u(src + r * fi + i)] * dr
                 else:
-                    _add_outer_products(acts, src, fi, deltas, here, fo, nb, grad, wo)
+                    add_outer_products(acts, src, fi, deltas, here, fo, nb, grad, wo)
                 if scaled:
                     for k in range(fi * fo):
                         grad[_u(wo + k)] = grad[_u(wo + k)] * scale
@@ -303,7 +303,7 @@ def _train_pair(
                             for j in range(fo):
                                 params[_u(transposed + j * fi + i)] = params[_u(source + i * fo + j)]
                         source = transposed
-                    _rows_times_matrix(deltas, here, nb, fo, params, source, deltas, there, fi)
+                    rows_times_matrix(deltas, here, nb, fo, params, source, deltas, there, fi)
                     for r in range(nb):
                         out = there + r * fi
                         for i in range(fi):
