@@ -134,12 +134,12 @@ class StackedMLP:
         drop = dropout_rng is not None and self.dropout > 0
         per_system = self.n_members * X.shape[-2] * max(self.hidden, default=1) * X.element_size()
         chunk = max(1, _CHUNK_BYTES // max(per_system, 1))  # (no rows: one pass)
-        if drop or torch.is_grad_enabled() or chunk >= X.shape[0]:
+        if drop or torch.is_grad_enabled() or chunk >= X.shape[0] or X.device.type != "cpu":
             return self._forward(X, weights, biases, dropout_rng if drop else None)
-        # Inference on many rows: a few systems at a time, so each layer's (chunk, M, n, width) activations are
-        # small enough for the allocator to reuse one block instead of mapping (and page-faulting) fresh memory
-        # for every layer; 2x faster on the 35 real-data ensembles x 5,000 rows. Each system's products are the
-        # same batched-matmul entries as in one call: the same bits.
+        # CPU inference on many rows: a few systems at a time, so each layer's (chunk, M, n, width) activations are
+        # small enough for malloc to reuse one block instead of mapping (and page-faulting) fresh memory
+        # for every layer (35 real-data ensembles x 5,000 rows: 0.48 -> 0.21 s, and 0.99 s before the in-place
+        # bias and ReLU). Each system's products are the same batched-matmul entries as in one call: the same bits.
         out = X.new_empty(X.shape[0], self.n_members, X.shape[-2])
         for start in range(0, X.shape[0], chunk):
             part = slice(start, start + chunk)
