@@ -233,3 +233,84 @@ def test_denormals_kept_inside_a_flushing_block():
             assert (tiny * 1.0).item() == pytest.approx(1e-39, rel=1e-6)
         assert (tiny * 1.0).item() == 0.0
     assert (tiny * 1.0).item() == pytest.approx(1e-39, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- greedy
+GREEDY_SPECS = [
+    GENERATORS["greedy"](),  # the paper's: epsilon 0.1, n 10
+    GENERATORS["greedy"](epsilon=0.05, n=2, max_steps=60),  # a small cap: copies use up every feature, new passes
+    GENERATORS["greedy"](epsilon=0.3, threshold=0.9),
+    GENERATORS["greedy"](epsilon=0.2, n=3).replace(convergence="threshold_and_small_step", tolerance=0.5),
+]
+
+
+@pytest.mark.parametrize("model_type", [LogisticRegression, MLPClassifier, DeepEnsemble])
+@pytest.mark.parametrize("K", [1, 3])
+def test_compiled_greedy_equals_the_torch_loop(model_type, K, constrained):
+    """The greedy moves (one feature per copy and step, the eligible one with the largest |gradient|, blocked
+    by bounds, actionability and immutability), caps, passes and stops of the torch loop: the same steps and
+    convergence and counterfactuals to float32 rounding, wherever no two features tie (continuous gradients:
+    none do here), and the search's generator left in the same state."""
+    model, factual, context = _problem(model_type, constrained)
+    specs = [*GREEDY_SPECS, GENERATORS["greedy"](epsilon=0.5), GENERATORS["greedy"](n=1), GENERATORS["greedy"]()]
+    generators = {backend: torch.Generator().manual_seed(11) for backend in ("torch", "compiled")}
+    reference, compiled = (search(model, factual, specs, context, settings=SearchSettings(n_counterfactuals=K),
+                                  rng=generators[backend], backend=backend) for backend in ("torch", "compiled"))
+    # the kernel then draws the torch loop's tie-break numbers, so later draws are the same too
+    assert torch.equal(generators["torch"].get_state(), generators["compiled"].get_state())
+    assert torch.equal(reference.steps, compiled.steps)
+    assert torch.equal(reference.converged, compiled.converged)
+    torch.testing.assert_close(compiled.counterfactuals, reference.counterfactuals, atol=5e-4, rtol=0)
+    assert reference.converged.any() and (~reference.converged).any()
+    assert (reference.steps > 2 * 4).any()  # n = 1 and n = 2 copies ran past a full pass over the 4 mutable features
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_compiled_greedy_flips_one_hot_groups_like_the_torch_loop(K, categorical):
+    """A one-hot column may move only when the move wins its group's argmax. The continuous features are
+    immutable here, so recourse must change the category; epsilons from below to above what a flip takes."""
+    schema = dataclasses.replace(categorical.schema, mutability=("none", "none", "both", "both", "both"))
+    categories_only = Dataset(categorical.X, categorical.y, schema, "categories only")
+    model, factual, context = _problem(MLPClassifier, categories_only)
+    specs = [GENERATORS["greedy"](epsilon=eps, max_steps=40) for eps in (3.0, 2.5, 4.0, 6.0, 1.0, 0.3, 0.1)]
+    reference, compiled = _both(model, factual, context, specs=specs, K=K)
+    assert torch.equal(reference.steps, compiled.steps)
+    torch.testing.assert_close(compiled.counterfactuals, reference.counterfactuals, atol=5e-4, rtol=0)
+    group = compiled.counterfactuals[..., 2:]
+    assert torch.all((group == 0) | (group == 1)) and torch.equal(group.sum(-1), torch.ones_like(group.sum(-1)))
+    assert (group != factual[:, :, None, 2:]).any(-1).any()  # some searches changed the category
+
+
+def test_compiled_greedy_breaks_ties_at_random_per_individual():
+    """Two features with the same weight and scale tie at every step: each step moves one of them, chosen by
+    the individual's own draws, so about half of the first moves go to each (200 individuals: 4 binomial
+    standard deviations); an individual's draws depend on the seed and its position, not on the lane or thread
+    that searches it."""
+    values = torch.linspace(-2.0, 2.0, 101)
+    X = torch.stack([values, values], 1)  # the same mean and scale in both columns
+    data = Dataset(X, (X.sum(1) > 0).float(), FeatureSchema(("a", "b")), "tied")
+    model = LogisticRegression(epochs=1, seed=0).fit(X, data.y)
+    model.network_.weights[0].copy_(torch.ones_like(model.network_.weights[0]))
+    model.network_.biases[0].fill_(-3.0)
+    factual = torch.zeros(1, 200, 2)
+    context = make_context(data, "cpu")
+    spec = GENERATORS["greedy"](max_steps=1)
+    settings = SearchSettings(init_noise=0.0)
+
+    def first_moves(threads=1, seed=5):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            result = search(model, factual, [spec], context, settings=settings, backend="compiled",
+                            rng=torch.Generator().manual_seed(seed))
+        finally:
+            torch.set_num_threads(previous)
+        moved = (result.counterfactuals[0, :, 0] - factual[0]).abs() > 1e-3  # (B, d); a move is 0.1 sd
+        assert torch.equal(moved.sum(-1), torch.ones(moved.shape[0], dtype=torch.long))  # one feature each
+        return moved[:, 0]
+
+    picks_a = first_moves()
+    assert abs(picks_a.float().mean().item() - 0.5) < 4 * (0.25 / 200) ** 0.5
+    assert torch.equal(first_moves(), picks_a)
+    assert torch.equal(first_moves(threads=2), picks_a)  # other tasks and lanes (search_all_parallel)
+    assert not torch.equal(first_moves(seed=6), picks_a)

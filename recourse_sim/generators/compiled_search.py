@@ -91,12 +91,15 @@ def _unsupported_generator(spec: GeneratorSpec, chosen: dict[type, ObjectiveTerm
 
 def run_kernel(problem: SearchProblem, generators: Sequence[GeneratorSpec],
                terms: Sequence[tuple[ObjectiveTerm, torch.Tensor]], prepared: Sequence[object], state: torch.Tensor,
-               step_size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               step_size: torch.Tensor, greedy: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The search of every system of ``problem`` from ``state`` (S, B, K, d), as one compiled call: returns the
     final state, the convergence flags and the step counts (the engine's ``finish`` makes the result).
 
     ``terms`` are the pooled terms with their per-system weights and ``prepared`` what their ``prepare`` gave;
-    ``step_size`` (S, 1, 1, 1) the step per system (``FeatureSpace.step_size``).
+    ``step_size`` (S, 1, 1, 1) the step per system (``FeatureSpace.step_size``). ``greedy``: the greedy strategy's
+    (epsilon, n) per system, (S,) each, and its tie-break seed (``GreedySpace.kernel_settings``), for its single-feature
+    moves instead of gradient steps.
     """
     import numba
 
@@ -130,6 +133,10 @@ def run_kernel(problem: SearchProblem, generators: Sequence[GeneratorSpec],
     standardizer = problem.context.standardizer
     network = problem.model.network_
 
+    if greedy is None:
+        greedy_epsilon, greedy_n, tie_seed = np.zeros(S, np.float32), np.zeros(S, np.float32), 0
+    else:
+        greedy_epsilon, greedy_n, tie_seed = _array(greedy[0]), _array(greedy[1]), greedy[2]
     work = _array(state).copy()
     converged = np.zeros((S, B), np.bool_)
     steps = np.zeros((S, B), np.int64)
@@ -142,7 +149,8 @@ def run_kernel(problem: SearchProblem, generators: Sequence[GeneratorSpec],
         np.array([g.max_steps for g in generators], np.int64), np.array([RULES[g.convergence] for g in generators]),
         np.log(np.array([g.threshold for g in generators])).astype(np.float32),
         np.array([g.tolerance for g in generators], np.float32), weights,
-        np.float32(next((term.jitter for term, _ in terms if isinstance(term, DPPDiversity)), 0.0)), converged, steps,
+        np.float32(next((term.jitter for term, _ in terms if isinstance(term, DPPDiversity)), 0.0)),
+        greedy is not None, greedy_epsilon, greedy_n, np.uint64(tie_seed), converged, steps,
     )
     threads = min(problem.threads, numba.config.NUMBA_NUM_THREADS)
     with denormals_kept():  # one float mode on every thread: a result does not depend on the thread

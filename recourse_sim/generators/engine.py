@@ -289,6 +289,13 @@ class FeatureSpace(SearchSpace):
         delta = torch.nan_to_num(self.neg_step_size * grad, nan=0.0)
         return delta * self.step_mask if self.masks_steps else delta
 
+    def kernel_settings(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """What the compiled kernel needs beyond gradient descent's settings (None: nothing)."""
+        return None
+
+    def kernel_done(self, steps: torch.Tensor) -> None:
+        """Called after the compiled kernel searched with this space, with every individual's step count."""
+
     def move(self, work: torch.Tensor, delta: torch.Tensor, active: torch.Tensor, index) -> torch.Tensor:
         # The projection acts row by row and inactive rows keep ``work``, so ``work + delta`` moves exactly
         # as ``work + delta * active`` would.
@@ -464,6 +471,16 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
     return finish(problem, space, state, converged, steps)
 
 
+def iterations_of_descend(steps: torch.Tensor, generators: Sequence[GeneratorSpec], check_every: int) -> int:
+    """How many iterations :func:`descend` runs for searches that end with these step counts (S, B): it stops at
+    the first check (t = 0, then every ``check_every`` steps) where no individual is active any more, an
+    individual being active in iterations 0 to steps - 1, or after the largest cap."""
+    last = max(g.max_steps for g in generators)
+    longest = int(steps.max()) if steps.numel() else 0
+    t = longest if longest == 0 else longest + (check_every - 1 - longest % check_every) % check_every
+    return min(t, last) + 1
+
+
 # ------------------------------------------------------------------------------------ gradient descent
 @register_strategy("gradient")
 def gradient_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> SearchResult:
@@ -473,19 +490,28 @@ def gradient_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]
     predictive entropy for generators with ``yloss="entropy"``. See :class:`FeatureSpace` for the step, and
     :func:`search` for the backends.
     """
+    return descend_or_compile(problem, generators, FeatureSpace)
+
+
+def descend_or_compile(problem: SearchProblem, generators: Sequence[GeneratorSpec],
+                       make_space: Callable[[SearchProblem, Sequence[GeneratorSpec]], FeatureSpace]) -> SearchResult:
+    """A feature-space search (``make_space``: :class:`FeatureSpace` or a subclass with ``kernel_settings``) in
+    the compiled kernel where it can run (``problem.backend``), in :func:`descend` elsewhere."""
     from recourse_sim.generators import compiled_search  # its check imports no numba; the kernel comes later
 
     def in_torch(part: SearchProblem, specs: Sequence[GeneratorSpec]) -> SearchResult:
-        return descend(part, specs, FeatureSpace(part, specs))
+        return descend(part, specs, make_space(part, specs))
 
     def compiled(part: SearchProblem, specs: Sequence[GeneratorSpec]) -> SearchResult:
         # The draws of descend, in its order (the terms' preparation, then the initial state), so both backends
         # start from the same state.
-        space = FeatureSpace(part, specs)
+        space = make_space(part, specs)
         terms = pooled_terms(specs, part.factual.device)
         prepared = [term.prepare(part) for term, _ in terms]
         state = space.initial()
-        work, converged, steps = compiled_search.run_kernel(part, specs, terms, prepared, state, space.step_size)
+        work, converged, steps = compiled_search.run_kernel(part, specs, terms, prepared, state, space.step_size,
+                                                            space.kernel_settings())
+        space.kernel_done(steps)
         return finish(part, space, work, converged, steps)
 
     if problem.backend == "torch":

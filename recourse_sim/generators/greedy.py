@@ -16,15 +16,30 @@ object, whose mutation there leaks from one explanation into the next.
 
 Everything is batched over systems, individuals and copies: no Python loop over rows. Stopping is the engine's:
 with the default ``"threshold"`` rule an individual stops once all K copies reach gamma = 0.5.
+
+Backends (``search(..., backend=...)``, as for gradient descent): on the CPU the search runs in the compiled
+kernel (:mod:`~recourse_sim.generators.search_kernel`) wherever the kernel covers the model and the terms, with
+the same moves, caps and passes. Only the tie-breaks differ: the torch loop uses ``torch.rand`` drawn for every
+feature of every copy at every step; the kernel, only where features tie, uniform numbers from a splitmix64
+stream per individual (seeded by a hash of the generator's state). Afterwards it draws the torch loop's numbers
+anyway, so the generator ends in the same state and later draws do not change. With continuous gradients, ties
+are rare (features with equal weights and scales tie), so both backends make the same moves almost always.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
 
-from recourse_sim.generators.engine import FeatureSpace, descend, per_system, register_strategy
+from recourse_sim.generators.engine import (
+    FeatureSpace,
+    descend_or_compile,
+    iterations_of_descend,
+    per_system,
+    register_strategy,
+)
 from recourse_sim.generators.problem import SearchProblem, SearchResult
 from recourse_sim.generators.spec import GeneratorSpec
 
@@ -41,11 +56,24 @@ class GreedySpace(FeatureSpace):
         S, B, K, d = problem.shape
         device = problem.factual.device
         self.epsilon = per_system([g.step_size for g in generators], device).view(S, 1, 1, 1)
-        n = per_system([float(g.max_changes or _default_n(g)) for g in generators], device)
-        self.cap = n.view(S, 1, 1).expand(S, B, K).clone()
+        self.n = per_system([float(g.max_changes or _default_n(g)) for g in generators], device)
+        self.cap = self.n.view(S, 1, 1).expand(S, B, K).clone()
         self.passes = torch.zeros(S, B, K, device=device)
         self.counts = torch.zeros(S, B, K, d, device=device)
         self.mutable = ~problem.context.constraints.immutable
+
+    def kernel_settings(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The compiled kernel's greedy moves: epsilon and the first cap n per system, (S,) each, and the seed of
+        its tie-breaks, a hash of the search generator's state (so taking it draws nothing)."""
+        state = self.problem.rng.get_state().numpy().tobytes()
+        return self.epsilon.view(-1), self.n, int.from_bytes(hashlib.blake2b(state, digest_size=8).digest()) >> 2
+
+    def kernel_done(self, steps: torch.Tensor) -> None:
+        """Draw what the torch loop draws (one ``torch.rand`` of the full batch per iteration), so the search's
+        generator ends where it would after the torch loop and every later draw is the same."""
+        iterations = iterations_of_descend(steps, self.generators, self.problem.settings.check_every)
+        for _ in range(iterations):
+            torch.rand(self.counts.shape, generator=self.problem.rng, device=self.counts.device)
 
     def allowed_moves(self, work: torch.Tensor, move: torch.Tensor, index) -> torch.Tensor:
         """(S, B', K, d): would moving feature j alone by ``move[..., j]`` change it after projection?"""
@@ -91,5 +119,6 @@ def _default_n(generator: GeneratorSpec) -> float:
 
 @register_strategy("greedy")
 def greedy_search(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> SearchResult:
-    """Greedy single-feature search (Schut et al. 2021), batched over systems, individuals and copies."""
-    return descend(problem, generators, GreedySpace(problem, generators))
+    """Greedy single-feature search (Schut et al. 2021), batched over systems, individuals and copies: in the
+    compiled search kernel on the CPU where it can run, else in the torch loop."""
+    return descend_or_compile(problem, generators, GreedySpace)

@@ -1,4 +1,5 @@
-"""The gradient search (``strategy = "gradient"``) as one compiled call on the CPU.
+"""The gradient search (``strategy = "gradient"``) and the greedy search (``"greedy"``) as one compiled call on the
+CPU.
 
 Why: a search step is a few hundred floating-point operations per candidate, and the torch loop of
 :func:`~recourse_sim.generators.engine.descend` spends them in ~90 dispatched operations per iteration (autograd
@@ -25,7 +26,11 @@ in the torch loop):
 - constraints: bounds, one-hot groups (straight through, as the torch loop), increase-only, decrease-only and
   immutable features, with torch's sub-gradients of the projection: ``min``/``max`` pass half the gradient at a
   tie, ``where`` none to the replaced value;
-- every convergence rule and per-system gamma, step size, tolerance and cap of the torch loop.
+- every convergence rule and per-system gamma, step size, tolerance and cap of the torch loop;
+- the greedy strategy's single-feature moves (:class:`~recourse_sim.generators.greedy.GreedySpace`: epsilon, the
+  cap n per copy and its passes, the moves the constraints allow), with its own tie-break draws: where features
+  tie, uniform numbers from a splitmix64 stream per individual, seeded from one draw of the engine's generator and
+  the individual's position (the torch loop draws ``torch.rand`` for every feature at every step).
 
 The random draws (the initial noise, the gravitational centres) are made by the engine in torch, in the torch
 loop's order, so both backends start from the same state; they then agree to float32 rounding (sums run in a
@@ -61,12 +66,14 @@ from recourse_sim.generators.search_codes import (
     SMALL_STEP,
     THRESHOLD,
 )
+from recourse_sim.compiled_random import splitmix64
 from recourse_sim.models.base import LOG_DECISION_THRESHOLD
 
 _F32 = np.float32
 _FLOAT32_MAX = _F32(3.4028234663852886e38)
 _EPS = _F32(1e-12)  # terms._EPS: the norm's finite gradient at 0
 _LOG_HALF = _F32(LOG_DECISION_THRESHOLD)  # as torch compares it with float32 log p
+_MOVE_TOLERANCE = 1e-4  # greedy._MOVE_TOLERANCE: a move counts as allowed when it changes a feature by more
 #: individuals searched side by side. LLVM vectorises a lane loop only from 64 iterations on (measured on the
 #: 10-32-1 benchmark MLP: 16 lanes 403 ns per candidate and step, 64 lanes 113 ns, 128 lanes 102 ns); a lane
 #: without an individual costs as much as one with, so more lanes only waste work on small searches.
@@ -178,7 +185,8 @@ def _search_range(
     mean: np.ndarray, scale: np.ndarray, lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool,
     group_of: np.ndarray, group_columns: np.ndarray, group_sizes: np.ndarray, mad: np.ndarray,
     step_size: np.ndarray, caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray,
-    weights: np.ndarray, jitter: np.float32, converged: np.ndarray, steps: np.ndarray,
+    weights: np.ndarray, jitter: np.float32, greedy: bool, greedy_epsilon: np.ndarray, greedy_n: np.ndarray,
+    tie_seed: np.uint64, converged: np.ndarray, steps: np.ndarray,
 ) -> None:
     """Search individuals ``first`` to ``last - 1`` of system ``s`` (see :func:`search_all` for the arrays).
 
@@ -241,6 +249,15 @@ def _search_range(
     dist = np.zeros((K, K), np.float32)
     has_centre = centres.shape[2] == d
     grouped = group_sizes.shape[0] > 0
+    # the greedy strategy's state per copy: changes per feature, the cap n, the passes, and a tie-break stream
+    counts = np.zeros((K, d, L), np.float32)
+    cap_now = np.zeros((K, L), np.float32)
+    passes = np.zeros((K, L), np.float32)
+    ties = np.zeros(L, np.uint64)
+    eligible = np.zeros(d, np.bool_)
+    any_mutable = False
+    for j in range(d):
+        any_mutable = any_mutable or kind[j] != IMMUTABLE
     params = flat[model_rows[s]]
     step_s, cap, rule = step_size[s], caps[s], rules[s]
     log_threshold, tolerance = log_thresholds[s], tolerances[s]
@@ -254,6 +271,8 @@ def _search_range(
         if upcoming < last:
             _load(lane, upcoming, s, work, factual, factual_std, centres, has_centre, lane_work, lane_factual,
                   lane_factual_std, lane_centre)
+            if greedy:
+                ties[lane] = _greedy_reset(lane, s, upcoming, greedy_n[s], tie_seed, counts, cap_now, passes)
             who[lane] = upcoming
             t_lane[lane] = 0
             upcoming += 1
@@ -452,6 +471,8 @@ def _search_range(
                         step = zero
                     elif np.isinf(step):
                         step = _FLOAT32_MAX if step > zero else -_FLOAT32_MAX
+                    if greedy:  # the gradient as GreedySpace.step sees it: torch.nan_to_num'ed, not masked
+                        grad[k, j, lane] = zero if np.isnan(g) else max(min(g, _FLOAT32_MAX), -_FLOAT32_MAX)
                     if fixed:
                         step = zero
                         g = zero
@@ -460,6 +481,18 @@ def _search_range(
                     delta[k, j, lane] = step
                     largest_step[lane] = max(largest_step[lane], abs(step))
                     largest_gradient[lane] = max(largest_gradient[lane], min(abs(g), _FLOAT32_MAX))
+        if greedy:
+            for lane in range(L):
+                if who[lane] < 0:
+                    continue
+                largest_step[lane] = zero
+                for k in range(K):
+                    ties[lane] = _greedy_move(k, lane, grad, lane_work, lane_factual, greedy_epsilon[s], counts,
+                                              cap_now, passes, ties[lane], any_mutable, eligible, scale, mean,
+                                              lower, upper, kind, bounded, group_of, group_columns, group_sizes,
+                                              delta)
+                    for j in range(d):
+                        largest_step[lane] = max(largest_step[lane], abs(delta[k, j, lane]))
         # ------------------------------- stopped lanes hand their individual back; the others move on
         for lane in range(L):
             b = who[lane]
@@ -479,6 +512,13 @@ def _search_range(
                 steps[s, b] = t_lane[lane]
                 who[lane] = -1
                 live -= 1
+        if greedy:  # the moves of the individuals that go on (GreedySpace.move)
+            for lane in range(L):
+                if who[lane] >= 0:
+                    for k in range(K):
+                        for j in range(d):
+                            if delta[k, j, lane] != zero:
+                                counts[k, j, lane] += _F32(1.0)
         if grouped:  # the move (delta, x and slope serve as scratch: this iteration is done with them)
             for k in range(K):
                 for j in range(d):
@@ -503,10 +543,112 @@ def _search_range(
             if who[lane] < 0 and upcoming < last:
                 _load(lane, upcoming, s, work, factual, factual_std, centres, has_centre, lane_work,
                       lane_factual, lane_factual_std, lane_centre)
+                if greedy:
+                    ties[lane] = _greedy_reset(lane, s, upcoming, greedy_n[s], tie_seed, counts, cap_now, passes)
                 who[lane] = upcoming
                 t_lane[lane] = 0
                 upcoming += 1
                 live += 1
+
+
+@njit(cache=True, inline="always")
+def _greedy_reset(lane: int, s: int, b: int, n: np.float32, tie_seed: np.uint64, counts: np.ndarray,
+                  cap_now: np.ndarray, passes: np.ndarray) -> np.uint64:
+    """A fresh greedy state for individual ``b`` of system ``s`` in ``lane``: no changes yet, cap ``n``, no pass;
+    returns its tie-break stream, which depends on (seed, system, individual) only, not on the lane."""
+    for k in range(counts.shape[0]):
+        cap_now[k, lane] = n
+        passes[k, lane] = _F32(0.0)
+        for j in range(counts.shape[1]):
+            counts[k, j, lane] = _F32(0.0)
+    mixed = np.uint64(tie_seed) ^ (np.uint64(s) * np.uint64(0xD1B54A32D192ED03) + np.uint64(b))
+    stream, _ = splitmix64(mixed)
+    return stream
+
+
+@njit(cache=True)
+def _greedy_allowed(k: int, j: int, lane: int, move: np.float32, lane_work: np.ndarray, factual: np.ndarray,
+                    scale: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, kind: np.ndarray,
+                    bounded: bool, group_of: np.ndarray, group_columns: np.ndarray,
+                    group_sizes: np.ndarray) -> bool:
+    """GreedySpace.allowed_moves for feature ``j`` of copy ``k``: does moving it alone by ``move`` change it by
+    more than 1e-4 (search space) once projected (FeatureConstraints.project_each)? A one-hot column lands hot
+    when its moved value wins its group's argmax against the other columns (ties: the earlier column)."""
+    if move == _F32(0.0) or kind[j] == IMMUTABLE:
+        return False
+    z = lane_work[k, j, lane]
+    sc, mu = scale[j], mean[j]
+    g = group_of[j]
+    if g < 0:
+        landed, _ = _project(z + move, sc, mu, lower[j], upper[j], kind[j], factual[j, lane], bounded)
+    else:
+        moved, _ = _clamp((z + move) * sc + mu, lower[j], upper[j], bounded)
+        rival = -np.inf
+        rival_at = group_sizes[g]
+        mine = 0
+        for c in range(group_sizes[g]):
+            column = group_columns[g, c]
+            if column == j:
+                mine = c
+                continue
+            value, _ = _clamp(lane_work[k, column, lane] * scale[column] + mean[column], lower[column],
+                              upper[column], bounded)
+            if value > rival:  # the first maximum
+                rival = value
+                rival_at = c
+        wins = moved > rival or (moved == rival and mine < rival_at)
+        landed, _ = _actionable(_F32(1.0) if wins else _F32(0.0), kind[j], factual[j, lane])
+    return abs((landed - mu) / sc - z) > _F32(_MOVE_TOLERANCE)
+
+
+@njit(cache=True)
+def _greedy_move(k: int, lane: int, grad: np.ndarray, lane_work: np.ndarray, factual: np.ndarray,
+                 epsilon: np.float32, counts: np.ndarray, cap_now: np.ndarray, passes: np.ndarray,
+                 stream: np.uint64, any_mutable: bool, eligible: np.ndarray, scale: np.ndarray, mean: np.ndarray,
+                 lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, group_of: np.ndarray,
+                 group_columns: np.ndarray, group_sizes: np.ndarray, delta: np.ndarray) -> np.uint64:
+    """GreedySpace.step for copy ``k`` of ``lane``: ``delta[k, :, lane]`` becomes ``-epsilon sign(g_j)`` on the one
+    eligible feature with the largest |g_j| (``grad`` holds d objective / d work), zero elsewhere. Ties go to the
+    tied feature with the largest uniform draw from the individual's stream (the torch loop draws its own);
+    returns the stream's new state."""
+    d = grad.shape[1]
+    zero = _F32(0.0)
+    if any_mutable:  # all mutable features used up: a new pass with a larger cap
+        used_up = True
+        for j in range(d):
+            if kind[j] != IMMUTABLE and counts[k, j, lane] < cap_now[k, lane]:
+                used_up = False
+        if used_up:
+            passes[k, lane] += _F32(1.0)
+            cap_now[k, lane] = cap_now[k, lane] + cap_now[k, lane] / max(passes[k, lane], _F32(1.0))
+    best = _F32(-1.0)
+    for j in range(d):
+        g = grad[k, j, lane]
+        move = -epsilon * (_F32(1.0) if g > zero else (_F32(-1.0) if g < zero else zero))
+        eligible[j] = counts[k, j, lane] < cap_now[k, lane] and _greedy_allowed(
+            k, j, lane, move, lane_work, factual, scale, mean, lower, upper, kind, bounded, group_of,
+            group_columns, group_sizes)
+        if eligible[j]:
+            best = max(best, abs(g))
+        delta[k, j, lane] = zero
+    pick = -1
+    tied = 0
+    for j in range(d):
+        if eligible[j] and abs(grad[k, j, lane]) == best:
+            tied += 1
+            pick = j
+    if tied > 1:  # the largest of one draw per tied feature (the first on equal draws)
+        top = -1.0
+        for j in range(d):
+            if eligible[j] and abs(grad[k, j, lane]) == best:
+                stream, bits = splitmix64(stream)
+                if float(bits >> np.uint64(11)) > top:
+                    top = float(bits >> np.uint64(11))
+                    pick = j
+    if pick >= 0:
+        g = grad[k, pick, lane]
+        delta[k, pick, lane] = -epsilon * (_F32(1.0) if g > zero else _F32(-1.0))
+    return stream
 
 
 @njit(cache=True, error_model="numpy")
