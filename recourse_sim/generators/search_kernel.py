@@ -28,9 +28,10 @@ in the torch loop):
   tie, ``where`` none to the replaced value;
 - every convergence rule and per-system gamma, step size, tolerance and cap of the torch loop;
 - the greedy strategy's single-feature moves (:class:`~recourse_sim.generators.greedy.GreedySpace`: epsilon, the
-  cap n per copy and its passes, the moves the constraints allow), with its own tie-break draws: where features
-  tie, uniform numbers from a splitmix64 stream per individual, seeded from one draw of the engine's generator and
-  the individual's position (the torch loop draws ``torch.rand`` for every feature at every step).
+  cap n per copy and its passes, the moves the constraints allow), with its own tie-breaks: where features tie,
+  uniform numbers from a splitmix64 stream per individual, seeded by a hash of the engine generator's state and
+  the individual's position (the torch loop draws ``torch.rand`` for every feature at every step, and
+  ``GreedySpace.kernel_done`` replays those draws after the kernel).
 
 The random draws (the initial noise, the gravitational centres) are made by the engine in torch, in the torch
 loop's order, so both backends start from the same state; they then agree to float32 rounding (sums run in a
@@ -52,6 +53,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from recourse_sim.compiled_random import splitmix64
 from recourse_sim.generators.search_codes import (
     CLASSIFIER_LOSS,
     DECREASE,
@@ -66,14 +68,13 @@ from recourse_sim.generators.search_codes import (
     SMALL_STEP,
     THRESHOLD,
 )
-from recourse_sim.compiled_random import splitmix64
 from recourse_sim.models.base import LOG_DECISION_THRESHOLD
 
 _F32 = np.float32
 _FLOAT32_MAX = _F32(3.4028234663852886e38)
 _EPS = _F32(1e-12)  # terms._EPS: the norm's finite gradient at 0
 _LOG_HALF = _F32(LOG_DECISION_THRESHOLD)  # as torch compares it with float32 log p
-_MOVE_TOLERANCE = 1e-4  # greedy._MOVE_TOLERANCE: a move counts as allowed when it changes a feature by more
+_MOVE_TOLERANCE = 1e-4  # greedy._MOVE_TOLERANCE: a move is allowed when it changes its feature by more than this
 #: individuals searched side by side. LLVM vectorises a lane loop only from 64 iterations on (measured on the
 #: 10-32-1 benchmark MLP: 16 lanes 403 ns per candidate and step, 64 lanes 113 ns, 128 lanes 102 ns); a lane
 #: without an individual costs as much as one with, so more lanes only waste work on small searches.
