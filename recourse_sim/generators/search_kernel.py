@@ -472,8 +472,6 @@ def _search_range(
                         step = zero
                     elif np.isinf(step):
                         step = _FLOAT32_MAX if step > zero else -_FLOAT32_MAX
-                    if greedy:  # the gradient as GreedySpace.step sees it: torch.nan_to_num'ed, not masked
-                        grad[k, j, lane] = zero if np.isnan(g) else max(min(g, _FLOAT32_MAX), -_FLOAT32_MAX)
                     if fixed:
                         step = zero
                         g = zero
@@ -483,17 +481,9 @@ def _search_range(
                     largest_step[lane] = max(largest_step[lane], abs(step))
                     largest_gradient[lane] = max(largest_gradient[lane], min(abs(g), _FLOAT32_MAX))
         if greedy:
-            for lane in range(L):
-                if who[lane] < 0:
-                    continue
-                largest_step[lane] = zero
-                for k in range(K):
-                    ties[lane] = _greedy_move(k, lane, grad, lane_work, lane_factual, greedy_epsilon[s], counts,
-                                              cap_now, passes, ties[lane], any_mutable, eligible, scale, mean,
-                                              lower, upper, kind, bounded, group_of, group_columns, group_sizes,
-                                              delta)
-                    for j in range(d):
-                        largest_step[lane] = max(largest_step[lane], abs(delta[k, j, lane]))
+            _greedy_steps(who, grad, slope, lane_work, lane_factual, greedy_epsilon[s], counts, cap_now, passes, ties,
+                          any_mutable, eligible, scale, mean, lower, upper, kind, bounded, group_of, group_columns,
+                          group_sizes, delta, largest_step)
         # ------------------------------- stopped lanes hand their individual back; the others move on
         for lane in range(L):
             b = who[lane]
@@ -514,12 +504,7 @@ def _search_range(
                 who[lane] = -1
                 live -= 1
         if greedy:  # the moves of the individuals that go on (GreedySpace.move)
-            for lane in range(L):
-                if who[lane] >= 0:
-                    for k in range(K):
-                        for j in range(d):
-                            if delta[k, j, lane] != zero:
-                                counts[k, j, lane] += _F32(1.0)
+            _count_moves(who, delta, counts)
         if grouped:  # the move (delta, x and slope serve as scratch: this iteration is done with them)
             for k in range(K):
                 for j in range(d):
@@ -552,7 +537,41 @@ def _search_range(
                 live += 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
+def _greedy_steps(who: np.ndarray, grad: np.ndarray, slope: np.ndarray, lane_work: np.ndarray, factual: np.ndarray,
+                  epsilon: np.float32, counts: np.ndarray, cap_now: np.ndarray, passes: np.ndarray, ties: np.ndarray,
+                  any_mutable: bool, eligible: np.ndarray, scale: np.ndarray, mean: np.ndarray, lower: np.ndarray,
+                  upper: np.ndarray, kind: np.ndarray, bounded: bool, group_of: np.ndarray,
+                  group_columns: np.ndarray, group_sizes: np.ndarray, delta: np.ndarray,
+                  largest_step: np.ndarray) -> None:
+    """The greedy step of every copy of every occupied lane (:func:`_greedy_move`), and each lane's largest step.
+    Kept out of :func:`_search_range`, whose gradient path then compiles as it did without greedy."""
+    K, d, L = grad.shape
+    for lane in range(L):
+        if who[lane] < 0:
+            continue
+        largest_step[lane] = _F32(0.0)
+        for k in range(K):
+            ties[lane] = _greedy_move(k, lane, grad, slope, lane_work, factual, epsilon, counts, cap_now, passes,
+                                      ties[lane], any_mutable, eligible, scale, mean, lower, upper, kind, bounded,
+                                      group_of, group_columns, group_sizes, delta)
+            for j in range(d):
+                largest_step[lane] = max(largest_step[lane], abs(delta[k, j, lane]))
+
+
+@njit(cache=True)
+def _count_moves(who: np.ndarray, delta: np.ndarray, counts: np.ndarray) -> None:
+    """GreedySpace.move's count: +1 for every feature a copy of an occupied lane moves."""
+    K, d, L = delta.shape
+    for lane in range(L):
+        if who[lane] >= 0:
+            for k in range(K):
+                for j in range(d):
+                    if delta[k, j, lane] != _F32(0.0):
+                        counts[k, j, lane] += _F32(1.0)
+
+
+@njit(cache=True)
 def _greedy_reset(lane: int, s: int, b: int, n: np.float32, tie_seed: np.uint64, counts: np.ndarray,
                   cap_now: np.ndarray, passes: np.ndarray) -> np.uint64:
     """A fresh greedy state for individual ``b`` of system ``s`` in ``lane``: no changes yet, cap ``n``, no pass;
@@ -603,17 +622,21 @@ def _greedy_allowed(k: int, j: int, lane: int, move: np.float32, lane_work: np.n
 
 
 @njit(cache=True)
-def _greedy_move(k: int, lane: int, grad: np.ndarray, lane_work: np.ndarray, factual: np.ndarray,
-                 epsilon: np.float32, counts: np.ndarray, cap_now: np.ndarray, passes: np.ndarray,
+def _greedy_move(k: int, lane: int, grad: np.ndarray, slope: np.ndarray, lane_work: np.ndarray,
+                 factual: np.ndarray, epsilon: np.float32, counts: np.ndarray, cap_now: np.ndarray, passes: np.ndarray,
                  stream: np.uint64, any_mutable: bool, eligible: np.ndarray, scale: np.ndarray, mean: np.ndarray,
                  lower: np.ndarray, upper: np.ndarray, kind: np.ndarray, bounded: bool, group_of: np.ndarray,
                  group_columns: np.ndarray, group_sizes: np.ndarray, delta: np.ndarray) -> np.uint64:
     """GreedySpace.step for copy ``k`` of ``lane``: ``delta[k, :, lane]`` becomes ``-epsilon sign(g_j)`` on the one
-    eligible feature with the largest |g_j| (``grad`` holds d objective / d work), zero elsewhere. Ties go to the
-    tied feature with the largest uniform draw from the individual's stream (the torch loop draws its own);
-    returns the stream's new state."""
+    eligible feature with the largest |g_j|, zero elsewhere; ``g`` = d objective / d work as GreedySpace.step
+    sees it (``grad`` times the projection's slope and the scale, ``torch.nan_to_num``-ed, not masked). ``grad``
+    keeps g afterwards. Ties go to the tied feature with the largest uniform draw from the individual's stream
+    (the torch loop draws its own); returns the stream's new state."""
     d = grad.shape[1]
     zero = _F32(0.0)
+    for j in range(d):
+        g = grad[k, j, lane] * slope[k, j, lane] * scale[j]  # as the gradient step's, x = project(work * s + m)
+        grad[k, j, lane] = zero if np.isnan(g) else max(min(g, _FLOAT32_MAX), -_FLOAT32_MAX)
     if any_mutable:  # all mutable features used up: a new pass with a larger cap
         used_up = True
         for j in range(d):
