@@ -453,7 +453,7 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
         work, done, taken, active, log_p_value, seen = step(work, index, factual_std, done, taken, cap_flags.get(t))
         if on_step is not None:
             on_step(StepRecord(t, everyone[index], seen[0], log_p_value, seen[1], active))
-        if t % check_every == check_every - 1 or t == 0:
+        if _is_check(t, check_every):
             state[:, index] = work
             converged[:, index] = done
             steps[:, index] = taken
@@ -471,14 +471,18 @@ def descend(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: 
     return finish(problem, space, state, converged, steps)
 
 
+def _is_check(t: int, check_every: int) -> bool:
+    """Whether :func:`descend` reads the device after iteration ``t``: at t = 0, then every ``check_every`` steps."""
+    return t == 0 or t % check_every == check_every - 1
+
+
 def iterations_of_descend(steps: torch.Tensor, generators: Sequence[GeneratorSpec], check_every: int) -> int:
     """How many iterations :func:`descend` runs for searches that end with these step counts (S, B): it stops at
-    the first check (t = 0, then every ``check_every`` steps) where no individual is active any more, an
-    individual being active in iterations 0 to steps - 1, or after the largest cap."""
+    the first check (:func:`_is_check`) where no individual is active any more, an individual being active in
+    iterations 0 to steps - 1, or after the largest cap."""
     last = max(g.max_steps for g in generators)
     longest = int(steps.max()) if steps.numel() else 0
-    t = longest if longest == 0 else longest + (check_every - 1 - longest % check_every) % check_every
-    return min(t, last) + 1
+    return next((t for t in range(longest, last + 1) if _is_check(t, check_every)), last) + 1
 
 
 # ------------------------------------------------------------------------------------ gradient descent
