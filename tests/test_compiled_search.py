@@ -314,3 +314,93 @@ def test_compiled_greedy_breaks_ties_at_random_per_individual():
     assert torch.equal(first_moves(), picks_a)
     assert torch.equal(first_moves(threads=2), picks_a)  # other tasks and lanes (search_all_parallel)
     assert not torch.equal(first_moves(seed=6), picks_a)
+
+
+# ----------------------------------------------------------------------------------------------- latent
+LATENT_SPECS = [
+    GENERATORS["revise"](),  # the paper's: lambda 0.1, step 0.05, gamma 0.5
+    GENERATORS["revise"](threshold=0.9),
+    GENERATORS["revise"](step_size=0.2),
+    GENERATORS["revise"](step_size=0.01),
+    GENERATORS["revise"](lambda_cost=1.0),
+    GENERATORS["revise"]().replace(convergence="threshold_and_small_step", tolerance=0.05),
+    GENERATORS["revise"]().replace(convergence="threshold_and_small_gradient", tolerance=0.05),
+]
+
+
+@pytest.mark.parametrize("model_type", [LogisticRegression, MLPClassifier, DeepEnsemble])
+@pytest.mark.parametrize("K", [1, 3])
+def test_compiled_latent_search_equals_the_torch_loop(model_type, K, constrained):
+    """REVISE's descent on z through the VAE decoder, the projection onto every kind of constraint and every
+    convergence rule: the same steps and convergence, counterfactuals to float32 rounding, and the same draws
+    (the VAE's seed and the encoder samples), so the generator ends in the same state. (Steps large enough to
+    oscillate until the cap would amplify the rounding: none here.)"""
+    model, factual, context = _problem(model_type, constrained)
+    generators = {backend: torch.Generator().manual_seed(11) for backend in ("torch", "compiled")}
+    reference, compiled = (search(model, factual, LATENT_SPECS, context, rng=generators[backend], backend=backend,
+                                  settings=SearchSettings(n_counterfactuals=K)) for backend in ("torch", "compiled"))
+    assert torch.equal(generators["torch"].get_state(), generators["compiled"].get_state())
+    assert torch.equal(reference.steps, compiled.steps)
+    assert torch.equal(reference.converged, compiled.converged)
+    torch.testing.assert_close(compiled.counterfactuals, reference.counterfactuals, atol=5e-4, rtol=0)
+    torch.testing.assert_close(compiled.proba, reference.proba, atol=1e-3, rtol=0)
+    assert (reference.steps > 0).float().mean() > 0.5  # (some encoder samples decode to valid points at once)
+    assert reference.converged.any() and (~reference.converged).any()
+    start = factual.unsqueeze(2)  # the decoded points are feasible: bounds, actionability, immutability
+    cf = compiled.counterfactuals
+    assert torch.all(cf[..., 0].abs() <= 1.0) and torch.all(cf[..., 1] >= start[..., 1])
+    assert torch.all(cf[..., 2] <= start[..., 2]) and torch.equal(cf[..., 3], start[..., 3].expand_as(cf[..., 3]))
+
+
+def test_compiled_latent_search_flips_one_hot_groups_like_the_torch_loop(categorical):
+    """Decoded points pass the straight-through one-hot projection, as in the torch loop."""
+    model, factual, context = _problem(MLPClassifier, categorical)
+    specs = [GENERATORS["revise"](step_size=step) for step in (0.2, 0.1, 0.05)]
+    reference, compiled = _both(model, factual[: len(specs)], context, specs=specs, K=3)
+    assert torch.equal(reference.steps, compiled.steps)
+    torch.testing.assert_close(compiled.counterfactuals, reference.counterfactuals, atol=5e-4, rtol=0)
+    group = compiled.counterfactuals[..., 2:]
+    assert torch.all((group == 0) | (group == 1)) and torch.equal(group.sum(-1), torch.ones_like(group.sum(-1)))
+    assert (group != factual[: len(specs), :, None, 2:]).any(-1).any()
+
+
+def test_compiled_latent_search_with_a_given_vae_stack(constrained):
+    """A fitted VAE stack in the context serves systems by their index in the model stack (``systems``)."""
+    from recourse_sim.models.vae import VAE
+
+    model, factual, context = _problem(MLPClassifier, constrained)
+    vae = VAE(epochs=5, seed=2, device="cpu").fit(context.standardizer.transform(context.data_X))
+    context = dataclasses.replace(context, vae=vae)
+    systems = torch.tensor([4, 1, 6])
+    reference, compiled = _both(model, factual[:3], context, specs=LATENT_SPECS[:3], K=2, systems=systems)
+    assert torch.equal(reference.steps, compiled.steps)
+    torch.testing.assert_close(compiled.counterfactuals, reference.counterfactuals, atol=5e-4, rtol=0)
+
+
+def test_latent_searches_the_kernel_cannot_serve_run_the_torch_loop_together(constrained):
+    """CLUE's entropy yloss is not compiled: REVISE beside it runs in the torch loop too (the systems share one
+    VAE stack), and ``compiled`` refuses, naming why, before training a VAE; so does a VAE that decodes its own
+    way."""
+    from recourse_sim.models.vae import VAE
+
+    model, factual, context = _problem(MLPClassifier, constrained, n=10)
+    specs = [GENERATORS["revise"](), GENERATORS["clue"]()]
+    factual = factual[:2]
+    auto, torch_loop = (search(model, factual, specs, context, rng=torch.Generator().manual_seed(0), backend=backend)
+                        for backend in ("auto", "torch"))
+    assert torch.equal(auto.counterfactuals, torch_loop.counterfactuals)
+    with pytest.raises(ConfigError, match="yloss 'entropy'"):
+        search(model, factual, specs, context, backend="compiled")
+
+    class Shifted(VAE):
+        def decode_stacked(self, Z, systems=None):
+            return super().decode_stacked(Z, systems) + 0.1
+
+    vae = Shifted(epochs=2, seed=0, device="cpu").fit(context.standardizer.transform(context.data_X[:1]))
+    own = dataclasses.replace(context, vae=vae)
+    specs = [GENERATORS["revise"]()] * 2
+    auto, torch_loop = (search(model, factual, specs, own, rng=torch.Generator().manual_seed(0), backend=backend)
+                        for backend in ("auto", "torch"))
+    assert torch.equal(auto.counterfactuals, torch_loop.counterfactuals)
+    with pytest.raises(ConfigError, match="Shifted decodes its own way"):
+        search(model, factual, specs, own, backend="compiled")

@@ -1,6 +1,7 @@
-"""The compiled backend of the gradient search: which searches it serves, and how one becomes its arrays.
+"""The compiled backend of the gradient, greedy and latent searches: which searches it serves, and how one becomes
+its arrays.
 
-The engine's ``"gradient"`` strategy runs a system here when :func:`unsupported` finds nothing to object to
+The engine's ``"gradient"`` strategy (and ``"greedy"``, ``"latent"``) runs a system here when :func:`unsupported` finds nothing to object to
 (backend ``"auto"`` on the CPU), else in the torch loop :func:`~recourse_sim.generators.engine.descend`; one
 search may do both, each for its own systems. The arithmetic
 lives in :mod:`recourse_sim.generators.search_kernel` (numba, imported on first use); this module only checks
@@ -43,6 +44,7 @@ from recourse_sim.generators.search_codes import (
     RULES,
 )
 from recourse_sim.models.classifier import TorchClassifier
+from recourse_sim.models.vae import VAE
 
 #: the term classes the kernel differentiates by hand, and their column in its weight matrix
 TERM_COLUMNS = {Distance: DISTANCE, GravitationalPull: GRAVITATIONAL, MADDistance: MAD, L1Distance: L1,
@@ -73,6 +75,21 @@ def _unsupported_problem(problem: SearchProblem) -> str | None:
     return None
 
 
+def unsupported_vae(vae: VAE) -> str | None:
+    """Why the compiled backend cannot decode with ``vae`` in a latent search (None: it can)."""
+    if type(vae).decode_stacked is not VAE.decode_stacked:
+        return f"the VAE {type(vae).__name__} decodes its own way (the kernel knows VAE.decode_stacked)"
+    if vae.device_.type != "cpu":
+        return f"it runs on the CPU only (the VAE is on {vae.device_})"
+    return None
+
+
+def decoder_rows(W1: torch.Tensor, b1: torch.Tensor, W2: torch.Tensor, b2: torch.Tensor) -> np.ndarray:
+    """One row per system of a VAE decoder's parameters (each (S, ...), as ``VAE.decoder_weights`` gives them) in
+    the kernel's layout: [W1 (width, H), b1 (H), W2 (H, d), b2 (d)], row-major."""
+    return np.ascontiguousarray(np.concatenate([_array(w).reshape(w.shape[0], -1) for w in (W1, b1, W2, b2)], 1))
+
+
 def _unsupported_generator(spec: GeneratorSpec, chosen: dict[type, ObjectiveTerm]) -> str | None:
     """Why ``spec`` is not compiled; its terms join ``chosen`` when it is."""
     if spec.yloss != "bce":
@@ -92,14 +109,15 @@ def _unsupported_generator(spec: GeneratorSpec, chosen: dict[type, ObjectiveTerm
 def run_kernel(problem: SearchProblem, generators: Sequence[GeneratorSpec],
                terms: Sequence[tuple[ObjectiveTerm, torch.Tensor]], prepared: Sequence[object], state: torch.Tensor,
                step_size: torch.Tensor, greedy: tuple[torch.Tensor, torch.Tensor, int] | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               decoder: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The search of every system of ``problem`` from ``state`` (S, B, K, d), as one compiled call: returns the
     final state, the convergence flags and the step counts (the engine's ``finish`` makes the result).
 
     ``terms`` are the pooled terms with their per-system weights and ``prepared`` what their ``prepare`` gave;
     ``step_size`` (S, 1, 1, 1) the step per system (``FeatureSpace.step_size``). ``greedy``: the greedy strategy's
     (epsilon, n) per system, (S,) each, and its tie-break seed (``GreedySpace.kernel_settings``), for its single-feature
-    moves instead of gradient steps.
+    moves instead of gradient steps. ``decoder``: a latent search's VAE decoder per system, (W1, b1, W2, b2) with
+    (S, ...) each (``LatentSpace.kernel_settings``); ``state`` then holds latent codes (S, B, K, width).
     """
     import numba
 
@@ -137,6 +155,10 @@ def run_kernel(problem: SearchProblem, generators: Sequence[GeneratorSpec],
         greedy_epsilon, greedy_n, tie_seed = np.zeros(S, np.float32), np.zeros(S, np.float32), 0
     else:
         greedy_epsilon, greedy_n, tie_seed = _array(greedy[0]), _array(greedy[1]), greedy[2]
+    if decoder is None:
+        decoders, hidden_width = np.zeros((S, 0), np.float32), 0
+    else:
+        decoders, hidden_width = decoder_rows(*decoder), decoder[0].shape[-1]
     work = _array(state).copy()
     converged = np.zeros((S, B), np.bool_)
     steps = np.zeros((S, B), np.int64)
@@ -150,7 +172,8 @@ def run_kernel(problem: SearchProblem, generators: Sequence[GeneratorSpec],
         np.log(np.array([g.threshold for g in generators])).astype(np.float32),
         np.array([g.tolerance for g in generators], np.float32), weights,
         np.float32(next((term.jitter for term, _ in terms if isinstance(term, DPPDiversity)), 0.0)),
-        greedy is not None, greedy_epsilon, greedy_n, np.uint64(tie_seed), converged, steps,
+        greedy is not None, greedy_epsilon, greedy_n, np.uint64(tie_seed), decoder is not None, decoders,
+        hidden_width, converged, steps,
     )
     threads = min(problem.threads, numba.config.NUMBA_NUM_THREADS)
     with denormals_kept():  # one float mode on every thread: a result does not depend on the thread

@@ -256,6 +256,14 @@ class SearchSpace:
         """The next state: ``work + delta`` for active individuals (S, B'), unchanged for the others."""
         return work + delta * active.view(*active.shape, *(1,) * (work.ndim - 2))
 
+    def kernel_settings(self) -> dict[str, object]:
+        """What the compiled kernel needs beyond gradient descent's settings: keyword arguments of
+        ``compiled_search.run_kernel`` (``greedy``, ``decoder``); none for plain gradient descent."""
+        return {}
+
+    def kernel_done(self, steps: torch.Tensor) -> None:
+        """Called after the compiled kernel searched with this space, with every individual's step count."""
+
 
 class FeatureSpace(SearchSpace):
     """Plain gradient descent in the standardised feature space, projected onto the constraints every step.
@@ -288,13 +296,6 @@ class FeatureSpace(SearchSpace):
     def step(self, grad: torch.Tensor, work: torch.Tensor, index) -> torch.Tensor:
         delta = torch.nan_to_num(self.neg_step_size * grad, nan=0.0)
         return delta * self.step_mask if self.masks_steps else delta
-
-    def kernel_settings(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-        """What the compiled kernel needs beyond gradient descent's settings (None: nothing)."""
-        return None
-
-    def kernel_done(self, steps: torch.Tensor) -> None:
-        """Called after the compiled kernel searched with this space, with every individual's step count."""
 
     def move(self, work: torch.Tensor, delta: torch.Tensor, active: torch.Tensor, index) -> torch.Tensor:
         # The projection acts row by row and inactive rows keep ``work``, so ``work + delta`` moves exactly
@@ -498,32 +499,46 @@ def gradient_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]
 
 
 def descend_or_compile(problem: SearchProblem, generators: Sequence[GeneratorSpec],
-                       make_space: Callable[[SearchProblem, Sequence[GeneratorSpec]], FeatureSpace]) -> SearchResult:
+                       make_space: Callable[[SearchProblem, Sequence[GeneratorSpec]], SearchSpace]) -> SearchResult:
     """A feature-space search (``make_space``: :class:`FeatureSpace` or a subclass with ``kernel_settings``) in
-    the compiled kernel where it can run (``problem.backend``), in :func:`descend` elsewhere."""
+    the compiled kernel (:func:`compiled_descent`) for the systems it can serve (``problem.backend``), in
+    :func:`descend` for the others."""
     from recourse_sim.generators import compiled_search  # its check imports no numba; the kernel comes later
 
     def in_torch(part: SearchProblem, specs: Sequence[GeneratorSpec]) -> SearchResult:
         return descend(part, specs, make_space(part, specs))
 
     def compiled(part: SearchProblem, specs: Sequence[GeneratorSpec]) -> SearchResult:
-        # The draws of descend, in its order (the terms' preparation, then the initial state), so both backends
-        # start from the same state.
-        space = make_space(part, specs)
-        terms = pooled_terms(specs, part.factual.device)
-        prepared = [term.prepare(part) for term, _ in terms]
-        state = space.initial()
-        work, converged, steps = compiled_search.run_kernel(part, specs, terms, prepared, state, space.step_size,
-                                                            space.kernel_settings())
-        space.kernel_done(steps)
-        return finish(part, space, work, converged, steps)
+        return compiled_descent(part, specs, make_space(part, specs))
 
     if problem.backend == "torch":
         return in_torch(problem, generators)
     reasons = compiled_search.unsupported(problem, generators)
-    refused = [reason for reason in reasons if reason is not None]
-    if refused and problem.backend == "compiled":
-        raise ConfigError("search backend", "compiled", f'"auto" or "torch" here: {refused[0]}')
+    check_compiled_backend(problem, reasons)
     fast = [i for i, reason in enumerate(reasons) if reason is None]
     slow = [i for i, reason in enumerate(reasons) if reason is not None]
     return in_parts(problem, generators, [(rows, run) for rows, run in ((fast, compiled), (slow, in_torch)) if rows])
+
+
+def compiled_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec], space: SearchSpace) -> SearchResult:
+    """:func:`descend`'s search in one call of the compiled kernel, for systems ``compiled_search.unsupported``
+    does not object to. The draws are descend's, in its order (the terms' preparation, then the initial state),
+    so both backends start from the same state; ``space.kernel_done`` then makes any draws the torch loop would
+    have made during the search."""
+    from recourse_sim.generators import compiled_search
+
+    terms = pooled_terms(generators, problem.factual.device)
+    prepared = [term.prepare(problem) for term, _ in terms]
+    state = space.initial()
+    work, converged, steps = compiled_search.run_kernel(problem, generators, terms, prepared, state, space.step_size,
+                                                        **space.kernel_settings())
+    space.kernel_done(steps)
+    return finish(problem, space, work, converged, steps)
+
+
+def check_compiled_backend(problem: SearchProblem, reasons: Sequence[str | None]) -> None:
+    """Refuse a search that asks for the compiled backend (``backend = "compiled"``) where some system cannot
+    have it: ``reasons`` per system, None where it can."""
+    refused = [reason for reason in reasons if reason is not None]
+    if refused and problem.backend == "compiled":
+        raise ConfigError("search backend", "compiled", f'"auto" or "torch" here: {refused[0]}')

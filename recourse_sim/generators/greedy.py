@@ -62,11 +62,12 @@ class GreedySpace(FeatureSpace):
         self.counts = torch.zeros(S, B, K, d, device=device)
         self.mutable = ~problem.context.constraints.immutable
 
-    def kernel_settings(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def kernel_settings(self) -> dict[str, object]:
         """The compiled kernel's greedy moves: epsilon and the first cap n per system, (S,) each, and the seed of
         its tie-breaks, a hash of the search generator's state (so taking it draws nothing)."""
         state = self.problem.rng.get_state().numpy().tobytes()
-        return self.epsilon.view(-1), self.n, int.from_bytes(hashlib.blake2b(state, digest_size=8).digest()) >> 2
+        seed = int.from_bytes(hashlib.blake2b(state, digest_size=8).digest()) >> 2
+        return {"greedy": (self.epsilon.view(-1), self.n, seed)}
 
     def kernel_done(self, steps: torch.Tensor) -> None:
         """Draw what the torch loop draws (one ``torch.rand`` of the full batch per iteration), so the search's

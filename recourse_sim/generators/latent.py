@@ -10,6 +10,10 @@ Reference (CounterfactualExplanations.jl v0.1.5): the initial z of every copy is
 ``z0 = mu(x) + sigma(x) * eps`` (no extra init noise in latent space); the step is ``-step_size * K * grad``
 like the feature-space search.
 
+On the CPU the search runs in the compiled kernel (:mod:`~recourse_sim.generators.search_kernel`, the decoder
+written out in front of the projection) when every system of the search can, else in the torch loop; both agree
+to float32 rounding and make the same draws.
+
 Where the VAE comes from (``SearchContext.vae``):
 
 - a fitted :class:`VAE` trained on standardised data (one system: shared by all; else indexed by system);
@@ -31,7 +35,15 @@ from collections.abc import Sequence
 
 import torch
 
-from recourse_sim.generators.engine import SearchSpace, descend, per_system, register_strategy
+from recourse_sim.generators import compiled_search
+from recourse_sim.generators.engine import (
+    SearchSpace,
+    check_compiled_backend,
+    compiled_descent,
+    descend,
+    per_system,
+    register_strategy,
+)
 from recourse_sim.generators.problem import SearchContext, SearchProblem, SearchResult
 from recourse_sim.generators.spec import GeneratorSpec
 from recourse_sim.models.vae import VAE
@@ -166,8 +178,27 @@ class LatentSpace(SearchSpace):
     def step(self, grad: torch.Tensor, work: torch.Tensor, index) -> torch.Tensor:
         return torch.nan_to_num(-self.step_size * grad, nan=0.0)
 
+    def kernel_settings(self) -> dict[str, object]:
+        """The compiled kernel decodes with each system's VAE decoder."""
+        return {"decoder": self.vae.decoder_weights(self.vae_systems)}
+
 
 @register_strategy("latent")
 def latent_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]) -> SearchResult:
-    """Gradient descent in a VAE's latent space, batched over systems, individuals and copies."""
-    return descend(problem, generators, LatentSpace(problem, generators))
+    """Gradient descent in a VAE's latent space, batched over systems, individuals and copies.
+
+    On the CPU it runs in the compiled kernel (``compiled_search``) when every system can (backend ``"auto"``
+    or ``"compiled"``), else every system runs in the torch loop: the systems share one VAE stack, resolved once
+    per search, which splitting them into parts would resolve (and, from a ``LatentCache``, train) per part.
+    """
+    if problem.backend == "torch":
+        return descend(problem, generators, LatentSpace(problem, generators))
+    reasons = compiled_search.unsupported(problem, generators)
+    source = problem.context.vae
+    if isinstance(source, VAE):  # a LatentCache or None makes the package's VAE on the search's device
+        reasons = [reason or compiled_search.unsupported_vae(source) for reason in reasons]
+    check_compiled_backend(problem, reasons)  # refused before any VAE is trained
+    space = LatentSpace(problem, generators)
+    if any(reason is not None for reason in reasons):
+        return descend(problem, generators, space)
+    return compiled_descent(problem, generators, space)

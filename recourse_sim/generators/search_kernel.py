@@ -1,5 +1,5 @@
-"""The gradient search (``strategy = "gradient"``) and the greedy search (``"greedy"``) as one compiled call on the
-CPU.
+"""The gradient search (``strategy = "gradient"``), the greedy search (``"greedy"``) and the latent search
+(``"latent"``) as one compiled call on the CPU.
 
 Why: a search step is a few hundred floating-point operations per candidate, and the torch loop of
 :func:`~recourse_sim.generators.engine.descend` spends them in ~90 dispatched operations per iteration (autograd
@@ -27,6 +27,9 @@ in the torch loop):
   immutable features, with torch's sub-gradients of the projection: ``min``/``max`` pass half the gradient at a
   tie, ``where`` none to the replaced value;
 - every convergence rule and per-system gamma, step size, tolerance and cap of the torch loop;
+- the latent strategy (:class:`~recourse_sim.generators.latent.LatentSpace`: REVISE): descent on the latent code z
+  of the package's VAE, whose decoder (``relu(z W1 + b1) W2 + b2``) runs in front of the projection, z moving by
+  ``-step_size grad`` without projection or step mask;
 - the greedy strategy's single-feature moves (:class:`~recourse_sim.generators.greedy.GreedySpace`: epsilon, the
   cap n per copy and its passes, the moves the constraints allow), with its own tie-breaks: where features tie,
   uniform numbers from a splitmix64 stream per individual, seeded by a hash of the engine generator's state and
@@ -173,6 +176,91 @@ def _project_copy(z: np.ndarray, k: int, x: np.ndarray, slope: np.ndarray,
 
 
 @njit(cache=True, inline="always")
+def _step_of(g: np.float32, step_size: np.float32, fixed: bool) -> tuple[np.float32, np.float32]:
+    """(the step ``-step_size g``, the gradient as the convergence test sees it) for one coordinate of the state:
+    a NaN step is 0 and an infinite one the largest float (``torch.nan_to_num``); a ``fixed`` (immutable) feature
+    takes no step and shows no gradient; a NaN gradient shows as 0."""
+    zero = _F32(0.0)
+    step = -step_size * g
+    if np.isnan(step):
+        step = zero
+    elif np.isinf(step):
+        step = _FLOAT32_MAX if step > zero else -_FLOAT32_MAX
+    if fixed:
+        step = zero
+        g = zero
+    elif np.isnan(g):
+        g = zero
+    return step, g
+
+
+@njit(cache=True, inline="always")
+def _decode(k: int, latent: np.ndarray, decoder: np.ndarray, units: np.ndarray, decoded: np.ndarray) -> None:
+    """Copy ``k`` of every lane through a system's VAE decoder (``VAE.decode_stacked``): ``units[k]`` = relu(z @ W1
+    + b1), ``decoded[k]`` = units @ W2 + b2, sums in input order. ``decoder``: [W1 (width, H), b1 (H), W2 (H, d),
+    b2 (d)], row-major (``compiled_search.decoder_rows``)."""
+    width, H, d, L = latent.shape[1], units.shape[1], decoded.shape[1], latent.shape[2]
+    b1 = width * H
+    w2 = b1 + H
+    b2 = w2 + H * d
+    for h in range(H):
+        w = decoder[h]
+        for lane in range(L):
+            units[k, h, lane] = latent[k, 0, lane] * w
+    for i in range(1, width):
+        for h in range(H):
+            w = decoder[i * H + h]
+            for lane in range(L):
+                units[k, h, lane] += latent[k, i, lane] * w
+    for h in range(H):
+        bias = decoder[b1 + h]
+        for lane in range(L):
+            units[k, h, lane] = max(units[k, h, lane] + bias, _F32(0.0))
+    for j in range(d):
+        w = decoder[w2 + j]
+        for lane in range(L):
+            decoded[k, j, lane] = units[k, 0, lane] * w
+    for h in range(1, H):
+        for j in range(d):
+            w = decoder[w2 + h * d + j]
+            for lane in range(L):
+                decoded[k, j, lane] += units[k, h, lane] * w
+    for j in range(d):
+        bias = decoder[b2 + j]
+        for lane in range(L):
+            decoded[k, j, lane] += bias
+
+
+@njit(cache=True, inline="always")
+def _decoder_backward(k: int, grad: np.ndarray, decoder: np.ndarray, units: np.ndarray, back: np.ndarray,
+                      latent_grad: np.ndarray) -> None:
+    """``latent_grad[k]`` = d objective / d z of copy ``k`` from ``grad[k]`` = d objective / d decoded, through
+    :func:`_decode`'s layers (the ReLU gate read from the stored units, as torch: result > 0); ``back`` (H, lanes)
+    is scratch."""
+    width, H, d, L = latent_grad.shape[1], units.shape[1], grad.shape[1], grad.shape[2]
+    w2 = width * H + H
+    for h in range(H):
+        row = w2 + h * d
+        for lane in range(L):
+            back[h, lane] = decoder[row] * grad[k, 0, lane]
+        for j in range(1, d):
+            w = decoder[row + j]
+            for lane in range(L):
+                back[h, lane] += w * grad[k, j, lane]
+        for lane in range(L):
+            if not units[k, h, lane] > _F32(0.0):
+                back[h, lane] = _F32(0.0)
+    for i in range(width):
+        row = i * H
+        for lane in range(L):
+            latent_grad[k, i, lane] = decoder[row] * back[0, lane]
+        for h in range(1, H):
+            w = decoder[row + h]
+            for lane in range(L):
+                latent_grad[k, i, lane] += w * back[h, lane]
+
+
+@njit(cache=True, inline="always")
 def _log_sigmoid_and_slope(z: np.float32) -> tuple[np.float32, np.float32]:
     """(log sigmoid(z), its derivative 1 - sigmoid(z)) from one exponential, without cancellation."""
     e = np.exp(-abs(z))
@@ -187,7 +275,8 @@ def _search_range(
     group_of: np.ndarray, group_columns: np.ndarray, group_sizes: np.ndarray, mad: np.ndarray,
     step_size: np.ndarray, caps: np.ndarray, rules: np.ndarray, log_thresholds: np.ndarray, tolerances: np.ndarray,
     weights: np.ndarray, jitter: np.float32, greedy: bool, greedy_epsilon: np.ndarray, greedy_n: np.ndarray,
-    tie_seed: np.uint64, converged: np.ndarray, steps: np.ndarray,
+    tie_seed: np.uint64, latent: bool, decoders: np.ndarray, hidden_width: int, converged: np.ndarray,
+    steps: np.ndarray,
 ) -> None:
     """Search individuals ``first`` to ``last - 1`` of system ``s`` (see :func:`search_all` for the arrays).
 
@@ -195,7 +284,8 @@ def _search_range(
     one vector instruction over the lanes. A lane whose individual stops (converged or at the cap) writes it
     back and takes the next one.
     """
-    K, d = work.shape[2], work.shape[3]
+    K, d = work.shape[2], factual.shape[2]
+    width = work.shape[3]  # of the search space: d, or the latent code's width
     M = n_members
     n_layers = sizes.shape[0] - 1
     w_off = np.empty(n_layers, np.int64)
@@ -221,7 +311,7 @@ def _search_range(
     # the lanes' state: the individual each holds (-1: none), its iteration, its search-space copies and data
     who = np.full(L, -1, np.int64)
     t_lane = np.zeros(L, np.int64)
-    lane_work = np.zeros((K, d, L), np.float32)
+    lane_work = np.zeros((K, width, L), np.float32)
     lane_factual = np.zeros((d, L), np.float32)
     lane_factual_std = np.zeros((d, L), np.float32)
     lane_centre = np.zeros((d, L), np.float32)
@@ -230,7 +320,13 @@ def _search_range(
     x_std = np.zeros((K, d, L), np.float32)
     slope = np.zeros((K, d, L), np.float32)
     grad = np.zeros((K, d, L), np.float32)
-    delta = np.zeros((K, d, L), np.float32)
+    delta = np.zeros((K, width, L), np.float32)
+    # a latent search's decoded state, the decoder's hidden units and the gradients at both
+    decoded = np.zeros((K, d if latent else 0, L), np.float32)
+    decoder_units = np.zeros((K, hidden_width, L), np.float32)
+    decoder_back = np.zeros((hidden_width, L), np.float32)
+    latent_grad = np.zeros((K, width if latent else 0, L), np.float32)
+    unprojected = decoded if latent else lane_work  # what the projection makes feasible
     acts = np.zeros((K * M, units + 1, L), np.float32)
     logits = np.zeros((K, M, L), np.float32)
     log_p = np.zeros((K, L), np.float32)
@@ -260,6 +356,7 @@ def _search_range(
     for j in range(d):
         any_mutable = any_mutable or kind[j] != IMMUTABLE
     params = flat[model_rows[s]]
+    decoder = decoders[s]
     step_s, cap, rule = step_size[s], caps[s], rules[s]
     log_threshold, tolerance = log_thresholds[s], tolerances[s]
     w_dist, w_grav, w_mad = weights[s, DISTANCE], weights[s, GRAVITATIONAL], weights[s, MAD]
@@ -280,9 +377,12 @@ def _search_range(
             live += 1
     while live > 0:
         # ------------------------------------------------------------ candidates and the forward pass
+        if latent:
+            for k in range(K):
+                _decode(k, lane_work, decoder, decoder_units, decoded)
         if grouped:
             for k in range(K):
-                _project_copy(lane_work, k, x, slope, scale, mean, lower, upper, kind, bounded, lane_factual,
+                _project_copy(unprojected, k, x, slope, scale, mean, lower, upper, kind, bounded, lane_factual,
                               group_of, group_columns, group_sizes)
                 for j in range(d):
                     sc, mu = scale[j], mean[j]
@@ -293,7 +393,7 @@ def _search_range(
                 for j in range(d):
                     sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
                     for lane in range(L):
-                        value, sl = _project(lane_work[k, j, lane], sc, mu, lo, up, kd, lane_factual[j, lane],
+                        value, sl = _project(unprojected[k, j, lane], sc, mu, lo, up, kd, lane_factual[j, lane],
                                              bounded)
                         x[k, j, lane] = value
                         slope[k, j, lane] = sl
@@ -461,25 +561,29 @@ def _search_range(
         for lane in range(L):
             largest_step[lane] = zero
             largest_gradient[lane] = zero
-        for k in range(K):
-            for j in range(d):
-                sc = scale[j]
-                fixed = kind[j] == IMMUTABLE  # no step (FeatureSpace.step_mask), no gradient in the test
-                for lane in range(L):
-                    g = grad[k, j, lane] * slope[k, j, lane] * sc  # x = project(work * scale + mean)
-                    step = -step_s * g
-                    if np.isnan(step):
-                        step = zero
-                    elif np.isinf(step):
-                        step = _FLOAT32_MAX if step > zero else -_FLOAT32_MAX
-                    if fixed:
-                        step = zero
-                        g = zero
-                    elif np.isnan(g):
-                        g = zero
-                    delta[k, j, lane] = step
-                    largest_step[lane] = max(largest_step[lane], abs(step))
-                    largest_gradient[lane] = max(largest_gradient[lane], min(abs(g), _FLOAT32_MAX))
+        if latent:  # LatentSpace.step: through the decoder to z; every coordinate of z moves
+            for k in range(K):
+                for j in range(d):
+                    sc = scale[j]
+                    for lane in range(L):  # d / d decoded: x = project(decoded * scale + mean)
+                        grad[k, j, lane] = grad[k, j, lane] * slope[k, j, lane] * sc
+                _decoder_backward(k, grad, decoder, decoder_units, decoder_back, latent_grad)
+                for j in range(width):
+                    for lane in range(L):
+                        step, g = _step_of(latent_grad[k, j, lane], step_s, False)
+                        delta[k, j, lane] = step
+                        largest_step[lane] = max(largest_step[lane], abs(step))
+                        largest_gradient[lane] = max(largest_gradient[lane], min(abs(g), _FLOAT32_MAX))
+        else:
+            for k in range(K):
+                for j in range(d):
+                    sc = scale[j]
+                    fixed = kind[j] == IMMUTABLE  # no step (FeatureSpace.step_mask), no gradient in the test
+                    for lane in range(L):  # x = project(work * scale + mean)
+                        step, g = _step_of(grad[k, j, lane] * slope[k, j, lane] * sc, step_s, fixed)
+                        delta[k, j, lane] = step
+                        largest_step[lane] = max(largest_step[lane], abs(step))
+                        largest_gradient[lane] = max(largest_gradient[lane], min(abs(g), _FLOAT32_MAX))
         if greedy:
             _greedy_steps(who, grad, slope, lane_work, lane_factual, greedy_epsilon[s], counts, cap_now, passes, ties,
                           any_mutable, eligible, scale, mean, lower, upper, kind, bounded, group_of, group_columns,
@@ -497,7 +601,7 @@ def _search_range(
                 hit = at_threshold[lane] and largest_gradient[lane] < tolerance
             if hit or t_lane[lane] >= cap:
                 for k in range(K):
-                    for j in range(d):
+                    for j in range(width):
                         work[s, b, k, j] = lane_work[k, j, lane]
                 converged[s, b] = hit
                 steps[s, b] = t_lane[lane]
@@ -505,7 +609,12 @@ def _search_range(
                 live -= 1
         if greedy:  # the moves of the individuals that go on (GreedySpace.move)
             _count_moves(who, delta, counts)
-        if grouped:  # the move (delta, x and slope serve as scratch: this iteration is done with them)
+        if latent:  # SearchSpace.move: z + delta, unprojected (the decoded candidates are projected)
+            for k in range(K):
+                for j in range(width):
+                    for lane in range(L):
+                        lane_work[k, j, lane] += delta[k, j, lane]
+        elif grouped:  # the move (delta, x and slope serve as scratch: this iteration is done with them)
             for k in range(K):
                 for j in range(d):
                     for lane in range(L):
@@ -686,7 +795,9 @@ def search_all(tasks: np.ndarray, *arguments) -> None:
     their biases (M, 1, fo)); ``centres`` (S, B, d) the gravitational centres (or (S, B, 0) unused); ``group_of``
     (d,) each feature's one-hot group (-1: none), ``group_columns`` (G, widest) every group's columns (padded) and
     ``group_sizes`` (G,); per-system settings are (S,) arrays, ``weights`` (S, 7) (search_codes' columns);
-    ``jitter`` DiCE's diagonal jitter.
+    ``jitter`` DiCE's diagonal jitter. A ``latent`` search's ``work`` (S, B, K, width) holds latent codes:
+    ``decoders`` (S, P) are each system's VAE decoder (:func:`_decode`'s layout) with ``hidden_width`` units;
+    otherwise ``decoders`` is (S, 0) and unused.
     """
     for task in range(tasks.shape[0]):
         _search_range(tasks[task, 0], tasks[task, 1], tasks[task, 2], *arguments)
@@ -772,9 +883,9 @@ def _load(lane: int, b: int, s: int, work: np.ndarray, factual: np.ndarray, fact
           centres: np.ndarray, has_centre: bool, lane_work: np.ndarray, lane_factual: np.ndarray,
           lane_factual_std: np.ndarray, lane_centre: np.ndarray) -> None:
     """Put individual ``b`` of system ``s`` into ``lane``."""
-    K, d = work.shape[2], work.shape[3]
+    K, width, d = work.shape[2], work.shape[3], factual.shape[2]
     for k in range(K):
-        for j in range(d):
+        for j in range(width):
             lane_work[k, j, lane] = work[s, b, k, j]
     for j in range(d):
         lane_factual[j, lane] = factual[s, b, j]

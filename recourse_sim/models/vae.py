@@ -214,8 +214,13 @@ class VAE(StackedEstimator):
 
     def decode_stacked(self, Z: torch.Tensor, systems: torch.Tensor | None = None) -> torch.Tensor:
         """Differentiable decoder: ``Z`` (S', N, latent) -> (S', N, d)."""
-        W1, b1, W2, b2 = self._weights(_DECODER, systems)
+        W1, b1, W2, b2 = self.decoder_weights(systems)
         return torch.matmul(torch.relu(torch.matmul(Z, W1) + b1), W2) + b2
+
+    def decoder_weights(self, systems: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The decoder's ``[W1 (S', latent, hidden), b1 (S', 1, hidden), W2 (S', hidden, d), b2 (S', 1, d)]`` of
+        the selected systems (all: None): :meth:`decode_stacked` is ``relu(Z W1 + b1) W2 + b2``."""
+        return self._weights(_DECODER, systems)
 
     def _unstacked_call(self, fn, X: torch.Tensor):
         self._check_fitted()
