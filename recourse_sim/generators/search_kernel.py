@@ -56,6 +56,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from recourse_sim.compiled_math import exp_nonpositive, log1p_unit
 from recourse_sim.compiled_random import splitmix64
 from recourse_sim.generators.search_codes import (
     CLASSIFIER_LOSS,
@@ -262,9 +263,10 @@ def _decoder_backward(k: int, grad: np.ndarray, decoder: np.ndarray, units: np.n
 
 @njit(cache=True, inline="always")
 def _log_sigmoid_and_slope(z: np.float32) -> tuple[np.float32, np.float32]:
-    """(log sigmoid(z), its derivative 1 - sigmoid(z)) from one exponential, without cancellation."""
-    e = np.exp(-abs(z))
-    return min(z, _F32(0.0)) - np.log1p(e), (e if z > _F32(0.0) else _F32(1.0)) / (_F32(1.0) + e)
+    """(log sigmoid(z), its derivative 1 - sigmoid(z)) from one exponential, without cancellation; with the
+    vectorisable exp and log1p of :mod:`~recourse_sim.compiled_math` (the C library's would be a call per lane)."""
+    e = exp_nonpositive(-abs(z))
+    return min(z, _F32(0.0)) - log1p_unit(e), (e if z > _F32(0.0) else _F32(1.0)) / (_F32(1.0) + e)
 
 
 @njit(cache=True, error_model="numpy")
@@ -457,11 +459,11 @@ def _search_range(
                         top = max(top, member_log_p[m, lane])
                     total = zero
                     for m in range(M):
-                        total += np.exp(member_log_p[m, lane] - top)
+                        total += exp_nonpositive(member_log_p[m, lane] - top)
                     log_p[k, lane] = top + np.log(total) - log_m
                 for m in range(M):  # d log p / d z_m = sigmoid(z_m) (1 - sigmoid(z_m)) / (M p)
                     for lane in range(L):
-                        slopes[k, m, lane] *= np.exp(member_log_p[m, lane] - log_m - log_p[k, lane])
+                        slopes[k, m, lane] *= exp_nonpositive(member_log_p[m, lane] - log_m - log_p[k, lane])
         for lane in range(L):
             all_valid[lane] = True
             at_threshold[lane] = True
