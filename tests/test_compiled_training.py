@@ -132,6 +132,25 @@ def test_dropout_keep_rate_of_the_compiled_masks(rows):
     assert torch.equal(moved(1), kept) and not torch.equal(moved(2), kept)
 
 
+def test_dropout_units_that_share_a_draw_are_independent():
+    """The compiled loop takes two units' masks from each 64-bit draw (bits 40-63 and 16-39): neighbouring units
+    must still drop independently, both with probability p^2 (the same bits for both would give p). 1,001 units
+    per member, so the last takes a draw of its own: within 4 binomial standard deviations over 40 x 5 x 500
+    pairs, and the drop rate of the last units alone (200 of them) too."""
+    S, M, H, p = 40, 5, 1001, 0.3
+    net = StackedMLP(S, M, 1, (H,), dropout=p, rng=torch.Generator().manual_seed(0))
+    net.weights[0].copy_(net.weights[0].abs() + 0.1)
+    trained = net.clone()
+    trained.train(torch.ones(S, 1, 1), torch.zeros(S, 1), epochs=1, batch_size=1, rng=torch.Generator().manual_seed(4))
+    dropped = (trained.weights[1] == net.weights[1]).squeeze(-1)  # (S, M, H): one row, so dropped = not moved
+    both = (dropped[..., 0:H - 1:2] & dropped[..., 1:H:2]).float()
+    sd = (p * p * (1 - p * p) / both.numel()) ** 0.5
+    assert abs(both.mean().item() - p * p) < 4 * sd
+    assert abs(dropped.float().mean().item() - p) < 4 * (p * (1 - p) / dropped.numel()) ** 0.5
+    last = dropped[..., -1].float()
+    assert abs(last.mean().item() - p) < 4 * (p * (1 - p) / last.numel()) ** 0.5
+
+
 def test_dropout_training_learns_like_the_torch_loop():
     """With dropout the masks differ from the torch loop's, so the weights differ; the learning must not:
     the training loss (evaluated without dropout) falls, by an amount within 25 % of the torch loop's fall."""
