@@ -1,9 +1,10 @@
 """The compiled backend of the gradient, greedy and latent searches: which searches it serves, and how one becomes
 its arrays.
 
-The engine's ``"gradient"`` strategy (and ``"greedy"``, ``"latent"``) runs a system here when :func:`unsupported` finds nothing to object to
-(backend ``"auto"`` on the CPU), else in the torch loop :func:`~recourse_sim.generators.engine.descend`; one
-search may do both, each for its own systems. The arithmetic
+The engine's ``"gradient"``, ``"greedy"`` and ``"latent"`` strategies run a system here when :func:`unsupported`
+(and, for a latent search, :func:`unsupported_vae`) finds nothing to object to (backend ``"auto"`` on the CPU),
+else in the torch loop :func:`~recourse_sim.generators.engine.descend`; a gradient or greedy search may do both,
+each for its own systems (a latent search's systems share one VAE stack, so they go together). The arithmetic
 lives in :mod:`recourse_sim.generators.search_kernel` (numba, imported on first use); this module only checks
 and converts, so importing it costs nothing.
 """

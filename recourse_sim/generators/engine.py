@@ -500,9 +500,9 @@ def gradient_descent(problem: SearchProblem, generators: Sequence[GeneratorSpec]
 
 def descend_or_compile(problem: SearchProblem, generators: Sequence[GeneratorSpec],
                        make_space: Callable[[SearchProblem, Sequence[GeneratorSpec]], SearchSpace]) -> SearchResult:
-    """A feature-space search (``make_space``: :class:`FeatureSpace` or a subclass with ``kernel_settings``) in
-    the compiled kernel (:func:`compiled_descent`) for the systems it can serve (``problem.backend``), in
-    :func:`descend` for the others."""
+    """A feature-space search (``make_space``: :class:`FeatureSpace` or a subclass) in the compiled kernel
+    (:func:`compiled_descent`) for the systems it can serve (``problem.backend``), in :func:`descend` for the
+    others."""
     from recourse_sim.generators import compiled_search  # its check imports no numba; the kernel comes later
 
     def in_torch(part: SearchProblem, specs: Sequence[GeneratorSpec]) -> SearchResult:
