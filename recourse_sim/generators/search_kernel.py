@@ -195,7 +195,7 @@ def _step_of(g: np.float32, step_size: np.float32, fixed: bool) -> tuple[np.floa
     return step, g
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy")
 def _decode(k: int, latent: np.ndarray, decoder: np.ndarray, units: np.ndarray, decoded: np.ndarray) -> None:
     """Copy ``k`` of every lane through a system's VAE decoder (``VAE.decode_stacked``): ``units[k]`` = relu(z @ W1
     + b1), ``decoded[k]`` = units @ W2 + b2, sums in input order. ``decoder``: [W1 (width, H), b1 (H), W2 (H, d),
@@ -230,6 +230,28 @@ def _decode(k: int, latent: np.ndarray, decoder: np.ndarray, units: np.ndarray, 
         bias = decoder[b2 + j]
         for lane in range(L):
             decoded[k, j, lane] += bias
+
+
+@njit(cache=True, error_model="numpy")
+def _latent_steps(grad: np.ndarray, slope: np.ndarray, scale: np.ndarray, step_size: np.float32, decoder: np.ndarray,
+                  units: np.ndarray, back: np.ndarray, latent_grad: np.ndarray, delta: np.ndarray,
+                  largest_step: np.ndarray, largest_gradient: np.ndarray) -> None:
+    """LatentSpace.step for every copy and lane: the gradient through the projection and the decoder to z (every
+    coordinate of z moves: no step mask), the step, and each lane's largest step and gradient. Kept out of
+    :func:`_search_range`, as the greedy step is, so that its gradient path compiles as it did without it."""
+    K, d, L = grad.shape
+    for k in range(K):
+        for j in range(d):
+            sc = scale[j]
+            for lane in range(L):  # d / d decoded: x = project(decoded * scale + mean)
+                grad[k, j, lane] = grad[k, j, lane] * slope[k, j, lane] * sc
+        _decoder_backward(k, grad, decoder, units, back, latent_grad)
+        for j in range(latent_grad.shape[1]):
+            for lane in range(L):
+                step, g = _step_of(latent_grad[k, j, lane], step_size, False)
+                delta[k, j, lane] = step
+                largest_step[lane] = max(largest_step[lane], abs(step))
+                largest_gradient[lane] = max(largest_gradient[lane], min(abs(g), _FLOAT32_MAX))
 
 
 @njit(cache=True, inline="always")
@@ -563,19 +585,9 @@ def _search_range(
         for lane in range(L):
             largest_step[lane] = zero
             largest_gradient[lane] = zero
-        if latent:  # LatentSpace.step: through the decoder to z; every coordinate of z moves
-            for k in range(K):
-                for j in range(d):
-                    sc = scale[j]
-                    for lane in range(L):  # d / d decoded: x = project(decoded * scale + mean)
-                        grad[k, j, lane] = grad[k, j, lane] * slope[k, j, lane] * sc
-                _decoder_backward(k, grad, decoder, decoder_units, decoder_back, latent_grad)
-                for j in range(width):
-                    for lane in range(L):
-                        step, g = _step_of(latent_grad[k, j, lane], step_s, False)
-                        delta[k, j, lane] = step
-                        largest_step[lane] = max(largest_step[lane], abs(step))
-                        largest_gradient[lane] = max(largest_gradient[lane], min(abs(g), _FLOAT32_MAX))
+        if latent:
+            _latent_steps(grad, slope, scale, step_s, decoder, decoder_units, decoder_back, latent_grad, delta,
+                          largest_step, largest_gradient)
         else:
             for k in range(K):
                 for j in range(d):
