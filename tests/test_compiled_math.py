@@ -12,19 +12,22 @@ from recourse_sim.generators.search_kernel import _log_sigmoid_and_slope
 
 
 @njit(error_model="numpy")
+def _both_functions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(exp_nonpositive, log1p_unit) of every element, as a compiled loop calls them (each test reads the one
+    whose domain its inputs are in)."""
+    exp, log1p = np.empty_like(x), np.empty_like(x)
+    for i in range(x.shape[0]):
+        exp[i] = exp_nonpositive(x[i])
+        log1p[i] = log1p_unit(x[i])
+    return exp, log1p
+
+
 def _exp_each(x: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x)
-    for i in range(x.shape[0]):
-        out[i] = exp_nonpositive(x[i])
-    return out
+    return _both_functions(x)[0]
 
 
-@njit(error_model="numpy")
 def _log1p_each(x: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x)
-    for i in range(x.shape[0]):
-        out[i] = log1p_unit(x[i])
-    return out
+    return _both_functions(x)[1]
 
 
 @njit(error_model="numpy")
