@@ -709,7 +709,7 @@ def _greedy_reset(lane: int, s: int, b: int, n: np.float32, tie_seed: np.uint64,
     return stream
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _greedy_allowed(k: int, j: int, lane: int, move: np.float32, lane_work: np.ndarray, factual: np.ndarray,
                     scale: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, kind: np.ndarray,
                     bounded: bool, group_of: np.ndarray, group_columns: np.ndarray,
@@ -744,7 +744,7 @@ def _greedy_allowed(k: int, j: int, lane: int, move: np.float32, lane_work: np.n
     return abs((landed - mu) / sc - z) > _F32(_MOVE_TOLERANCE)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _greedy_move(k: int, lane: int, grad: np.ndarray, slope: np.ndarray, lane_work: np.ndarray,
                  factual: np.ndarray, epsilon: np.float32, counts: np.ndarray, cap_now: np.ndarray, passes: np.ndarray,
                  stream: np.uint64, any_mutable: bool, eligible: np.ndarray, scale: np.ndarray, mean: np.ndarray,
