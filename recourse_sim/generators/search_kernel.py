@@ -238,8 +238,8 @@ def _latent_steps(grad: np.ndarray, slope: np.ndarray, scale: np.ndarray, step_s
                   largest_step: np.ndarray, largest_gradient: np.ndarray) -> None:
     """LatentSpace.step for every copy and lane: the gradient through the projection and the decoder to z (every
     coordinate of z moves: no step mask), the step, and each lane's largest step and gradient. Inlined: as a
-    compiled call per iteration (with :func:`_decode` one per copy) REVISE searched 24 % slower at B = 10k (its
-    array arguments are passed and reference-counted on every call), for 2 s less compilation."""
+    compiled call per iteration (with :func:`_decode` one per copy) REVISE searched 24 % slower at B = 10k, for
+    2 s less compilation."""
     K, d, L = grad.shape
     for k in range(K):
         for j in range(d):
