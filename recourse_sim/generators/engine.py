@@ -79,9 +79,9 @@ def search(
     ``rng`` is the torch random generator for every draw of the search (initial noise, tie-breaks, ...);
     ``on_step`` is called at every iteration of every strategy group's loop with a :class:`StepRecord` (see
     :func:`descend`); it only observes: with ``backend="torch"`` the result is the same with or without it (with
-    ``"auto"``, a hooked gradient or greedy search runs the torch loop, an unhooked one may run compiled).
+    ``"auto"``, a hooked gradient, greedy or latent search runs the torch loop, an unhooked one may run compiled).
 
-    ``backend`` (the gradient and greedy strategies'; the others have only the torch loop): ``"compiled"`` runs
+    ``backend`` (the gradient, greedy and latent strategies'; the others have only the torch loop): ``"compiled"`` runs
     the whole search as one numba-compiled call (:mod:`~recourse_sim.generators.compiled_search`; CPU, the
     package's networks, the common terms and constraints), ``"torch"`` the torch loop :func:`descend` (every
     device, model and term, and ``on_step``), ``"auto"`` compiled wherever it can run, else torch. The two agree
