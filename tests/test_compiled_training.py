@@ -65,6 +65,42 @@ def test_compiled_equals_stepwise_torch_satml_scale():
         torch.testing.assert_close(compiled.flat, stepwise.flat, atol=ATOL, rtol=RTOL)
 
 
+def test_blas_mini_batches_equal_the_stepwise_torch_loop():
+    """Mini-batches of >= ``BLAS_MIN_ROWS`` rows multiply through BLAS (the real-data protocol's batch size 500),
+    smaller ones through the compiled loops: one run has both (n = 100 at batch 40: 40, 40, then 20 rows), on
+    the real-data architecture (two hidden layers of 64, here an ensemble of 2 members), against the torch loop.
+    Swapping a product's operands or transposing the wrong one moves the weights by far more than the tolerance.
+    """
+    from recourse_sim.models.compiled_training import BLAS_MIN_ROWS
+
+    n, batch = 100, 40
+    assert batch >= BLAS_MIN_ROWS > n % batch
+    X, y = _data(2, n, 9, seed=2)
+    net = StackedMLP(2, 2, 9, (64, 64), rng=torch.Generator().manual_seed(1))
+    compiled, stepwise = _train_both(net, X, y, epochs=3, batch_size=batch, shuffle=True,
+                                     adam=AdamSettings(lr=0.01))
+    assert (stepwise.flat - net.flat).abs().max() > 1e-2
+    torch.testing.assert_close(compiled.flat, stepwise.flat, atol=ATOL, rtol=RTOL)
+
+
+def test_blas_mini_batches_with_dropout_are_bit_identical_across_reruns():
+    """The BLAS products run on the calling thread (``device.one_blas_thread``): reruns give the same bits, and
+    the BLAS libraries' thread settings are restored afterwards."""
+    from threadpoolctl import threadpool_info
+
+    X, y = _data(3, 96, 5, seed=4)
+    net = StackedMLP(3, 2, 5, (64, 64), dropout=0.1, rng=torch.Generator().manual_seed(2))
+    threads_before = [library["num_threads"] for library in threadpool_info()]
+    runs = []
+    for _ in range(3):
+        trained = net.clone()
+        trained.train(X, y, epochs=2, batch_size=48, rng=torch.Generator().manual_seed(3))
+        runs.append(trained.flat)
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+    assert not torch.equal(runs[0], net.flat)
+    assert [library["num_threads"] for library in threadpool_info()] == threads_before
+
+
 def test_compiled_equals_stepwise_with_dropout_set_to_zero_draws_the_same_orders():
     """dropout = 0: the compiled loop consumes exactly the draws of the torch loop (one randperm per epoch)."""
     X, y = _data(2, 30, 3)

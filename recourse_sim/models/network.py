@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recourse_sim.device import flush_denormals
+from recourse_sim.device import flush_denormals, one_blas_thread
 
 
 # Inference activations per chunk of systems: below glibc's largest dynamic mmap threshold (32 MiB), so freed
@@ -255,12 +255,13 @@ class StackedMLP:
         sizes = np.array((self.n_features, *self.hidden, 1), dtype=np.int64)
         flat = self.flat.detach()
         flat = flat if flat.is_contiguous() else flat.contiguous()
-        train_stack(
-            flat.numpy(), X.detach().to(torch.float32).contiguous().numpy(),
-            y.detach().to(torch.float32).contiguous().numpy(), orders, bool(shuffle), sizes, self.n_members,
-            int(epochs), int(batch_size), float(adam.lr), float(adam.beta1), float(adam.beta2), float(adam.eps),
-            float(self.dropout), np.uint64(seed),
-        )
+        with one_blas_thread():  # mini-batches of >= BLAS_MIN_ROWS rows multiply through BLAS
+            train_stack(
+                flat.numpy(), X.detach().to(torch.float32).contiguous().numpy(),
+                y.detach().to(torch.float32).contiguous().numpy(), orders, bool(shuffle), sizes, self.n_members,
+                int(epochs), int(batch_size), float(adam.lr), float(adam.beta1), float(adam.beta2),
+                float(adam.eps), float(self.dropout), np.uint64(seed),
+            )
         if flat.data_ptr() != self.flat.data_ptr():
             self.flat.copy_(flat)
 

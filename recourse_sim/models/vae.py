@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from recourse_sim.device import flush_denormals, resolve_device
+from recourse_sim.device import flush_denormals, one_blas_thread, resolve_device
 from recourse_sim.errors import ConfigError, DataError
 from recourse_sim.models.base import StackedEstimator
 from recourse_sim.settings import check_keywords
@@ -167,12 +167,14 @@ class VAE(StackedEstimator):
         data = X.detach().to(torch.float32).contiguous().numpy()
         step = 0
         beta1, beta2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which the torch loop uses
-        for _ in range(epochs):
-            order = (torch.randperm(n, generator=self.rng_) if self.shuffle else torch.arange(n))
-            noise = torch.cat([torch.randn((S, min(self.batch_size, n - start), self.latent_dim_), generator=self.rng_)
-                               for start in range(0, n, self.batch_size)], 1)
-            step = train_epoch(flat, m, v, data, order.numpy(), noise.numpy(), d, self.hidden_size, self.latent_dim_,
-                               self.batch_size, step, self.learning_rate, beta1, beta2, eps, self.decoder_weight_decay)
+        with one_blas_thread():  # batches of >= compiled_training.BLAS_MIN_ROWS rows multiply through BLAS
+            for _ in range(epochs):
+                order = (torch.randperm(n, generator=self.rng_) if self.shuffle else torch.arange(n))
+                noise = torch.cat([torch.randn((S, min(self.batch_size, n - start), self.latent_dim_),
+                                               generator=self.rng_) for start in range(0, n, self.batch_size)], 1)
+                step = train_epoch(flat, m, v, data, order.numpy(), noise.numpy(), d, self.hidden_size,
+                                   self.latent_dim_, self.batch_size, step, self.learning_rate, beta1, beta2, eps,
+                                   self.decoder_weight_decay)
         trained = torch.from_numpy(flat).split([p[0].numel() for p in tensors], 1)
         for p, new in zip(tensors, trained):
             p.copy_(new.view_as(p))
