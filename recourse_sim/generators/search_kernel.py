@@ -200,6 +200,72 @@ def _step_of(g: np.float32, step_size: np.float32, fixed: bool) -> tuple[np.floa
 
 
 @njit(cache=True, inline="always")
+def _lanes_times_matrix(source: np.ndarray, src: int, n_in: int, weights: np.ndarray, w_at: int, out: np.ndarray,
+                        dst: int, n_out: int) -> None:
+    """``out[dst + o] = sum_i source[src + i] W[i, o]`` for every lane (the last axis), ``W`` the row-major
+    ``n_in x n_out`` matrix at ``weights[w_at:]``: a layer's forward pass. Four inputs per pass: an output is loaded
+    and stored once per four products instead of once per product (the stores bound this loop); every sum runs in
+    input order from 0 (0 + x = x: the bits of assigning the first term)."""
+    for o in range(n_out):
+        for lane in range(LANES):
+            out[dst + o, lane] = _F32(0.0)
+    i = 0
+    while i + 4 <= n_in:
+        row = w_at + i * n_out
+        for o in range(n_out):
+            w0 = weights[row + o]
+            w1 = weights[row + n_out + o]
+            w2 = weights[row + 2 * n_out + o]
+            w3 = weights[row + 3 * n_out + o]
+            for lane in range(LANES):
+                acc = out[dst + o, lane]
+                acc += source[src + i, lane] * w0
+                acc += source[src + i + 1, lane] * w1
+                acc += source[src + i + 2, lane] * w2
+                acc += source[src + i + 3, lane] * w3
+                out[dst + o, lane] = acc
+        i += 4
+    while i < n_in:
+        row = w_at + i * n_out
+        for o in range(n_out):
+            w = weights[row + o]
+            for lane in range(LANES):
+                out[dst + o, lane] += source[src + i, lane] * w
+        i += 1
+
+
+@njit(cache=True, inline="always")
+def _matrix_times_lanes(weights: np.ndarray, w_at: int, n_in: int, n_out: int, upper: np.ndarray,
+                        lower: np.ndarray) -> None:
+    """``lower[i] = sum_o W[i, o] upper[o]`` for every lane, ``W`` the row-major ``n_in x n_out`` matrix at
+    ``weights[w_at:]``: a layer's backward pass, from d / d outputs (``upper``) to d / d inputs (``lower``). Four
+    outputs per pass, as :func:`_lanes_times_matrix`; every sum runs in output order from 0."""
+    for i in range(n_in):
+        row = w_at + i * n_out
+        for lane in range(LANES):
+            lower[i, lane] = _F32(0.0)
+        o = 0
+        while o + 4 <= n_out:
+            w0 = weights[row + o]
+            w1 = weights[row + o + 1]
+            w2 = weights[row + o + 2]
+            w3 = weights[row + o + 3]
+            for lane in range(LANES):
+                acc = lower[i, lane]
+                acc += w0 * upper[o, lane]
+                acc += w1 * upper[o + 1, lane]
+                acc += w2 * upper[o + 2, lane]
+                acc += w3 * upper[o + 3, lane]
+                lower[i, lane] = acc
+            o += 4
+        while o < n_out:
+            w = weights[row + o]
+            for lane in range(LANES):
+                lower[i, lane] += w * upper[o, lane]
+            o += 1
+
+
+@njit(cache=True, inline="always")
 def _decode(k: int, latent: np.ndarray, decoder: np.ndarray, units: np.ndarray, decoded: np.ndarray) -> None:
     """Copy ``k`` of every lane through a system's VAE decoder (``VAE.decode_stacked``): ``units[k]`` = relu(z @ W1
     + b1), ``decoded[k]`` = units @ W2 + b2, sums in input order. ``decoder``: [W1 (width, H), b1 (H), W2 (H, d),
@@ -208,32 +274,18 @@ def _decode(k: int, latent: np.ndarray, decoder: np.ndarray, units: np.ndarray, 
     b1 = width * H
     w2 = b1 + H
     b2 = w2 + H * d
-    for h in range(H):
-        w = decoder[h]
-        for lane in range(L):
-            units[k, h, lane] = latent[k, 0, lane] * w
-    for i in range(1, width):
-        for h in range(H):
-            w = decoder[i * H + h]
-            for lane in range(L):
-                units[k, h, lane] += latent[k, i, lane] * w
+    hidden = units[k]
+    _lanes_times_matrix(latent[k], 0, width, decoder, 0, hidden, 0, H)
     for h in range(H):
         bias = decoder[b1 + h]
         for lane in range(L):
-            units[k, h, lane] = max(units[k, h, lane] + bias, _F32(0.0))
-    for j in range(d):
-        w = decoder[w2 + j]
-        for lane in range(L):
-            decoded[k, j, lane] = units[k, 0, lane] * w
-    for h in range(1, H):
-        for j in range(d):
-            w = decoder[w2 + h * d + j]
-            for lane in range(L):
-                decoded[k, j, lane] += units[k, h, lane] * w
+            hidden[h, lane] = max(hidden[h, lane] + bias, _F32(0.0))
+    out = decoded[k]
+    _lanes_times_matrix(hidden, 0, H, decoder, w2, out, 0, d)
     for j in range(d):
         bias = decoder[b2 + j]
         for lane in range(L):
-            decoded[k, j, lane] += bias
+            out[j, lane] += bias
 
 
 @njit(cache=True, inline="always")
@@ -265,27 +317,13 @@ def _decoder_backward(k: int, grad: np.ndarray, decoder: np.ndarray, units: np.n
     """``latent_grad[k]`` = d objective / d z of copy ``k`` from ``grad[k]`` = d objective / d decoded, through
     :func:`_decode`'s layers (the ReLU gate read from the stored units, as torch: result > 0); ``back`` (H, lanes)
     is scratch."""
-    width, H, d, L = latent_grad.shape[1], units.shape[1], grad.shape[1], grad.shape[2]
-    w2 = width * H + H
+    width, H, L = latent_grad.shape[1], units.shape[1], grad.shape[2]
+    _matrix_times_lanes(decoder, width * H + H, H, grad.shape[1], grad[k], back)  # through W2
     for h in range(H):
-        row = w2 + h * d
-        for lane in range(L):
-            back[h, lane] = decoder[row] * grad[k, 0, lane]
-        for j in range(1, d):
-            w = decoder[row + j]
-            for lane in range(L):
-                back[h, lane] += w * grad[k, j, lane]
         for lane in range(L):
             if not units[k, h, lane] > _F32(0.0):
                 back[h, lane] = _F32(0.0)
-    for i in range(width):
-        row = i * H
-        for lane in range(L):
-            latent_grad[k, i, lane] = decoder[row] * back[0, lane]
-        for h in range(1, H):
-            w = decoder[row + h]
-            for lane in range(L):
-                latent_grad[k, i, lane] += w * back[h, lane]
+    _matrix_times_lanes(decoder, 0, width, H, back, latent_grad[k])  # through W1
 
 
 @njit(cache=True, inline="always")
@@ -437,34 +475,7 @@ def _search_range(
                     fi, fo = sizes[layer], sizes[layer + 1]
                     src, dst = a_off[layer], a_off[layer + 1]
                     wo, bo = w_off[layer] + m * fi * fo, b_off[layer] + m * fo
-                    for o in range(fo):
-                        for lane in range(L):
-                            acts[km, dst + o, lane] = zero
-                    # four inputs per pass: an output is loaded and stored once per four products instead of
-                    # once per product (the stores bound this loop); the sums keep their input order
-                    i = 0
-                    while i + 4 <= fi:
-                        row = wo + i * fo
-                        for o in range(fo):
-                            w0 = params[row + o]
-                            w1 = params[row + fo + o]
-                            w2 = params[row + 2 * fo + o]
-                            w3 = params[row + 3 * fo + o]
-                            for lane in range(L):
-                                acc = acts[km, dst + o, lane]
-                                acc += acts[km, src + i, lane] * w0
-                                acc += acts[km, src + i + 1, lane] * w1
-                                acc += acts[km, src + i + 2, lane] * w2
-                                acc += acts[km, src + i + 3, lane] * w3
-                                acts[km, dst + o, lane] = acc
-                        i += 4
-                    while i < fi:
-                        row = wo + i * fo
-                        for o in range(fo):
-                            w = params[row + o]
-                            for lane in range(L):
-                                acts[km, dst + o, lane] += acts[km, src + i, lane] * w
-                        i += 1
+                    _lanes_times_matrix(acts[km], src, fi, params, wo, acts[km], dst, fo)
                     hidden = layer < n_layers - 1
                     for o in range(fo):
                         bias = params[bo + o]
@@ -559,29 +570,7 @@ def _search_range(
                     for o in range(fo):  # the ReLU gate, read from the stored activation (torch: result > 0)
                         for lane in range(L):
                             back[here, o, lane] = back[here, o, lane] if acts[km, out + o, lane] > zero else zero
-                    for i in range(fi):  # four outputs per pass, as in the forward pass; sums in output order
-                        row = wo + i * fo
-                        for lane in range(L):
-                            back[there, i, lane] = zero
-                        o = 0
-                        while o + 4 <= fo:
-                            w0 = params[row + o]
-                            w1 = params[row + o + 1]
-                            w2 = params[row + o + 2]
-                            w3 = params[row + o + 3]
-                            for lane in range(L):
-                                acc = back[there, i, lane]
-                                acc += w0 * back[here, o, lane]
-                                acc += w1 * back[here, o + 1, lane]
-                                acc += w2 * back[here, o + 2, lane]
-                                acc += w3 * back[here, o + 3, lane]
-                                back[there, i, lane] = acc
-                            o += 4
-                        while o < fo:
-                            w = params[row + o]
-                            for lane in range(L):
-                                back[there, i, lane] += w * back[here, o, lane]
-                            o += 1
+                    _matrix_times_lanes(params, wo, fi, fo, back[here], back[there])
                     here = there
                 for j in range(d):
                     for lane in range(L):

@@ -274,7 +274,7 @@ def _train_pair(
                     for k in range(fi * fo):
                         params[_u(n_params + wo + k)] = params[_u(wo + k)] * scale
                     wo += n_params
-                if fo == 1:  # the logit: a dot product per row (the same sum, without a vector loop per input)
+                if fo == 1 and nb < BLAS_MIN_ROWS:  # the logit: a dot product per row (no vector loop per input)
                     for r in range(nb):
                         acc = zero
                         for i in range(fi):
