@@ -251,3 +251,31 @@ def test_blocked_products_keep_the_sums_in_input_and_row_order(n_rows, n_in, n_o
     for r in range(n_rows):
         G = G + x[r][:, None] * delta[r][None, :]
     assert np.array_equal(grad.reshape(n_in, n_out), G)
+
+
+@pytest.mark.parametrize("n_rows, n_in, n_out", [(32, 4, 3), (50, 16, 1), (500, 64, 64), (40, 2, 32), (40, 8, 5),
+                                                 (50, 29, 32)])
+def test_products_through_blas_or_the_loops_equal_float64(n_rows, n_in, n_out):
+    """Whichever path the shape rule picks (BLAS from ``BLAS_MIN_ROWS`` rows and enough inputs, else the loops),
+    ``x @ M`` and ``G + A^T delta`` on views inside larger buffers equal float64 products to float32 rounding:
+    a transposed operand or a wrong offset would be off by O(1)."""
+    from recourse_sim.models.compiled_training import add_outer_products, rows_times_matrix
+
+    rng = np.random.default_rng(n_rows + n_in + n_out)
+    x = rng.standard_normal((n_rows, n_in)).astype(np.float32)
+    M = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    buffer = np.concatenate([np.ones(3, np.float32), x.ravel(), np.full(n_rows * n_out + 2, np.nan, np.float32)])
+    weights = np.concatenate([np.ones(5, np.float32), M.ravel()])
+    rows_times_matrix(buffer, 3, n_rows, n_in, weights, 5, buffer, 3 + n_rows * n_in, n_out)
+    product = buffer[3 + n_rows * n_in : 3 + n_rows * n_in + n_rows * n_out].reshape(n_rows, n_out)
+    np.testing.assert_allclose(product, x.astype(np.float64) @ M, rtol=1e-4, atol=1e-4)
+    assert np.isnan(buffer[-2:]).all()  # nothing written past the product
+
+    delta = rng.standard_normal((n_rows, n_out)).astype(np.float32)
+    G = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    grad = np.concatenate([np.zeros(7, np.float32), G.ravel()])
+    add_outer_products(buffer, 3, n_in, np.concatenate([np.ones(1, np.float32), delta.ravel()]), 1, n_out, n_rows,
+                       grad, 7)
+    np.testing.assert_allclose(grad[7:].reshape(n_in, n_out), G + x.astype(np.float64).T @ delta, rtol=1e-4,
+                               atol=1e-3)
+    assert np.array_equal(grad[:7], np.zeros(7, np.float32))

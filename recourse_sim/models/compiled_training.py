@@ -70,11 +70,16 @@ def _u(index: int) -> np.uint64:
     return np.uint64(index)
 
 
-# Products of at least this many rows go through BLAS (sgemm, by numba's np.dot): the real-data protocol's
-# mini-batches of 500 rows, 1.6x faster to train (below). Smaller ones (the synthetic protocol's batch size 1) keep
-# the loops, where a BLAS call costs more than the product. The rule depends on shapes only, so a run's
-# arithmetic never depends on timing.
+# Products of at least BLAS_MIN_ROWS rows go through BLAS (sgemm, by numba's np.dot): the real-data protocol's
+# mini-batches of 500 rows (a real-data retraining round 1.6x faster, see the module docstring) and the VAE's of 50.
+# Smaller ones (the synthetic protocol's batch size 1) keep the loops, where a BLAS call costs more than the product.
+# So do products with very few inputs, where BLAS's tiles run mostly empty (measured per call, one thread, 50 and
+# 500 rows: x @ W with 2 inputs 0.26 / 2.6 us in the loops, 0.55 / 3.3 us in BLAS; with 8 inputs BLAS wins at 500
+# rows, 11 against 23 us; a gradient A^T delta with 2 or 8 inputs 1.0 / 8.9 us against 1.7 / 13 us in BLAS, with 29
+# or more BLAS is ahead). The rule depends on shapes only, so a run's arithmetic never depends on timing.
 BLAS_MIN_ROWS = 32
+BLAS_MIN_INPUTS = 4  # of x @ W
+BLAS_MIN_GRADIENT_INPUTS = 16  # of A^T delta
 
 
 @njit(cache=True, inline="always")
@@ -139,9 +144,10 @@ def rows_times_matrix(
     x: np.ndarray, x_at: int, n_rows: int, n_in: int, matrix: np.ndarray, m_at: int, out: np.ndarray, out_at: int,
     n_out: int,
 ) -> None:
-    """``out[rows] = x[rows] @ M`` for ``n_rows`` consecutive rows: through BLAS from :data:`BLAS_MIN_ROWS` rows on
-    (``out`` must not overlap ``x`` or ``M``), else four rows at a time, then one at a time."""
-    if n_rows >= BLAS_MIN_ROWS:
+    """``out[rows] = x[rows] @ M`` for ``n_rows`` consecutive rows: through BLAS from :data:`BLAS_MIN_ROWS` rows and
+    :data:`BLAS_MIN_INPUTS` inputs on (``out`` must not overlap ``x`` or ``M``), else four rows at a time, then one
+    at a time."""
+    if n_rows >= BLAS_MIN_ROWS and n_in >= BLAS_MIN_INPUTS:
         np.dot(matrix_view(x, x_at, n_rows, n_in), matrix_view(matrix, m_at, n_in, n_out), matrix_view(out, out_at, n_rows, n_out))
         return
     r = 0
@@ -160,10 +166,11 @@ def add_outer_products(
 ) -> None:
     """``G += sum_r outer(a_r, delta_r)`` over ``n_rows`` rows (``a`` rows of ``n_in`` at ``acts[a_at:]``, delta rows
     of ``n_out`` at ``deltas[d_at:]``, ``G`` row-major ``n_in x n_out`` at ``grad[g_at:]``), the rows added in row
-    order. From :data:`BLAS_MIN_ROWS` rows on, ``A^T delta`` through BLAS is added instead (its own order of sums).
+    order. From :data:`BLAS_MIN_ROWS` rows and :data:`BLAS_MIN_GRADIENT_INPUTS` inputs on, ``A^T delta`` through BLAS
+    is added instead (its own order of sums).
     Below, four rows per pass: each gradient element is loaded and stored once per four products, in the same
     order of additions as one row at a time (the same bits)."""
-    if n_rows >= BLAS_MIN_ROWS:
+    if n_rows >= BLAS_MIN_ROWS and n_in >= BLAS_MIN_GRADIENT_INPUTS:
         G = matrix_view(grad, g_at, n_in, n_out)
         G += np.dot(matrix_view(acts, a_at, n_rows, n_in).T, matrix_view(deltas, d_at, n_rows, n_out))
         return
@@ -274,7 +281,7 @@ def _train_pair(
                     for k in range(fi * fo):
                         params[_u(n_params + wo + k)] = params[_u(wo + k)] * scale
                     wo += n_params
-                if fo == 1 and nb < BLAS_MIN_ROWS:  # the logit: a dot product per row (no vector loop per input)
+                if fo == 1 and (nb < BLAS_MIN_ROWS or fi < BLAS_MIN_INPUTS):  # the logit: a dot product per row
                     for r in range(nb):
                         acc = zero
                         for i in range(fi):
