@@ -238,7 +238,7 @@ def test_blocked_products_keep_the_sums_in_input_and_row_order(n_rows, n_in, n_o
     x = rng.standard_normal((n_rows, n_in)).astype(np.float32)
     M = rng.standard_normal((n_in, n_out)).astype(np.float32)
     buffer = np.concatenate([x.ravel(), np.full(n_rows * n_out, np.nan, np.float32)])  # in and out share it
-    rows_times_matrix(buffer, 0, n_rows, n_in, M.ravel(), 0, buffer, n_rows * n_in, n_out)
+    rows_times_matrix(buffer, 0, n_rows, n_in, M.ravel(), 0, buffer, n_rows * n_in, n_out, False)
     expected = x[:, :1] * M[0]
     for i in range(1, n_in):
         expected = expected + x[:, i : i + 1] * M[i]
@@ -247,7 +247,7 @@ def test_blocked_products_keep_the_sums_in_input_and_row_order(n_rows, n_in, n_o
     delta = rng.standard_normal((n_rows, n_out)).astype(np.float32)
     G = rng.standard_normal((n_in, n_out)).astype(np.float32)
     grad = G.ravel().copy()
-    add_outer_products(x.ravel(), 0, n_in, delta.ravel(), 0, n_out, n_rows, grad, 0)
+    add_outer_products(x.ravel(), 0, n_in, delta.ravel(), 0, n_out, n_rows, grad, 0, False)
     for r in range(n_rows):
         G = G + x[r][:, None] * delta[r][None, :]
     assert np.array_equal(grad.reshape(n_in, n_out), G)
@@ -266,7 +266,7 @@ def test_products_through_blas_or_the_loops_equal_float64(n_rows, n_in, n_out):
     M = rng.standard_normal((n_in, n_out)).astype(np.float32)
     buffer = np.concatenate([np.ones(3, np.float32), x.ravel(), np.full(n_rows * n_out + 2, np.nan, np.float32)])
     weights = np.concatenate([np.ones(5, np.float32), M.ravel()])
-    rows_times_matrix(buffer, 3, n_rows, n_in, weights, 5, buffer, 3 + n_rows * n_in, n_out)
+    rows_times_matrix(buffer, 3, n_rows, n_in, weights, 5, buffer, 3 + n_rows * n_in, n_out, True)
     product = buffer[3 + n_rows * n_in : 3 + n_rows * n_in + n_rows * n_out].reshape(n_rows, n_out)
     np.testing.assert_allclose(product, x.astype(np.float64) @ M, rtol=1e-4, atol=1e-4)
     assert np.isnan(buffer[-2:]).all()  # nothing written past the product
@@ -275,7 +275,7 @@ def test_products_through_blas_or_the_loops_equal_float64(n_rows, n_in, n_out):
     G = rng.standard_normal((n_in, n_out)).astype(np.float32)
     grad = np.concatenate([np.zeros(7, np.float32), G.ravel()])
     add_outer_products(buffer, 3, n_in, np.concatenate([np.ones(1, np.float32), delta.ravel()]), 1, n_out, n_rows,
-                       grad, 7)
+                       grad, 7, True)
     np.testing.assert_allclose(grad[7:].reshape(n_in, n_out), G + x.astype(np.float64).T @ delta, rtol=1e-4,
                                atol=1e-3)
     assert np.array_equal(grad[:7], np.zeros(7, np.float32))

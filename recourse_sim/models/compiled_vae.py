@@ -67,8 +67,8 @@ def train_epoch(
     B = min(batch_size, n)
     grad = np.zeros(P, np.float32)
     # The batch's rows side by side, row-major (row r of a layer at [r * width:]): every layer is one product of
-    # the batch's rows with a weight matrix, four rows per pass (compiled_training.rows_times_matrix), and
-    # every gradient sum runs over the rows in row order (add_outer_products), as one row at a time did.
+    # the batch's rows with a weight matrix (compiled_training.rows_times_matrix), and every gradient a sum over
+    # the rows (add_outer_products): through BLAS where its shape rule says so, else in row order.
     xb = np.zeros(B * d, np.float32)
     he = np.zeros(B * h, np.float32)
     mu = np.zeros(B * L, np.float32)
@@ -112,12 +112,12 @@ def train_epoch(
             for r in range(nb):
                 for i in range(d):
                     xb[r * d + i] = X[s, order[start + r], i]
-            rows_times_matrix(xb, 0, nb, d, w, o_we, he, 0, h)
+            rows_times_matrix(xb, 0, nb, d, w, o_we, he, 0, h, True)
             for r in range(nb):
                 for k in range(h):
                     he[r * h + k] = max(he[r * h + k] + w[o_be + k], zero)
-            rows_times_matrix(he, 0, nb, h, w, o_wm, mu, 0, L)
-            rows_times_matrix(he, 0, nb, h, w, o_ws, ls, 0, L)
+            rows_times_matrix(he, 0, nb, h, w, o_wm, mu, 0, L, True)
+            rows_times_matrix(he, 0, nb, h, w, o_ws, ls, 0, L, True)
             for r in range(nb):
                 for u in range(L):
                     q = r * L + u
@@ -125,11 +125,11 @@ def train_epoch(
                     ls[q] = ls[q] + w[o_bs + u]
                     sig[q] = np.exp(ls[q])
                     z[q] = mu[q] + sig[q] * noise[s, start + r, u]
-            rows_times_matrix(z, 0, nb, L, w, o_w1, g, 0, h)
+            rows_times_matrix(z, 0, nb, L, w, o_w1, g, 0, h, True)
             for r in range(nb):
                 for k in range(h):
                     g[r * h + k] = max(g[r * h + k] + w[o_b1 + k], zero)
-            rows_times_matrix(g, 0, nb, h, w, o_w2, rec, 0, d)  # + b_2 in the backward pass
+            rows_times_matrix(g, 0, nb, h, w, o_w2, rec, 0, d, True)  # + b_2 in the backward pass
             # --------------------------------------------------------------------------- backward
             for k in range(h):
                 for j in range(d):
@@ -143,15 +143,15 @@ def train_epoch(
                 for j in range(d):
                     drec[r * d + j] = two * (rec[r * d + j] + w[o_b2 + j] - xb[r * d + j]) * inv
                     grad[o_b2 + j] += drec[r * d + j]
-            add_outer_products(g, 0, h, drec, 0, d, nb, grad, o_w2)
-            rows_times_matrix(drec, 0, nb, d, w2_t, 0, dg, 0, h)  # d loss / d g = drec W_2^T
+            add_outer_products(g, 0, h, drec, 0, d, nb, grad, o_w2, True)
+            rows_times_matrix(drec, 0, nb, d, w2_t, 0, dg, 0, h, True)  # d loss / d g = drec W_2^T
             for r in range(nb):
                 for k in range(h):
                     if not g[r * h + k] > zero:
                         dg[r * h + k] = zero
                     grad[o_b1 + k] += dg[r * h + k]
-            add_outer_products(z, 0, L, dg, 0, h, nb, grad, o_w1)
-            rows_times_matrix(dg, 0, nb, h, w1_t, 0, dz, 0, L)  # d loss / d z = dg W_1^T
+            add_outer_products(z, 0, L, dg, 0, h, nb, grad, o_w1, True)
+            rows_times_matrix(dg, 0, nb, h, w1_t, 0, dz, 0, L, True)  # d loss / d z = dg W_1^T
             for r in range(nb):
                 for u in range(L):
                     q = r * L + u
@@ -159,8 +159,8 @@ def train_epoch(
                     dls[q] = dz[q] * sig[q] * noise[s, start + r, u] + (np.exp(two * ls[q]) - one) * inv
                     grad[o_bm + u] += dmu[q]
                     grad[o_bs + u] += dls[q]
-            add_outer_products(he, 0, h, dmu, 0, L, nb, grad, o_wm)
-            add_outer_products(he, 0, h, dls, 0, L, nb, grad, o_ws)
+            add_outer_products(he, 0, h, dmu, 0, L, nb, grad, o_wm, True)
+            add_outer_products(he, 0, h, dls, 0, L, nb, grad, o_ws, True)
             for r in range(nb):  # d loss / d he = sum_u (W_mu[:, u] dmu_u + W_s[:, u] dls_u), in latent order
                 for k in range(h):
                     dhe[r * h + k] = zero
@@ -172,7 +172,7 @@ def train_epoch(
                     if not he[r * h + k] > zero:
                         dhe[r * h + k] = zero
                     grad[o_be + k] += dhe[r * h + k]
-            add_outer_products(xb, 0, d, dhe, 0, h, nb, grad, o_we)
+            add_outer_products(xb, 0, d, dhe, 0, h, nb, grad, o_we, True)
             for p in range(o_w1, P):  # decoder weight decay: d/dw decay * w^2
                 grad[p] += decay2 * w[p]
             # ------------------------------------------------------------------------------ Adam

@@ -243,7 +243,8 @@ class StackedMLP:
         S, n, d = X.shape
         if epochs < 1 or n == 0:
             return
-        from recourse_sim.models.compiled_training import train_stack  # lazy: numba costs ~0.5 s to import
+        # lazy: numba costs ~0.5 s to import
+        from recourse_sim.models.compiled_training import BLAS_MIN_ROWS, train_stack, train_stack_through_blas
 
         if shuffle:  # the same draws, in the same order, as the torch loop
             orders = torch.stack([torch.randperm(n, generator=rng) for _ in range(epochs)]).numpy()
@@ -255,8 +256,10 @@ class StackedMLP:
         sizes = np.array((self.n_features, *self.hidden, 1), dtype=np.int64)
         flat = self.flat.detach()
         flat = flat if flat.is_contiguous() else flat.contiguous()
-        with one_blas_thread():  # mini-batches of >= BLAS_MIN_ROWS rows multiply through BLAS
-            train_stack(
+        # mini-batches of >= BLAS_MIN_ROWS rows multiply through BLAS; smaller ones run loops compiled without it
+        train = train_stack_through_blas if batch_size >= BLAS_MIN_ROWS else train_stack
+        with one_blas_thread():
+            train(
                 flat.numpy(), X.detach().to(torch.float32).contiguous().numpy(),
                 y.detach().to(torch.float32).contiguous().numpy(), orders, bool(shuffle), sizes, self.n_members,
                 int(epochs), int(batch_size), float(adam.lr), float(adam.beta1), float(adam.beta2),
