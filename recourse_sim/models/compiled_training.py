@@ -218,7 +218,7 @@ def add_outer_products(
         r += 1
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy")
 def _train_pair(
     w: np.ndarray, X: np.ndarray, y: np.ndarray, orders: np.ndarray, shuffle: bool, sizes: np.ndarray,
     epochs: int, batch_size: int, lr: float, beta1: float, beta2: float, eps: float, dropout: float,
@@ -448,8 +448,10 @@ def train_stack(
     """Train every (system, member) pair of the stacked parameter buffer ``flat`` (S, P) in place, every product in
     the loops: for batches of fewer than :data:`BLAS_MIN_ROWS` rows (the synthetic protocol's batch size 1).
 
-    A function of its own, compiled without the BLAS branches of :func:`train_stack_through_blas`: with them (never
-    taken) in its loops, batch-1 training ran 8-12 % slower (an MLP stack of 35 systems, 8,000 steps: 59 -> 64-67 ms).
+    A function of its own, whose constant ``blas_allowed = False`` LLVM folds into the loops, which then run without
+    the BLAS branches of :func:`train_stack_through_blas`: with one entry point and ``blas_allowed`` a run-time
+    argument those branches (never taken) stayed in the loops, and batch-1 training ran 8-12 % slower (an MLP stack
+    of 35 systems, 8,000 steps: 59 -> 63-67 ms).
     """
     _train_stack(flat, X, y, orders, shuffle, sizes, n_members, epochs, batch_size, lr, beta1, beta2, eps, dropout,
                  seed, False)
