@@ -26,7 +26,7 @@ through BLAS (sgemm, called by numba's ``np.dot`` on views of the buffers; :func
 :func:`add_outer_products`), on the calling thread only (``device.one_blas_thread``, held by the callers): a
 500-row batch through a 64 x 64 layer ran at 79 GFLOP/s in sgemm against 22 GFLOP/s in the loops below. Measured
 on one real-data retraining round of credit default (29-64-64-1, dropout 0.1, 4,000 rows x 10 epochs at batch 500,
-S = 40 systems, the SaTML cell's stacks): 9.40 -> 6.04 s for the 5-member ensembles, 1.86 -> 1.21 s for the MLPs.
+S = 40 systems, the SaTML cell's stacks): 9.40 -> 5.68 s for the 5-member ensembles, 1.86 -> 1.13 s for the MLPs.
 BLAS sums in its own order, so these weights differ from the loops' in the last bits (and from machine to
 machine, as torch's do); reruns on one machine stay bit-identical. Smaller batches go through the loops four rows
 at a time: each weight loaded serves four rows and each gradient element is stored once per four products, with
@@ -48,8 +48,9 @@ for the first, 16-39 for the second: two units per draw, 1.18 -> 1.05 s for the 
 from the torch step's (same keep probability, different draws).
 
 The module is imported lazily (only when CPU training first runs: numba costs ~0.3-0.5 s to import) and its
-functions compile with ``cache=True``: the first call in a fresh environment compiles them (one signature,
-~10 s on a busy 2-core machine), later processes load the cached machine code from ``__pycache__`` (or numba's
+functions compile with ``cache=True``: the first call in a fresh environment compiles them (~13 s for the batch-1
+entry point on an idle 2-core machine; :func:`train_stack_through_blas` compiles when a mini-batch model first
+trains), later processes load the cached machine code from ``__pycache__`` (or numba's
 user-wide cache directory where the package is read-only) in well under a second.
 """
 
