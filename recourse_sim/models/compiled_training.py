@@ -229,7 +229,8 @@ def _train_pair(
 
     ``X`` (n, d), ``y`` (n,) are its system's data; ``orders`` (epochs, n) the row order per epoch when
     ``shuffle``. ``keep_threshold``: a unit is kept when its 24 bits of a draw are >= it (u >= p).
-    ``blas_allowed`` (a compile-time constant, see :func:`train_stack`): whether products may go through BLAS.
+    ``blas_allowed``: whether products may go through BLAS, a constant of each entry point (False in
+    :func:`train_stack`, True in :func:`train_stack_through_blas`).
     """
     n = X.shape[0]
     n_layers = sizes.shape[0] - 1
