@@ -65,7 +65,7 @@ _F32 = np.float32
 _LOW_24 = np.uint64(0xFFFFFF)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _u(index: int) -> np.uint64:
     """``index`` (>= 0) as an unsigned integer: numba then indexes without the wraparound of negative indices."""
     return np.uint64(index)
@@ -265,7 +265,8 @@ def _train_pair(
     # room for one layer's transposed weights
     params = np.zeros(2 * n_params + largest, np.float32)
     transposed = 2 * n_params
-    params[:n_params] = w
+    for k in range(n_params):  # element by element: a slice assignment compiles numba's shape-mismatch error (2 s)
+        params[k] = w[k]
     m = np.zeros(n_params, np.float32)
     v = np.zeros(n_params, np.float32)
     rows = np.empty(B, np.int64)
@@ -332,7 +333,9 @@ def _train_pair(
             # ------------------------------------------------------------- backward (batch-mean BCE)
             nb_f = _F32(nb)
             last = a_off[n_layers]
-            here, there = 0, B * widest  # offsets of this layer's delta and of the previous layer's
+            # offsets of this layer's delta and of the previous layer's; np.int64(0), not the literal 0, which
+            # numba would also compile the BLAS helpers for
+            here, there = np.int64(0), B * widest
             for r in range(nb):
                 deltas[r] = (one / (one + np.exp(-acts[_u(last + r)])) - y[rows[r]]) / nb_f
             for layer in range(n_layers - 1, -1, -1):
@@ -385,7 +388,8 @@ def _train_pair(
                 m[k] = mk
                 v[k] = vk
                 params[k] = params[k] + step_size * mk / (np.sqrt(vk / bias2) + eps_f)
-    w[:] = params[:n_params]
+    for k in range(n_params):
+        w[k] = params[k]
 
 
 @njit(cache=True, error_model="numpy", inline="always")

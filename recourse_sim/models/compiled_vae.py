@@ -100,7 +100,8 @@ def train_epoch(
     eps_f = _F32(eps)
     steps_before = step
     for s in range(S):
-        w[:] = flat[s]
+        for k in range(w.shape[0]):  # element by element: a slice assignment compiles numba's shape-mismatch error
+            w[k] = flat[s, k]
         ms = m[s]
         vs = v[s]
         t = steps_before
