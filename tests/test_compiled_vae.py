@@ -52,3 +52,23 @@ def test_unknown_backend_is_refused():
     X = _stack(1, 20, 2)
     with pytest.raises(ConfigError, match="vae backend.*gpu.*one of auto, compiled, torch"):
         VAE(epochs=1, device="cpu").fit(X, backend="gpu")
+
+
+def test_the_compiled_epoch_refuses_parameters_of_another_size():
+    """train_epoch copies P parameters per system element by element (no slice assignment that would check the
+    shapes), so it checks them itself: one column short must raise, not read past the row."""
+    import numpy as np
+
+    from recourse_sim.models.compiled_vae import train_epoch
+
+    S, n, d, hidden, latent = 2, 8, 3, 4, 2
+    P = d * hidden + hidden + 2 * (hidden * latent + latent) + latent * hidden + hidden + hidden * d + d
+    X = np.zeros((S, n, d), np.float32)
+    order, noise = np.arange(n), np.zeros((S, n, latent), np.float32)
+    flat = np.zeros((S, P - 1), np.float32)
+    with pytest.raises(ValueError, match="one column per parameter"):
+        train_epoch(flat, flat.copy(), flat.copy(), X, order, noise, d, hidden, latent, 4, 0, 1e-3, 0.9, 0.999, 1e-8,
+                    0.0)
+    full = np.zeros((S, P), np.float32)
+    assert train_epoch(full, full.copy(), full.copy(), X, order, noise, d, hidden, latent, 4, 0, 1e-3, 0.9, 0.999,
+                       1e-8, 0.0) == 2  # two batches of 4 rows: two Adam steps

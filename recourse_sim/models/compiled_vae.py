@@ -85,6 +85,8 @@ def train_epoch(
     o_w2 = o_b1 + h
     o_b2 = o_w2 + h * d
     P = o_b2 + d
+    if flat.shape[1] != P or m.shape[1] != P or v.shape[1] != P:  # the copies below read and write P per system
+        raise ValueError("train_epoch: flat, m and v need one column per parameter of the d/hidden/latent sizes")
     B = min(batch_size, n)
     grad = np.zeros(P, np.float32)
     # The batch's rows side by side, row-major (row r of a layer at [r * width:]): every layer is one product of
