@@ -8,11 +8,13 @@ import"):
   file, interpreter exit), the README's first command after installing; the simulation's own seconds are read
   from the run's ``run.json``;
 - what the heavy imports cost, each alone in a fresh interpreter (``python -c "import X"``), against
-  ``python -c pass``: they are the floor of any run.
+  ``python -c pass``: they are the floor of any run;
+- the first run after installing: the default run with an empty numba cache (``NUMBA_CACHE_DIR`` pointed at a
+  fresh directory, so nothing the package has cached is read or overwritten), and how long each compiled kernel
+  took to compile in it, from numba's compile events (``numba.core.event``). ``--no-cold`` skips it (~45 s).
 
 The commands run with ``PYTHONDONTWRITEBYTECODE`` unset (as a user's interpreter does: it caches bytecode). Each
-command runs once to warm up (the first run after installing also compiles the numba kernels, ~30 s; that
-run is reported separately) and then ``--repeats`` times; the table gives the median, min and max. Output
+command runs once to warm up and then ``--repeats`` times; the table gives the median, min and max. Output
 directories are made in a fresh temporary directory and removed.
 
 Usage::
@@ -47,6 +49,27 @@ from machine import describe, uptime  # noqa: E402
 #: The third-party imports a run needs (torch alone is about half of the import).
 HEAVY_IMPORTS = ("torch", "mesa", "pandas", "matplotlib.pyplot", "numba", "scipy.special")
 
+#: A default run in a child interpreter that records numba's compile events and prints, as JSON, the seconds of
+#: every outermost compilation (a kernel's own helpers compile inside it) by function, summed over signatures.
+_COMPILE_RECORDER = """
+import json, sys
+from numba.core import event
+from recourse_sim.cli import app
+with event.install_recorder("numba:compile") as recorder:
+    app(["run", "-q", "--out", sys.argv[1]], standalone_mode=False)
+seconds, open_compiles = {}, []
+for stamp, ev in recorder.buffer:
+    if ev.is_start:
+        open_compiles.append(stamp)
+        continue
+    started = open_compiles.pop()
+    if not open_compiles:
+        function = ev.data["dispatcher"].py_func
+        name = function.__module__ + "." + function.__qualname__
+        seconds[name] = seconds.get(name, 0.0) + stamp - started
+print(json.dumps(seconds))
+"""
+
 
 def _cli() -> list[str]:
     """The ``recourse-sim`` console script of this interpreter's environment, else ``python -m``."""
@@ -73,6 +96,18 @@ def _default_run(scratch: Path, index: int) -> tuple[float, float]:
     simulated = json.loads((out / "run.json").read_text())["seconds"]
     shutil.rmtree(out)
     return wall, simulated
+
+
+def first_run_after_installing(scratch: Path) -> tuple[float, dict[str, float]]:
+    """Wall seconds of the default run with an empty numba cache of its own, and the compile seconds per
+    outermost compiled function in that run (those above 0.05 s), largest first."""
+    environment = {**_user_environment(), "NUMBA_CACHE_DIR": str(scratch / "numba_cache")}
+    start = time.perf_counter()
+    child = subprocess.run([sys.executable, "-c", _COMPILE_RECORDER, str(scratch / "cold")], check=True,
+                           capture_output=True, text=True, env=environment)
+    wall = time.perf_counter() - start
+    seconds = json.loads(child.stdout.strip().splitlines()[-1])
+    return wall, dict(sorted(((name, s) for name, s in seconds.items() if s > 0.05), key=lambda item: -item[1]))
 
 
 def measure(repeats: int) -> tuple[list[dict], float]:
@@ -102,7 +137,8 @@ def _row(what: str, command: str, seconds: list[float]) -> dict:
             "max_s": max(seconds), "repeats": len(seconds)}
 
 
-def write(rows: list[dict], first: float, before: str, after: str, path: Path) -> str:
+def write(rows: list[dict], first: float, cold: tuple[float, dict[str, float]] | None, before: str, after: str,
+          path: Path) -> str:
     lines = [
         "# Start-up and the default run (`benchmarks/startup.py`)",
         "",
@@ -121,6 +157,20 @@ def write(rows: list[dict], first: float, before: str, after: str, path: Path) -
         "start (the first import row); the imports overlap (Mesa imports pandas and scipy), so they do not add up.",
         "",
     ]
+    if cold is not None:
+        wall, compiles = cold
+        lines += [
+            "## The first run after installing (empty numba cache)",
+            "",
+            f"The default run with `NUMBA_CACHE_DIR` pointed at an empty directory: **{wall:.1f} s** wall, of which",
+            f"{sum(compiles.values()):.1f} s compiling (outermost compilations, numba's compile events; a kernel's",
+            "helpers compile inside it). Later runs load the cache (the table above).",
+            "",
+            "| compiled function | first compilation s |",
+            "|---|---:|",
+            *(f"| `{name}` | {seconds:.2f} |" for name, seconds in compiles.items()),
+            "",
+        ]
     text = "\n".join(lines)
     path.with_suffix(".md").write_text(text)
     with open(path.with_suffix(".csv"), "w", newline="") as handle:
@@ -135,10 +185,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each command after one warm-up")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "startup_cpu",
                         help="results path without suffix (.md and .csv are written)")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the first run with an empty numba cache (it compiles every kernel, ~45 s)")
     args = parser.parse_args()
     before = uptime()
     rows, first = measure(args.repeats)
-    print(write(rows, first, before, uptime(), args.out))
+    cold = None
+    if not args.no_cold:
+        with tempfile.TemporaryDirectory(prefix="recourse_sim_cold_") as scratch:
+            cold = first_run_after_installing(Path(scratch))
+    print(write(rows, first, cold, before, uptime(), args.out))
 
 
 if __name__ == "__main__":
