@@ -48,7 +48,7 @@ for the first, 16-39 for the second: two units per draw, 1.18 -> 1.05 s for the 
 from the torch step's (same keep probability, different draws).
 
 The module is imported lazily (only when CPU training first runs: numba costs ~0.3-0.5 s to import) and its
-functions compile with ``cache=True``: the first call in a fresh environment compiles them (~13 s for the batch-1
+functions compile with ``cache=True``: the first call in a fresh environment compiles them (~9 s for the batch-1
 entry point on an idle 2-core machine; :func:`train_stack_through_blas` compiles when a mini-batch model first
 trains), later processes load the cached machine code from ``__pycache__`` (or numba's
 user-wide cache directory where the package is read-only) in well under a second.
@@ -81,6 +81,13 @@ def _u(index: int) -> np.uint64:
 BLAS_MIN_ROWS = 32
 BLAS_MIN_INPUTS = 4  # of x @ W
 BLAS_MIN_GRADIENT_INPUTS = 16  # of A^T delta
+
+
+@njit(cache=True)
+def _through_blas(blas_allowed: bool, n_rows: int, n_in: int, min_inputs: int) -> bool:
+    """The rule above: does a product of ``n_rows`` rows with ``n_in`` inputs go through BLAS? (A call LLVM
+    inlines; with ``blas_allowed`` a constant False, it folds to False.)"""
+    return blas_allowed and n_rows >= BLAS_MIN_ROWS and n_in >= min_inputs
 
 
 @njit(cache=True, inline="always")
@@ -164,7 +171,7 @@ def rows_times_matrix(
     """``out[rows] = x[rows] @ M`` for ``n_rows`` consecutive rows: through BLAS from :data:`BLAS_MIN_ROWS` rows and
     :data:`BLAS_MIN_INPUTS` inputs on (``out`` must not overlap ``x`` or ``M``), else four rows at a time, then one
     at a time."""
-    if blas_allowed and n_rows >= BLAS_MIN_ROWS and n_in >= BLAS_MIN_INPUTS:
+    if _through_blas(blas_allowed, n_rows, n_in, BLAS_MIN_INPUTS):
         _blas_rows_times_matrix(x, x_at, n_rows, n_in, matrix, m_at, out, out_at, n_out)
         return
     r = 0
@@ -187,7 +194,7 @@ def add_outer_products(
     is added instead (its own order of sums).
     Below, four rows per pass: each gradient element is loaded and stored once per four products, in the same
     order of additions as one row at a time (the same bits)."""
-    if blas_allowed and n_rows >= BLAS_MIN_ROWS and n_in >= BLAS_MIN_GRADIENT_INPUTS:
+    if _through_blas(blas_allowed, n_rows, n_in, BLAS_MIN_GRADIENT_INPUTS):
         _blas_add_outer_products(acts, a_at, n_in, deltas, d_at, n_out, n_rows, grad, g_at)
         return
     r = 0
@@ -300,7 +307,7 @@ def _train_pair(
                     for k in range(fi * fo):
                         params[_u(n_params + wo + k)] = params[_u(wo + k)] * scale
                     wo += n_params
-                if fo == 1 and not (blas_allowed and nb >= BLAS_MIN_ROWS and fi >= BLAS_MIN_INPUTS):  # the logit
+                if fo == 1 and not _through_blas(blas_allowed, nb, fi, BLAS_MIN_INPUTS):  # the logit, in the loops
                     for r in range(nb):
                         acc = zero
                         for i in range(fi):
