@@ -16,8 +16,17 @@ import torch
 
 
 def cpu() -> str:
-    """The processor's name, or the machine type (e.g. ``x86_64``) where the platform gives no name."""
-    return platform.processor() or platform.machine()
+    """The processor's name (Linux: ``/proc/cpuinfo``'s model name) and the widest vector instructions torch uses
+    on it (``AVX512``, ``AVX2``, ...: the same code rounds and runs differently with each), or the machine type
+    (e.g. ``x86_64``) where the platform gives no name."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def _loadavg() -> tuple[float, float, float] | None:

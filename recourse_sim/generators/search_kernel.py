@@ -6,12 +6,14 @@ Why: a search step is a few hundred floating-point operations per candidate, and
 included), ~0.7 ms per iteration whatever the batch: at B = 1,000 the loop is launch-bound, not arithmetic-bound.
 Here every individual of every system runs its whole search, step after step, inside one numba-compiled function,
 with the gradient written out by hand (the chain rule of the torch loop's autograd graph, element by element in
-float32). Individuals are independent in the objective, so each runs to its own convergence or cap: no
-compaction, no host syncs.
+float32). Individuals are independent in the objective, so each runs to its own convergence or cap, without host
+syncs.
 
-Individuals run side by side in :data:`LANES` lanes: every array of the loop has the lane as its last axis, so
-each arithmetic operation is one loop over the lanes, which LLVM turns into vector instructions. A lane whose
-individual stops takes the next one of its task (a range of one system's individuals).
+Individuals run side by side in up to :data:`LANES` lanes: every array of the loop has the lane as its last axis,
+so each arithmetic operation is one loop over the lanes, which LLVM turns into vector instructions. A lane whose
+individual stops takes the next one of its task (a range of one system's individuals); once nobody waits, the
+individuals still searching gather in the first lanes and the loops run over those only, in whole blocks of
+:data:`LANE_BLOCK` (a task's tail, in a SaTML round often the whole task, no longer drags empty lanes along).
 
 What it covers (``compiled_search.unsupported`` says why a system is not covered; the engine then searches it
 in the torch loop):
@@ -79,10 +81,16 @@ _FLOAT32_MAX = _F32(3.4028234663852886e38)
 _EPS = _F32(1e-12)  # terms._EPS: the norm's finite gradient at 0
 _LOG_HALF = _F32(LOG_DECISION_THRESHOLD)  # as torch compares it with float32 log p
 _MOVE_TOLERANCE = 1e-4  # greedy._MOVE_TOLERANCE: a move is allowed when it changes its feature by more than this
-#: individuals searched side by side. LLVM vectorises a lane loop only from 64 iterations on (measured on the
-#: 10-32-1 benchmark MLP: 16 lanes 403 ns per candidate and step, 64 lanes 113 ns, 128 lanes 102 ns); a lane
-#: without an individual costs as much as one with, so more lanes only waste work on small searches.
-LANES = 64
+#: individuals searched side by side, at most. The lane loops run over the occupied lanes (rounded up to whole
+#: :data:`LANE_BLOCK`), so a wide maximum costs small searches nothing. Measured (one thread, same machine, runs
+#: alternated): a credit-default round's searches (69 recipients per system; ensembles 4.8 s with a fixed 64 lanes)
+#: took 5.6 s with at most 64 lanes, 5.3-5.5 s with 128 and 5.4-5.5 s with 256 (more to allocate per task); the
+#: 10-32-1 benchmark MLP at B = 10k 58 / 50 / 47 ns per candidate-step (fixed 64 lanes: 53 ns).
+LANES = 128
+#: the granule of the lanes an iteration runs: one AVX-512 vector of float32, two AVX2 ones. Loops over a constant
+#: 16 or 32 lanes do not vectorise well (LLVM unrolls them first: a fixed 32 lanes searched 3x slower per candidate
+#: than 64), so the count is a run-time value, never a small constant.
+LANE_BLOCK = 16
 # The layer products stay loops over lanes, not BLAS: sgemm through numba's np.dot searched the real-data ensembles
 # (29-64-64-1) only ~10 % faster (its packing of small operands costs a third of the product), and OpenBLAS rounds a
 # column differently by its position in the product (measured: up to 3e-5 on a 256 x 64 layer), which would make a
@@ -148,18 +156,18 @@ def _project(z: np.float32, scale: np.float32, mean: np.float32, lower: np.float
 def _project_copy(z: np.ndarray, k: int, x: np.ndarray, slope: np.ndarray,
                   scale: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, kind: np.ndarray,
                   bounded: bool, factual: np.ndarray, group_of: np.ndarray, group_columns: np.ndarray,
-                  group_sizes: np.ndarray) -> None:
+                  group_sizes: np.ndarray, span: int) -> None:
     """Copy ``k`` of every lane: ``x[k]`` = the feasible feature-space point of the search-space state ``z[k]``
     and ``slope[k]`` its derivative, feature by feature (the projection's
     Jacobian is diagonal). FeatureConstraints.project's order: bounds, one-hot groups, actionability. A group's
     columns become the one-hot vector of their first maximum; the gradient passes straight through (the torch
     loop's straight-through estimator), so their slope is the bounds' alone, times actionability's.
     """
-    d, L = x.shape[1], x.shape[2]
+    d = x.shape[1]
     for j in range(d):
         sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
         grouped = group_of[j] >= 0
-        for lane in range(L):
+        for lane in range(span):
             value, sl = _clamp(z[k, j, lane] * sc + mu, lo, up, bounded)
             if not grouped:  # a group's columns meet actionability after their one-hot step
                 value, more = _actionable(value, kd, factual[j, lane])
@@ -168,7 +176,7 @@ def _project_copy(z: np.ndarray, k: int, x: np.ndarray, slope: np.ndarray,
             slope[k, j, lane] = sl
     for g in range(group_sizes.shape[0]):
         size = group_sizes[g]
-        for lane in range(L):
+        for lane in range(span):
             best = group_columns[g, 0]
             for c in range(1, size):
                 if x[k, group_columns[g, c], lane] > x[k, best, lane]:  # ties: the first column, as argmax
@@ -178,7 +186,7 @@ def _project_copy(z: np.ndarray, k: int, x: np.ndarray, slope: np.ndarray,
                 x[k, column, lane] = _F32(1.0) if column == best else _F32(0.0)
         for c in range(size):
             column = group_columns[g, c]
-            for lane in range(L):
+            for lane in range(span):
                 value, more = _actionable(x[k, column, lane], kind[column], factual[column, lane])
                 x[k, column, lane] = value
                 slope[k, column, lane] *= more
@@ -205,13 +213,13 @@ def _step_of(g: np.float32, step_size: np.float32, fixed: bool) -> tuple[np.floa
 
 @njit(cache=True, inline="always")
 def _lanes_times_matrix(source: np.ndarray, src: int, n_in: int, weights: np.ndarray, w_at: int, out: np.ndarray,
-                        dst: int, n_out: int) -> None:
+                        dst: int, n_out: int, span: int) -> None:
     """``out[dst + o] = sum_i source[src + i] W[i, o]`` for every lane (the last axis), ``W`` the row-major
     ``n_in x n_out`` matrix at ``weights[w_at:]``: a layer's forward pass. Four inputs per pass: an output is loaded
     and stored once per four products instead of once per product (the stores bound this loop); every sum runs in
     input order from 0 (0 + x = x: the bits of assigning the first term)."""
     for o in range(n_out):
-        for lane in range(LANES):
+        for lane in range(span):
             out[dst + o, lane] = _F32(0.0)
     i = 0
     while i + 4 <= n_in:
@@ -221,7 +229,7 @@ def _lanes_times_matrix(source: np.ndarray, src: int, n_in: int, weights: np.nda
             w1 = weights[row + n_out + o]
             w2 = weights[row + 2 * n_out + o]
             w3 = weights[row + 3 * n_out + o]
-            for lane in range(LANES):
+            for lane in range(span):
                 acc = out[dst + o, lane]
                 acc += source[src + i, lane] * w0
                 acc += source[src + i + 1, lane] * w1
@@ -233,20 +241,20 @@ def _lanes_times_matrix(source: np.ndarray, src: int, n_in: int, weights: np.nda
         row = w_at + i * n_out
         for o in range(n_out):
             w = weights[row + o]
-            for lane in range(LANES):
+            for lane in range(span):
                 out[dst + o, lane] += source[src + i, lane] * w
         i += 1
 
 
 @njit(cache=True, inline="always")
 def _matrix_times_lanes(weights: np.ndarray, w_at: int, n_in: int, n_out: int, upper: np.ndarray,
-                        lower: np.ndarray) -> None:
+                        lower: np.ndarray, span: int) -> None:
     """``lower[i] = sum_o W[i, o] upper[o]`` for every lane, ``W`` the row-major ``n_in x n_out`` matrix at
     ``weights[w_at:]``: a layer's backward pass, from d / d outputs (``upper``) to d / d inputs (``lower``). Four
     outputs per pass, as :func:`_lanes_times_matrix`; every sum runs in output order from 0."""
     for i in range(n_in):
         row = w_at + i * n_out
-        for lane in range(LANES):
+        for lane in range(span):
             lower[i, lane] = _F32(0.0)
         o = 0
         while o + 4 <= n_out:
@@ -254,7 +262,7 @@ def _matrix_times_lanes(weights: np.ndarray, w_at: int, n_in: int, n_out: int, u
             w1 = weights[row + o + 1]
             w2 = weights[row + o + 2]
             w3 = weights[row + o + 3]
-            for lane in range(LANES):
+            for lane in range(span):
                 acc = lower[i, lane]
                 acc += w0 * upper[o, lane]
                 acc += w1 * upper[o + 1, lane]
@@ -264,51 +272,52 @@ def _matrix_times_lanes(weights: np.ndarray, w_at: int, n_in: int, n_out: int, u
             o += 4
         while o < n_out:
             w = weights[row + o]
-            for lane in range(LANES):
+            for lane in range(span):
                 lower[i, lane] += w * upper[o, lane]
             o += 1
 
 
 @njit(cache=True, inline="always")
-def _decode(k: int, latent: np.ndarray, decoder: np.ndarray, units: np.ndarray, decoded: np.ndarray) -> None:
+def _decode(k: int, latent: np.ndarray, decoder: np.ndarray, units: np.ndarray, decoded: np.ndarray,
+            span: int) -> None:
     """Copy ``k`` of every lane through a system's VAE decoder (``VAE.decode_stacked``): ``units[k]`` = relu(z @ W1
     + b1), ``decoded[k]`` = units @ W2 + b2, sums in input order. ``decoder``: [W1 (width, H), b1 (H), W2 (H, d),
     b2 (d)], row-major (``compiled_search.decoder_rows``)."""
-    width, H, d, L = latent.shape[1], units.shape[1], decoded.shape[1], latent.shape[2]
+    width, H, d = latent.shape[1], units.shape[1], decoded.shape[1]
     b1 = width * H
     w2 = b1 + H
     b2 = w2 + H * d
     hidden = units[k]
-    _lanes_times_matrix(latent[k], 0, width, decoder, 0, hidden, 0, H)
+    _lanes_times_matrix(latent[k], 0, width, decoder, 0, hidden, 0, H, span)
     for h in range(H):
         bias = decoder[b1 + h]
-        for lane in range(L):
+        for lane in range(span):
             hidden[h, lane] = max(hidden[h, lane] + bias, _F32(0.0))
     out = decoded[k]
-    _lanes_times_matrix(hidden, 0, H, decoder, w2, out, 0, d)
+    _lanes_times_matrix(hidden, 0, H, decoder, w2, out, 0, d, span)
     for j in range(d):
         bias = decoder[b2 + j]
-        for lane in range(L):
+        for lane in range(span):
             out[j, lane] += bias
 
 
 @njit(cache=True, inline="always")
 def _latent_steps(grad: np.ndarray, slope: np.ndarray, scale: np.ndarray, step_size: np.float32, decoder: np.ndarray,
                   units: np.ndarray, back: np.ndarray, latent_grad: np.ndarray, delta: np.ndarray,
-                  largest_step: np.ndarray, largest_gradient: np.ndarray) -> None:
+                  largest_step: np.ndarray, largest_gradient: np.ndarray, span: int) -> None:
     """LatentSpace.step for every copy and lane: the gradient through the projection and the decoder to z (every
     coordinate of z moves: no step mask), the step, and each lane's largest step and gradient. Inlined: as a
     compiled call per iteration (with :func:`_decode` one per copy) REVISE searched 24 % slower at B = 10k, for
     2 s less compilation."""
-    K, d, L = grad.shape
+    K, d = grad.shape[0], grad.shape[1]
     for k in range(K):
         for j in range(d):
             sc = scale[j]
-            for lane in range(L):  # d / d decoded: x = project(decoded * scale + mean)
+            for lane in range(span):  # d / d decoded: x = project(decoded * scale + mean)
                 grad[k, j, lane] = grad[k, j, lane] * slope[k, j, lane] * sc
-        _decoder_backward(k, grad, decoder, units, back, latent_grad)
+        _decoder_backward(k, grad, decoder, units, back, latent_grad, span)
         for j in range(latent_grad.shape[1]):
-            for lane in range(L):
+            for lane in range(span):
                 step, g = _step_of(latent_grad[k, j, lane], step_size, False)
                 delta[k, j, lane] = step
                 largest_step[lane] = max(largest_step[lane], abs(step))
@@ -317,17 +326,17 @@ def _latent_steps(grad: np.ndarray, slope: np.ndarray, scale: np.ndarray, step_s
 
 @njit(cache=True, inline="always")
 def _decoder_backward(k: int, grad: np.ndarray, decoder: np.ndarray, units: np.ndarray, back: np.ndarray,
-                      latent_grad: np.ndarray) -> None:
+                      latent_grad: np.ndarray, span: int) -> None:
     """``latent_grad[k]`` = d objective / d z of copy ``k`` from ``grad[k]`` = d objective / d decoded, through
     :func:`_decode`'s layers (the ReLU gate read from the stored units, as torch: result > 0); ``back`` (H, lanes)
     is scratch."""
-    width, H, L = latent_grad.shape[1], units.shape[1], grad.shape[2]
-    _matrix_times_lanes(decoder, width * H + H, H, grad.shape[1], grad[k], back)  # through W2
+    width, H = latent_grad.shape[1], units.shape[1]
+    _matrix_times_lanes(decoder, width * H + H, H, grad.shape[1], grad[k], back, span)  # through W2
     for h in range(H):
-        for lane in range(L):
+        for lane in range(span):
             if not units[k, h, lane] > _F32(0.0):
                 back[h, lane] = _F32(0.0)
-    _matrix_times_lanes(decoder, 0, width, H, back, latent_grad[k])  # through W1
+    _matrix_times_lanes(decoder, 0, width, H, back, latent_grad[k], span)  # through W1
 
 
 @njit(cache=True)
@@ -351,9 +360,11 @@ def _search_range(
 ) -> None:
     """Search individuals ``first`` to ``last - 1`` of system ``s`` (see :func:`search_all` for the arrays).
 
-    They run in :data:`LANES` lanes; every array of the loop has the lane as its last axis, so each operation is
-    one vector instruction over the lanes. A lane whose individual stops (converged or at the cap) writes it
-    back and takes the next one.
+    They run in up to :data:`LANES` lanes; every array of the loop has the lane as its last axis, so each
+    operation is one vector instruction over the lanes. A lane whose individual stops (converged or at the cap)
+    writes it back and takes the next one; once none is left to take, the last occupied lanes move into the free
+    ones and the loops run over ``span`` lanes, the occupied ones rounded up to a whole :data:`LANE_BLOCK`. An
+    individual's arithmetic is its lane's alone, so where it runs does not change a bit.
     """
     K, d = work.shape[2], factual.shape[2]
     width = work.shape[3]  # of the search space: d, or the latent code's width
@@ -448,24 +459,25 @@ def _search_range(
             t_lane[lane] = 0
             upcoming += 1
             live += 1
+    span = _lanes_for(live)
     while live > 0:
         # ------------------------------------------------------------ candidates and the forward pass
         if latent:
             for k in range(K):
-                _decode(k, lane_work, decoder, decoder_units, decoded)
+                _decode(k, lane_work, decoder, decoder_units, decoded, span)
         if grouped:
             for k in range(K):
                 _project_copy(unprojected, k, x, slope, scale, mean, lower, upper, kind, bounded, lane_factual,
-                              group_of, group_columns, group_sizes)
+                              group_of, group_columns, group_sizes, span)
                 for j in range(d):
                     sc, mu = scale[j], mean[j]
-                    for lane in range(L):
+                    for lane in range(span):
                         x_std[k, j, lane] = (x[k, j, lane] - mu) / sc
         else:  # one fused pass per feature (the common case: a tenth of the step's time less)
             for k in range(K):
                 for j in range(d):
                     sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
-                    for lane in range(L):
+                    for lane in range(span):
                         value, sl = _project(unprojected[k, j, lane], sc, mu, lo, up, kd, lane_factual[j, lane],
                                              bounded)
                         x[k, j, lane] = value
@@ -475,29 +487,29 @@ def _search_range(
             for m in range(M):
                 km = k * M + m
                 for j in range(d):
-                    for lane in range(L):
+                    for lane in range(span):
                         acts[km, j, lane] = x[k, j, lane]
                 for layer in range(n_layers):
                     fi, fo = sizes[layer], sizes[layer + 1]
                     src, dst = a_off[layer], a_off[layer + 1]
                     wo, bo = w_off[layer] + m * fi * fo, b_off[layer] + m * fo
-                    _lanes_times_matrix(acts[km], src, fi, params, wo, acts[km], dst, fo)
+                    _lanes_times_matrix(acts[km], src, fi, params, wo, acts[km], dst, fo, span)
                     hidden = layer < n_layers - 1
                     for o in range(fo):
                         bias = params[bo + o]
-                        for lane in range(L):
+                        for lane in range(span):
                             value = acts[km, dst + o, lane] + bias
                             acts[km, dst + o, lane] = max(value, zero) if hidden else value
-                for lane in range(L):
+                for lane in range(span):
                     logits[k, m, lane] = acts[km, units, lane]
             if M == 1:
-                for lane in range(L):
+                for lane in range(span):
                     log_p[k, lane], slopes[k, 0, lane] = _log_sigmoid_and_slope(logits[k, 0, lane])
             else:  # log mean_m sigmoid(z_m) = logsumexp_m log sigmoid(z_m) - log M
                 for m in range(M):
-                    for lane in range(L):
+                    for lane in range(span):
                         member_log_p[m, lane], slopes[k, m, lane] = _log_sigmoid_and_slope(logits[k, m, lane])
-                for lane in range(L):
+                for lane in range(span):
                     top = member_log_p[0, lane]
                     for m in range(1, M):
                         top = max(top, member_log_p[m, lane])
@@ -506,41 +518,41 @@ def _search_range(
                         total += exp_nonpositive(member_log_p[m, lane] - top)
                     log_p[k, lane] = top + np.log(total) - log_m
                 for m in range(M):  # d log p / d z_m = sigmoid(z_m) (1 - sigmoid(z_m)) / (M p)
-                    for lane in range(L):
+                    for lane in range(span):
                         slopes[k, m, lane] *= exp_nonpositive(member_log_p[m, lane] - log_m - log_p[k, lane])
-        for lane in range(L):
+        for lane in range(span):
             all_valid[lane] = True
             at_threshold[lane] = True
         for k in range(K):
-            for lane in range(L):
+            for lane in range(span):
                 all_valid[lane] = all_valid[lane] and log_p[k, lane] >= _LOG_HALF
                 at_threshold[lane] = at_threshold[lane] and log_p[k, lane] >= log_threshold
         # ---------------------------------------- d objective / d logit of every (copy, member): the seeds
-        for lane in range(L):  # yloss -mean_k log p_k, plus ClassifierLoss (the same) once all copies are valid
+        for lane in range(span):  # yloss -mean_k log p_k, plus ClassifierLoss (the same) once all copies are valid
             d_log_p[lane] = -inv_k - (w_clf * inv_k if all_valid[lane] else zero)
         for k in range(K):
             for m in range(M):
-                for lane in range(L):  # Energy: -mean_k mean_m z_km
+                for lane in range(span):  # Energy: -mean_k mean_m z_km
                     seeds[k, m, lane] = d_log_p[lane] * slopes[k, m, lane] - w_energy * inv_k * inv_m
         # ------------------------------------------ the terms on the standardised candidates: d / d x_std
-        for lane in range(L):
+        for lane in range(span):
             norm_dist[lane] = zero
             norm_grav[lane] = zero
         if w_dist != zero or w_grav != zero:
             for k in range(K):
                 for j in range(d):
-                    for lane in range(L):
+                    for lane in range(span):
                         diff = x_std[k, j, lane] - lane_factual_std[j, lane]
                         norm_dist[lane] += diff * diff
                         pull = x_std[k, j, lane] - lane_centre[j, lane]
                         norm_grav[lane] += pull * pull
-            for lane in range(L):
+            for lane in range(span):
                 norm_dist[lane] = np.sqrt(norm_dist[lane] + _EPS)
                 norm_grav[lane] = np.sqrt(norm_grav[lane] + _EPS)
         for k in range(K):
             for j in range(d):
                 sc, md = scale[j], mad[j]
-                for lane in range(L):
+                for lane in range(span):
                     diff = x_std[k, j, lane] - lane_factual_std[j, lane]
                     sign = _F32(1.0) if diff > zero else (_F32(-1.0) if diff < zero else zero)
                     g = w_dist * (diff / norm_dist[lane]) if w_dist != zero else zero
@@ -552,7 +564,7 @@ def _search_range(
                         g += w_l1 * sign
                     grad[k, j, lane] = g / sc  # x_std = (x - mean) / scale
         if w_diversity != zero and K > 1:
-            for lane in range(L):
+            for lane in range(span):
                 if who[lane] < 0:  # scalar work per lane: skip the empty ones
                     continue
                 _add_diversity_gradient(x_std, lane, w_diversity, jitter, scale, grad, kern, inverse, dist)
@@ -565,7 +577,7 @@ def _search_range(
                 wo = w_off[layer] + m * fi
                 for i in range(fi):
                     w = params[wo + i]
-                    for lane in range(L):
+                    for lane in range(span):
                         back[0, i, lane] = seeds[k, m, lane] * w
                 here = 0
                 for layer in range(n_layers - 2, -1, -1):
@@ -574,26 +586,26 @@ def _search_range(
                     wo = w_off[layer] + m * fi * fo
                     there = 1 - here
                     for o in range(fo):  # the ReLU gate, read from the stored activation (torch: result > 0)
-                        for lane in range(L):
+                        for lane in range(span):
                             back[here, o, lane] = back[here, o, lane] if acts[km, out + o, lane] > zero else zero
-                    _matrix_times_lanes(params, wo, fi, fo, back[here], back[there])
+                    _matrix_times_lanes(params, wo, fi, fo, back[here], back[there], span)
                     here = there
                 for j in range(d):
-                    for lane in range(L):
+                    for lane in range(span):
                         grad[k, j, lane] += back[here, j, lane]
         # ------------------------------------------------ d / d work, the step and the convergence test
-        for lane in range(L):
+        for lane in range(span):
             largest_step[lane] = zero
             largest_gradient[lane] = zero
         if latent:
             _latent_steps(grad, slope, scale, step_s, decoder, decoder_units, decoder_back, latent_grad, delta,
-                          largest_step, largest_gradient)
+                          largest_step, largest_gradient, span)
         else:
             for k in range(K):
                 for j in range(d):
                     sc = scale[j]
                     fixed = kind[j] == IMMUTABLE  # no step (FeatureSpace.step_mask), no gradient in the test
-                    for lane in range(L):  # x = project(work * scale + mean)
+                    for lane in range(span):  # x = project(work * scale + mean)
                         step, g = _step_of(grad[k, j, lane] * slope[k, j, lane] * sc, step_s, fixed)
                         delta[k, j, lane] = step
                         largest_step[lane] = max(largest_step[lane], abs(step))
@@ -601,9 +613,9 @@ def _search_range(
         if greedy:
             _greedy_steps(who, grad, slope, lane_work, lane_factual, greedy_epsilon[s], counts, cap_now, passes, ties,
                           any_mutable, eligible, scale, mean, lower, upper, kind, bounded, group_of, group_columns,
-                          group_sizes, delta, largest_step)
+                          group_sizes, delta, largest_step, span)
         # ------------------------------- stopped lanes hand their individual back; the others move on
-        for lane in range(L):
+        for lane in range(span):
             b = who[lane]
             if b < 0:
                 continue
@@ -622,32 +634,32 @@ def _search_range(
                 who[lane] = -1
                 live -= 1
         if greedy:  # the moves of the individuals that go on (GreedySpace.move)
-            _count_moves(who, delta, counts)
+            _count_moves(who, delta, counts, span)
         if latent:  # SearchSpace.move: z + delta, unprojected (the decoded candidates are projected)
             for k in range(K):
                 for j in range(width):
-                    for lane in range(L):
+                    for lane in range(span):
                         lane_work[k, j, lane] += delta[k, j, lane]
         elif grouped:  # the move (delta, x and slope serve as scratch: this iteration is done with them)
             for k in range(K):
                 for j in range(d):
-                    for lane in range(L):
+                    for lane in range(span):
                         delta[k, j, lane] += lane_work[k, j, lane]
                 _project_copy(delta, k, x, slope, scale, mean, lower, upper, kind, bounded, lane_factual, group_of,
-                              group_columns, group_sizes)
+                              group_columns, group_sizes, span)
                 for j in range(d):
                     sc, mu = scale[j], mean[j]
-                    for lane in range(L):
+                    for lane in range(span):
                         lane_work[k, j, lane] = (x[k, j, lane] - mu) / sc
         else:
             for k in range(K):
                 for j in range(d):
                     sc, mu, lo, up, kd = scale[j], mean[j], lower[j], upper[j], kind[j]
-                    for lane in range(L):
+                    for lane in range(span):
                         value, _ = _project(lane_work[k, j, lane] + delta[k, j, lane], sc, mu, lo, up, kd,
                                             lane_factual[j, lane], bounded)
                         lane_work[k, j, lane] = (value - mu) / sc
-        for lane in range(L):
+        for lane in range(span):
             t_lane[lane] += 1
             if who[lane] < 0 and upcoming < last:
                 _load(lane, upcoming, s, work, factual, factual_std, centres, has_centre, lane_work,
@@ -658,6 +670,45 @@ def _search_range(
                 t_lane[lane] = 0
                 upcoming += 1
                 live += 1
+        if upcoming >= last and 0 < live <= span - LANE_BLOCK:  # nobody waits: gather the rest, run fewer lanes
+            top = span - 1
+            for lane in range(span):
+                if who[lane] >= 0:
+                    continue
+                while top > lane and who[top] < 0:
+                    top -= 1
+                if top <= lane:
+                    break
+                _move_lane(top, lane, who, t_lane, lane_work, lane_factual, lane_factual_std, lane_centre, counts,
+                           cap_now, passes, ties)
+            span = _lanes_for(live)
+
+
+@njit(cache=True)
+def _lanes_for(live: int) -> int:
+    """The lanes an iteration runs for ``live`` individuals gathered in the first lanes: whole blocks."""
+    return min(LANES, (live + LANE_BLOCK - 1) // LANE_BLOCK * LANE_BLOCK)
+
+
+@njit(cache=True)
+def _move_lane(source: int, target: int, who: np.ndarray, t_lane: np.ndarray, lane_work: np.ndarray,
+               lane_factual: np.ndarray, lane_factual_std: np.ndarray, lane_centre: np.ndarray, counts: np.ndarray,
+               cap_now: np.ndarray, passes: np.ndarray, ties: np.ndarray) -> None:
+    """Move the individual in lane ``source`` (its search state, data and greedy state) to the empty lane
+    ``target``; an iteration's other arrays are recomputed from these."""
+    who[target], t_lane[target], ties[target] = who[source], t_lane[source], ties[source]
+    who[source] = -1
+    for k in range(lane_work.shape[0]):
+        for j in range(lane_work.shape[1]):
+            lane_work[k, j, target] = lane_work[k, j, source]
+        for j in range(counts.shape[1]):
+            counts[k, j, target] = counts[k, j, source]
+        cap_now[k, target] = cap_now[k, source]
+        passes[k, target] = passes[k, source]
+    for j in range(lane_factual.shape[0]):
+        lane_factual[j, target] = lane_factual[j, source]
+        lane_factual_std[j, target] = lane_factual_std[j, source]
+        lane_centre[j, target] = lane_centre[j, source]
 
 
 @njit(cache=True)
@@ -666,11 +717,11 @@ def _greedy_steps(who: np.ndarray, grad: np.ndarray, slope: np.ndarray, lane_wor
                   any_mutable: bool, eligible: np.ndarray, scale: np.ndarray, mean: np.ndarray, lower: np.ndarray,
                   upper: np.ndarray, kind: np.ndarray, bounded: bool, group_of: np.ndarray,
                   group_columns: np.ndarray, group_sizes: np.ndarray, delta: np.ndarray,
-                  largest_step: np.ndarray) -> None:
+                  largest_step: np.ndarray, span: int) -> None:
     """The greedy step of every copy of every occupied lane (:func:`_greedy_move`), and each lane's largest step.
     Kept out of :func:`_search_range`, whose gradient path then compiles as it did without greedy."""
-    K, d, L = grad.shape
-    for lane in range(L):
+    K, d = grad.shape[0], grad.shape[1]
+    for lane in range(span):
         if who[lane] < 0:
             continue
         largest_step[lane] = _F32(0.0)
@@ -683,10 +734,10 @@ def _greedy_steps(who: np.ndarray, grad: np.ndarray, slope: np.ndarray, lane_wor
 
 
 @njit(cache=True)
-def _count_moves(who: np.ndarray, delta: np.ndarray, counts: np.ndarray) -> None:
+def _count_moves(who: np.ndarray, delta: np.ndarray, counts: np.ndarray, span: int) -> None:
     """GreedySpace.move's count: +1 for every feature a copy of an occupied lane moves."""
-    K, d, L = delta.shape
-    for lane in range(L):
+    K, d = delta.shape[0], delta.shape[1]
+    for lane in range(span):
         if who[lane] >= 0:
             for k in range(K):
                 for j in range(d):
