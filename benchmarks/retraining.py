@@ -37,7 +37,6 @@ Writes ``benchmarks/results/retraining_cpu.md`` and ``.csv`` and prints the tabl
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import os
 import subprocess
@@ -55,6 +54,7 @@ for _path in (ROOT, ROOT / "benchmarks"):  # run from a checkout without install
         sys.path.insert(0, str(_path))
 
 from machine import describe, uptime  # noqa: E402
+from tables import write_report  # noqa: E402
 
 from recourse_sim.data.real import credit_default  # noqa: E402
 from recourse_sim.device import torch_threads  # noqa: E402
@@ -207,7 +207,6 @@ def _row_md(r: dict) -> str:
 def _write(args: argparse.Namespace, rows: list[dict], first_call: dict, load_before: str, load_after: str) -> None:
     import numba
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     table = "\n".join([HEADER, *(_row_md(r) for r in rows)])
     md = f"""# Retraining speed: stepwise torch loop (old) vs. one compiled call (new), CPU
 
@@ -235,11 +234,7 @@ cache in place (numba import + loading the cached machine code; every later call
 {first_call['compile']:.1f} s in a fresh environment (empty `NUMBA_CACHE_DIR`: numba import + JIT compilation,
 once per installation). Both include nothing of the training itself beyond one 4-step call.
 """
-    args.out.write_text(md)
-    with args.out.with_suffix(".csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_report(args.out, md, rows)
     print()
     print(md)
 

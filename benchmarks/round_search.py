@@ -29,7 +29,6 @@ package of the checkout it lives in.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import sys
 import time
@@ -43,6 +42,7 @@ for _path in (ROOT, ROOT / "benchmarks"):  # run from a checkout without install
         sys.path.insert(0, str(_path))
 
 from machine import describe, uptime  # noqa: E402
+from tables import write_report  # noqa: E402
 
 import recourse_sim.simulation.model as simulation  # noqa: E402
 from recourse_sim.device import torch_threads  # noqa: E402
@@ -129,7 +129,6 @@ def _row_md(r: dict) -> str:
 
 
 def _write(args: argparse.Namespace, rows: list[dict], load_before: str, load_after: str) -> None:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     table = "\n".join([HEADER, *(_row_md(r) for r in rows)])
     total = sum(r["seconds"] for r in rows)
     md = f"""# The searches of one SaTML round, per model stack, CPU
@@ -145,11 +144,7 @@ each; candidate-steps count (steps + 1) x K per individual. Total: {total:.2f} s
 
 {table}
 """
-    args.out.write_text(md)
-    with args.out.with_suffix(".csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_report(args.out, md, rows)
     print()
     print(md)
 

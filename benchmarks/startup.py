@@ -28,7 +28,6 @@ Writes ``benchmarks/results/startup_cpu.md`` and ``.csv`` and prints the table.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import os
@@ -45,6 +44,7 @@ if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from machine import describe, uptime  # noqa: E402
+from tables import write_report  # noqa: E402
 
 #: The third-party imports a run needs (torch alone is about half of the import).
 HEAVY_IMPORTS = ("torch", "mesa", "pandas", "matplotlib.pyplot", "numba", "scipy.special")
@@ -172,11 +172,7 @@ def write(rows: list[dict], first: float, cold: tuple[float, dict[str, float]] |
             "",
         ]
     text = "\n".join(lines)
-    path.with_suffix(".md").write_text(text)
-    with open(path.with_suffix(".csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_report(path, text, rows)
     return text
 
 

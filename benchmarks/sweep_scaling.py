@@ -26,7 +26,6 @@ The machine may be shared: the report records the load average, so noisy numbers
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import sys
 import tempfile
@@ -42,6 +41,7 @@ for _path in (ROOT, ROOT / "benchmarks"):  # run from a checkout without install
 import pandas as pd  # noqa: E402
 
 from machine import describe, load_average  # noqa: E402
+from tables import write_csv  # noqa: E402
 
 from recourse_sim.experiments import load_results, load_sweep, read_manifest, run_sweep  # noqa: E402
 from recourse_sim.experiments.executors import ray_available  # noqa: E402
@@ -115,11 +115,7 @@ def main() -> None:
     for row in rows:
         row["speed-up vs serial"] = round(serial / row["wall s"], 2)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.with_suffix(".csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out.with_suffix(".csv"), rows)
     ray_version = "not installed"
     if ray_available():
         import ray
