@@ -433,10 +433,10 @@ def _assert_same_bits(shared, alone):
 @pytest.mark.parametrize("strategy", ["gradient", "greedy", "latent"])
 def test_an_individuals_result_does_not_depend_on_who_shares_its_lanes(strategy, constrained, monkeypatch):
     """The kernel searches up to ``LANES`` individuals side by side, gives a freed lane the next one, and once
-    nobody waits gathers the rest into the first lanes and runs whole blocks of ``LANE_BLOCK`` fewer. Searched
-    that way, every individual's counterfactuals, steps and convergence are bit for bit those of a search where
-    it is its own task: its search state, data, gravitational centre and greedy state (changes, caps, passes)
-    travel with it."""
+    nobody waits gathers the rest into the first lanes and runs fewer lanes, in whole blocks of ``LANE_BLOCK``.
+    Searched that way, every individual's counterfactuals, steps and convergence are bit for bit those of a search
+    where it is its own task: its search state, data, gravitational centre and greedy state (changes, caps,
+    passes) travel with it."""
     from recourse_sim.generators import search_kernel
 
     specs = {"gradient": SPECS, "greedy": GREEDY_SPECS, "latent": LATENT_SPECS}[strategy]
