@@ -64,10 +64,10 @@ def recorded_searches(experiment: str, round_: int) -> tuple[list[tuple], list[s
     calls: list[tuple] = []
     search = simulation.search
 
-    def recording(model, factual, generators, context, settings, rng):
+    def recording(model, factual, generators, context, *, settings, rng, **others):
         if dynamics.round == round_:
             calls.append((model, factual, generators, context, settings, rng.get_state()))
-        return search(model, factual, generators, context, settings=settings, rng=rng)
+        return search(model, factual, generators, context, settings=settings, rng=rng, **others)
 
     simulation.search = recording
     try:
