@@ -78,6 +78,23 @@ def test_same_seed_gives_bit_identical_tables():
     assert not a["value"].equals(c["value"])
 
 
+def test_a_round_starts_from_the_decisions_the_previous_round_ended_with(monkeypatch):
+    """The decisions after a round's retraining are kept as the next round's decisions before recourse: at the
+    start of every round they equal the current models' decisions on the current population, and a run that
+    recomputes them every round gives the same table bit for bit."""
+    dynamics = RecourseDynamics(small_scenario().build(), seed=3)
+    for _ in range(3):
+        kept = dynamics._decisions_after
+        fresh = dynamics._approved()
+        if dynamics.round > 0:
+            assert kept is not None and kept[0] == dynamics.round and torch.equal(kept[1], fresh)
+        dynamics.step()
+    cached = run_scenario(small_scenario()).results
+    monkeypatch.setattr(RecourseDynamics, "_decisions_before_recourse", lambda self: self._approved())
+    recomputed = run_scenario(small_scenario()).results
+    pd.testing.assert_frame_equal(cached, recomputed, check_exact=True)
+
+
 def test_results_table_is_tidy_and_complete():
     frame = run_scenario(small_scenario()).results
     assert list(frame.columns) == ["system", "model", "generator", "repetition", "round", "metric", "value"]

@@ -156,12 +156,13 @@ def _project(z: np.float32, scale: np.float32, mean: np.float32, lower: np.float
 def _project_copy(z: np.ndarray, k: int, x: np.ndarray, slope: np.ndarray,
                   scale: np.ndarray, mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, kind: np.ndarray,
                   bounded: bool, factual: np.ndarray, group_of: np.ndarray, group_columns: np.ndarray,
-                  group_sizes: np.ndarray, span: int) -> None:
+                  group_sizes: np.ndarray, best_column: np.ndarray, best_value: np.ndarray, span: int) -> None:
     """Copy ``k`` of every lane: ``x[k]`` = the feasible feature-space point of the search-space state ``z[k]``
-    and ``slope[k]`` its derivative, feature by feature (the projection's
-    Jacobian is diagonal). FeatureConstraints.project's order: bounds, one-hot groups, actionability. A group's
-    columns become the one-hot vector of their first maximum; the gradient passes straight through (the torch
-    loop's straight-through estimator), so their slope is the bounds' alone, times actionability's.
+    and ``slope[k]`` its derivative, feature by feature (the projection's Jacobian is diagonal).
+    FeatureConstraints.project's order: bounds, one-hot groups, actionability. A group's columns become the one-hot
+    vector of their first maximum; the gradient passes straight through (the torch loop's straight-through
+    estimator), so their slope is the bounds' alone, times actionability's. ``best_column`` and ``best_value``
+    (lanes,) are scratch.
     """
     d = x.shape[1]
     for j in range(d):
@@ -176,14 +177,23 @@ def _project_copy(z: np.ndarray, k: int, x: np.ndarray, slope: np.ndarray,
             slope[k, j, lane] = sl
     for g in range(group_sizes.shape[0]):
         size = group_sizes[g]
+        # each lane's first maximum over the group's columns (ties: the first column, as argmax), column by column
+        # so that every comparison is one vector instruction over the lanes (a scan per lane does not vectorise)
+        first = group_columns[g, 0]
         for lane in range(span):
-            best = group_columns[g, 0]
-            for c in range(1, size):
-                if x[k, group_columns[g, c], lane] > x[k, best, lane]:  # ties: the first column, as argmax
-                    best = group_columns[g, c]
-            for c in range(size):
-                column = group_columns[g, c]
-                x[k, column, lane] = _F32(1.0) if column == best else _F32(0.0)
+            best_column[lane] = first
+            best_value[lane] = x[k, first, lane]
+        for c in range(1, size):
+            column = group_columns[g, c]
+            for lane in range(span):
+                value = x[k, column, lane]
+                if value > best_value[lane]:
+                    best_value[lane] = value
+                    best_column[lane] = column
+        for c in range(size):
+            column = group_columns[g, c]
+            for lane in range(span):
+                x[k, column, lane] = _F32(1.0) if column == best_column[lane] else _F32(0.0)
         for c in range(size):
             column = group_columns[g, c]
             for lane in range(span):
@@ -215,13 +225,39 @@ def _step_of(g: np.float32, step_size: np.float32, fixed: bool) -> tuple[np.floa
 def _lanes_times_matrix(source: np.ndarray, src: int, n_in: int, weights: np.ndarray, w_at: int, out: np.ndarray,
                         dst: int, n_out: int, span: int) -> None:
     """``out[dst + o] = sum_i source[src + i] W[i, o]`` for every lane (the last axis), ``W`` the row-major
-    ``n_in x n_out`` matrix at ``weights[w_at:]``: a layer's forward pass. Four inputs per pass: an output is loaded
-    and stored once per four products instead of once per product (the stores bound this loop); every sum runs in
-    input order from 0 (0 + x = x: the bits of assigning the first term)."""
+    ``n_in x n_out`` matrix at ``weights[w_at:]``: a layer's forward pass. Eight inputs per pass (then four, then
+    one): an output is loaded and stored once per eight products instead of once per product (the loads and
+    stores of the outputs bound this loop); every sum runs in input order from 0 (0 + x = x: the bits of assigning
+    the first term). Measured on a credit-default round's ensemble searches (``benchmarks/round_search.py``, one
+    thread, AVX-512, runs alternated): four inputs per pass 3.96-4.11 s, eight 3.41-3.62 s; sixteen (4.07 s) and
+    two outputs per pass of eight inputs (3.95 s) were slower."""
     for o in range(n_out):
         for lane in range(span):
             out[dst + o, lane] = _F32(0.0)
     i = 0
+    while i + 8 <= n_in:
+        row = w_at + i * n_out
+        for o in range(n_out):
+            w0 = weights[row + o]
+            w1 = weights[row + n_out + o]
+            w2 = weights[row + 2 * n_out + o]
+            w3 = weights[row + 3 * n_out + o]
+            w4 = weights[row + 4 * n_out + o]
+            w5 = weights[row + 5 * n_out + o]
+            w6 = weights[row + 6 * n_out + o]
+            w7 = weights[row + 7 * n_out + o]
+            for lane in range(span):
+                acc = out[dst + o, lane]
+                acc += source[src + i, lane] * w0
+                acc += source[src + i + 1, lane] * w1
+                acc += source[src + i + 2, lane] * w2
+                acc += source[src + i + 3, lane] * w3
+                acc += source[src + i + 4, lane] * w4
+                acc += source[src + i + 5, lane] * w5
+                acc += source[src + i + 6, lane] * w6
+                acc += source[src + i + 7, lane] * w7
+                out[dst + o, lane] = acc
+        i += 8
     while i + 4 <= n_in:
         row = w_at + i * n_out
         for o in range(n_out):
@@ -250,13 +286,34 @@ def _lanes_times_matrix(source: np.ndarray, src: int, n_in: int, weights: np.nda
 def _matrix_times_lanes(weights: np.ndarray, w_at: int, n_in: int, n_out: int, upper: np.ndarray,
                         lower: np.ndarray, span: int) -> None:
     """``lower[i] = sum_o W[i, o] upper[o]`` for every lane, ``W`` the row-major ``n_in x n_out`` matrix at
-    ``weights[w_at:]``: a layer's backward pass, from d / d outputs (``upper``) to d / d inputs (``lower``). Four
-    outputs per pass, as :func:`_lanes_times_matrix`; every sum runs in output order from 0."""
+    ``weights[w_at:]``: a layer's backward pass, from d / d outputs (``upper``) to d / d inputs (``lower``). Eight
+    outputs per pass (then four, then one), as :func:`_lanes_times_matrix`; every sum runs in output order from 0."""
     for i in range(n_in):
         row = w_at + i * n_out
         for lane in range(span):
             lower[i, lane] = _F32(0.0)
         o = 0
+        while o + 8 <= n_out:
+            w0 = weights[row + o]
+            w1 = weights[row + o + 1]
+            w2 = weights[row + o + 2]
+            w3 = weights[row + o + 3]
+            w4 = weights[row + o + 4]
+            w5 = weights[row + o + 5]
+            w6 = weights[row + o + 6]
+            w7 = weights[row + o + 7]
+            for lane in range(span):
+                acc = lower[i, lane]
+                acc += w0 * upper[o, lane]
+                acc += w1 * upper[o + 1, lane]
+                acc += w2 * upper[o + 2, lane]
+                acc += w3 * upper[o + 3, lane]
+                acc += w4 * upper[o + 4, lane]
+                acc += w5 * upper[o + 5, lane]
+                acc += w6 * upper[o + 6, lane]
+                acc += w7 * upper[o + 7, lane]
+                lower[i, lane] = acc
+            o += 8
         while o + 4 <= n_out:
             w0 = weights[row + o]
             w1 = weights[row + o + 1]
@@ -416,6 +473,8 @@ def _search_range(
     member_log_p = np.zeros((M, L), np.float32)
     seeds = np.zeros((K, M, L), np.float32)
     back = np.zeros((2, widest, L), np.float32)
+    best_column = np.zeros(L, np.int64)  # _project_copy's scratch
+    best_value = np.zeros(L, np.float32)
     all_valid = np.zeros(L, np.bool_)
     at_threshold = np.zeros(L, np.bool_)
     d_log_p = np.zeros(L, np.float32)
@@ -468,7 +527,7 @@ def _search_range(
         if grouped:
             for k in range(K):
                 _project_copy(unprojected, k, x, slope, scale, mean, lower, upper, kind, bounded, lane_factual,
-                              group_of, group_columns, group_sizes, span)
+                              group_of, group_columns, group_sizes, best_column, best_value, span)
                 for j in range(d):
                     sc, mu = scale[j], mean[j]
                     for lane in range(span):
@@ -646,7 +705,7 @@ def _search_range(
                     for lane in range(span):
                         delta[k, j, lane] += lane_work[k, j, lane]
                 _project_copy(delta, k, x, slope, scale, mean, lower, upper, kind, bounded, lane_factual, group_of,
-                              group_columns, group_sizes, span)
+                              group_columns, group_sizes, best_column, best_value, span)
                 for j in range(d):
                     sc, mu = scale[j], mean[j]
                     for lane in range(span):
