@@ -225,12 +225,13 @@ def _step_of(g: np.float32, step_size: np.float32, fixed: bool) -> tuple[np.floa
 def _lanes_times_matrix(source: np.ndarray, src: int, n_in: int, weights: np.ndarray, w_at: int, out: np.ndarray,
                         dst: int, n_out: int, span: int) -> None:
     """``out[dst + o] = sum_i source[src + i] W[i, o]`` for every lane (the last axis), ``W`` the row-major
-    ``n_in x n_out`` matrix at ``weights[w_at:]``: a layer's forward pass. Eight inputs per pass (then four, then
-    one): an output is loaded and stored once per eight products instead of once per product (the loads and
+    ``n_in x n_out`` matrix at ``weights[w_at:]``: a layer's forward pass. Eight inputs per pass, then the rest one
+    at a time: an output is loaded and stored once per eight products instead of once per product (the loads and
     stores of the outputs bound this loop); every sum runs in input order from 0 (0 + x = x: the bits of assigning
     the first term). Measured on a credit-default round's ensemble searches (``benchmarks/round_search.py``, one
-    thread, AVX-512, runs alternated): four inputs per pass 3.96-4.11 s, eight 3.41-3.62 s; sixteen (4.07 s) and
-    two outputs per pass of eight inputs (3.95 s) were slower."""
+    thread, AVX-512): four inputs per pass 3.84-4.11 s, eight 3.33-3.62 s; sixteen (4.07 s) and two outputs per
+    pass of eight inputs (3.95 s) were slower, and a pass of four between the eights and the rest gained nothing
+    (3.33-3.40 s either way) for 5.6 s more compilation (inlined at six sites)."""
     for o in range(n_out):
         for lane in range(span):
             out[dst + o, lane] = _F32(0.0)
@@ -258,21 +259,6 @@ def _lanes_times_matrix(source: np.ndarray, src: int, n_in: int, weights: np.nda
                 acc += source[src + i + 7, lane] * w7
                 out[dst + o, lane] = acc
         i += 8
-    while i + 4 <= n_in:
-        row = w_at + i * n_out
-        for o in range(n_out):
-            w0 = weights[row + o]
-            w1 = weights[row + n_out + o]
-            w2 = weights[row + 2 * n_out + o]
-            w3 = weights[row + 3 * n_out + o]
-            for lane in range(span):
-                acc = out[dst + o, lane]
-                acc += source[src + i, lane] * w0
-                acc += source[src + i + 1, lane] * w1
-                acc += source[src + i + 2, lane] * w2
-                acc += source[src + i + 3, lane] * w3
-                out[dst + o, lane] = acc
-        i += 4
     while i < n_in:
         row = w_at + i * n_out
         for o in range(n_out):
@@ -287,7 +273,8 @@ def _matrix_times_lanes(weights: np.ndarray, w_at: int, n_in: int, n_out: int, u
                         lower: np.ndarray, span: int) -> None:
     """``lower[i] = sum_o W[i, o] upper[o]`` for every lane, ``W`` the row-major ``n_in x n_out`` matrix at
     ``weights[w_at:]``: a layer's backward pass, from d / d outputs (``upper``) to d / d inputs (``lower``). Eight
-    outputs per pass (then four, then one), as :func:`_lanes_times_matrix`; every sum runs in output order from 0."""
+    outputs per pass, then the rest one at a time, as :func:`_lanes_times_matrix`; every sum runs in output order
+    from 0."""
     for i in range(n_in):
         row = w_at + i * n_out
         for lane in range(span):
@@ -314,19 +301,6 @@ def _matrix_times_lanes(weights: np.ndarray, w_at: int, n_in: int, n_out: int, u
                 acc += w7 * upper[o + 7, lane]
                 lower[i, lane] = acc
             o += 8
-        while o + 4 <= n_out:
-            w0 = weights[row + o]
-            w1 = weights[row + o + 1]
-            w2 = weights[row + o + 2]
-            w3 = weights[row + o + 3]
-            for lane in range(span):
-                acc = lower[i, lane]
-                acc += w0 * upper[o, lane]
-                acc += w1 * upper[o + 1, lane]
-                acc += w2 * upper[o + 2, lane]
-                acc += w3 * upper[o + 3, lane]
-                lower[i, lane] = acc
-            o += 4
         while o < n_out:
             w = weights[row + o]
             for lane in range(span):
