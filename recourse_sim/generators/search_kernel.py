@@ -704,23 +704,33 @@ def _search_range(
                 upcoming += 1
                 live += 1
         if upcoming >= last and 0 < live <= span - LANE_BLOCK:  # nobody waits: gather the rest, run fewer lanes
-            top = span - 1
-            for lane in range(span):
-                if who[lane] >= 0:
-                    continue
-                while top > lane and who[top] < 0:
-                    top -= 1
-                if top <= lane:
-                    break
-                _move_lane(top, lane, who, t_lane, lane_work, lane_factual, lane_factual_std, lane_centre, counts,
-                           cap_now, passes, ties)
-            span = _lanes_for(live)
+            span = _gather_lanes(live, span, who, t_lane, lane_work, lane_factual, lane_factual_std, lane_centre,
+                                 counts, cap_now, passes, ties)
 
 
 @njit(cache=True)
 def _lanes_for(live: int) -> int:
     """The lanes an iteration runs for ``live`` individuals gathered in the first lanes: whole blocks."""
     return min(LANES, (live + LANE_BLOCK - 1) // LANE_BLOCK * LANE_BLOCK)
+
+
+@njit(cache=True)
+def _gather_lanes(live: int, span: int, who: np.ndarray, t_lane: np.ndarray, lane_work: np.ndarray,
+                  lane_factual: np.ndarray, lane_factual_std: np.ndarray, lane_centre: np.ndarray, counts: np.ndarray,
+                  cap_now: np.ndarray, passes: np.ndarray, ties: np.ndarray) -> int:
+    """Move the ``live`` individuals of the first ``span`` lanes into the lowest lanes (each empty lane, lowest
+    first, takes the individual of the highest occupied one) and return the lanes the next iterations run."""
+    top = span - 1
+    for lane in range(span):
+        if who[lane] >= 0:
+            continue
+        while top > lane and who[top] < 0:
+            top -= 1
+        if top <= lane:
+            break
+        _move_lane(top, lane, who, t_lane, lane_work, lane_factual, lane_factual_std, lane_centre, counts, cap_now,
+                   passes, ties)
+    return _lanes_for(live)
 
 
 @njit(cache=True)

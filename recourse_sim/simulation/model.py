@@ -207,7 +207,7 @@ class RecourseDynamics(mesa.Model):
         them (same models, same population), else computed now."""
         kept, self._decisions_after = self._decisions_after, None
         if kept is not None and kept[0] == self.round - 1:
-            return kept[1].clone()
+            return kept[1]  # read only: a round derives new tensors from it
         return self._approved()
 
     def _approved(self) -> torch.Tensor:
