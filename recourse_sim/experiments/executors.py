@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from recourse_sim.cores import CoreShare, receive_share
 from recourse_sim.device import torch_threads
 from recourse_sim.errors import ConfigError
 
@@ -129,12 +130,14 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="recourse-sim-parent-watch", daemon=True).start()
 
 
-def _init_worker(parent: int | None = None) -> None:
-    # The parent handles Ctrl-C and SIGTERM (and stops the workers); a worker only ever runs cells,
-    # single-threaded, and never outlives its parent.
+def _init_worker(parent: int | None = None, shared_count: Any = None) -> None:
+    # The parent handles Ctrl-C and SIGTERM (and stops the workers); a worker only ever runs cells, on one core
+    # plus those the parent lends it (``shared_count``, see recourse_sim.cores), and never outlives its parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
         _die_with_parent(parent)
+    if shared_count is not None:
+        receive_share(shared_count)
     from tqdm.auto import tqdm
 
     # Workers draw no progress bars: a thread lock instead of tqdm's default cross-process one, whose named
@@ -146,13 +149,19 @@ def _init_worker(parent: int | None = None) -> None:
 
 
 class ProcessExecutor:
-    """Cells in ``workers`` local processes (``concurrent.futures.ProcessPoolExecutor``, spawn context)."""
+    """Cells in ``workers`` local processes (``concurrent.futures.ProcessPoolExecutor``, spawn context).
+
+    Once no cell waits for a worker, the cores of idle workers are lent to the cells still running (their
+    compiled loops split over threads, :mod:`recourse_sim.cores`): the last cell of a sweep does not run on one
+    core while the others idle. The results do not depend on it.
+    """
 
     name = "processes"
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool = None
+        self._share: CoreShare | None = None
 
     def __enter__(self) -> ProcessExecutor:
         return self
@@ -164,8 +173,10 @@ class ProcessExecutor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self._pool = ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_init_worker, initargs=(os.getpid(),))
+        context = multiprocessing.get_context("spawn")
+        self._share = CoreShare(context)
+        self._pool = ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=_init_worker,
+                                         initargs=(os.getpid(), self._share.shared_count))
         return self._pool
 
     def _stop(self, terminate: bool) -> None:
@@ -197,11 +208,15 @@ class ProcessExecutor:
             if suspects:
                 if not running:
                     task = suspects.popleft()
+                    self._share.update(size, 1, 0)  # it runs alone
                     running[pool.submit(_timed, cell_fn, task.config)] = task
                     isolated = True
             else:
                 isolated = False
-                while queue and len(running) < size:
+                starting = min(len(queue), size - len(running))
+                # before the submissions, so a cell never starts with more threads than its share
+                self._share.update(size, len(running) + starting, len(queue) - starting)
+                for _ in range(starting):
                     task = queue.popleft()
                     running[pool.submit(_timed, cell_fn, task.config)] = task
             done, _ = wait(running, return_when=FIRST_COMPLETED)

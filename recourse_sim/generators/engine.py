@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from recourse_sim.cores import compiled_threads
 from recourse_sim.device import flush_denormals, torch_threads
 from recourse_sim.errors import ConfigError
 from recourse_sim.generators.problem import (
@@ -93,8 +94,9 @@ def search(
     if backend not in BACKENDS:
         raise ConfigError("search backend", backend, f"one of {', '.join(BACKENDS)}")
     device = factual.device
-    threads = torch.get_num_threads()  # the compiled backend's budget: its work is not split like torch's
-    small = device.type == "cpu" and S * B * settings.n_counterfactuals < PARALLEL_ROWS and threads > 1
+    small = device.type == "cpu" and S * B * settings.n_counterfactuals < PARALLEL_ROWS and torch.get_num_threads() > 1
+    # the compiled backend's budget (torch's thread count, or the cores an executor lends): it splits its own work
+    threads = compiled_threads()
     with torch_threads(1) if small else contextlib.nullcontext():
         return _search(model, factual, generators, context, systems, settings, rng, on_step, backend, threads)
 

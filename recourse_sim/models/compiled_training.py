@@ -32,11 +32,12 @@ machine, as torch's do); reruns on one machine stay bit-identical. Smaller batch
 at a time: each weight loaded serves four rows and each gradient element is stored once per four products, with
 every sum in the same order as one row at a time.
 
-Why not ``parallel=True`` (``prange`` over pairs): on the 2-core machine it was written on, with other work
-running, it measured 1.0-1.45x (noisy); a training call runs inside ``flush_denormals`` (FTZ/DAZ set on the calling
-thread only), so pairs scheduled on numba's worker threads would treat subnormals differently from pairs on the
-main thread, making results depend on scheduling; and the experiment executor already runs one process per
-core (``--workers 2``), where threads inside each would oversubscribe the cores.
+Several threads: the entry points release the GIL and train a range of pairs, so the caller
+(``StackedMLP._train_compiled``) splits the pairs over the threads :mod:`recourse_sim.cores` allows: one in a cell
+of a sweep, both cores once the executor lends an idle worker's (1.95x for a credit-default round of the 5-member
+ensembles). Each thread sets its own ``flush_denormals`` mode and multiplies through BLAS on itself, so a pair's
+weights are the same bits on any thread and any number of threads. Not numba's ``parallel=True``: its worker
+threads do not take the calling thread's FTZ/DAZ mode, so subnormals would be treated by where a pair ran.
 
 Dropout masks come from splitmix64 (:mod:`recourse_sim.compiled_random`) inside the loop (a Weyl-sequence
 counter passed through two xor-shift-multiply rounds: a few integer operations per draw, instead of the torch
@@ -403,22 +404,23 @@ def _train_pair(
 def _train_stack(
     flat: np.ndarray, X: np.ndarray, y: np.ndarray, orders: np.ndarray, shuffle: bool, sizes: np.ndarray,
     n_members: int, epochs: int, batch_size: int, lr: float, beta1: float, beta2: float, eps: float,
-    dropout: float, seed: np.uint64, blas_allowed: bool,
+    dropout: float, seed: np.uint64, first_pair: int, end_pair: int, blas_allowed: bool,
 ) -> None:
-    """Train every (system, member) pair of the stacked parameter buffer ``flat`` (S, P) in place.
+    """Train the (system, member) pairs ``first_pair <= s * M + member < end_pair`` of the stacked parameter buffer
+    ``flat`` (S, P) in place.
 
     ``flat`` holds per system, layer by layer, the weights of all members (M, fi, fo) then their biases
     (M, 1, fo) (the layout of ``StackedMLP.flat``); each pair's parameters are gathered into one contiguous
-    vector, trained by :func:`_train_pair` and scattered back.
+    vector, trained by :func:`_train_pair` and scattered back. A pair's result depends on its index only (its data,
+    its dropout stream), never on the range it was trained in: calls on disjoint ranges may run on several threads.
     """
-    S = flat.shape[0]
     M = n_members
     n_layers = sizes.shape[0] - 1
     per_member = 0
     for layer in range(n_layers):
         per_member += sizes[layer] * sizes[layer + 1] + sizes[layer + 1]
     keep_threshold = np.uint64(np.ceil(dropout * 16777216.0))  # u = bits / 2^24 >= p  <=>  bits >= ceil(p 2^24)
-    for pair in range(S * M):
+    for pair in range(first_pair, end_pair):
         s = pair // M
         member = pair % M
         w = np.empty(per_member, np.float32)
@@ -452,14 +454,16 @@ def _train_stack(
             dst += fo
 
 
-@njit(cache=True, error_model="numpy")
+# The entry points release the GIL (nogil): the caller may train disjoint ranges of pairs on several threads.
+@njit(cache=True, error_model="numpy", nogil=True)
 def train_stack(
     flat: np.ndarray, X: np.ndarray, y: np.ndarray, orders: np.ndarray, shuffle: bool, sizes: np.ndarray,
     n_members: int, epochs: int, batch_size: int, lr: float, beta1: float, beta2: float, eps: float,
-    dropout: float, seed: np.uint64,
+    dropout: float, seed: np.uint64, first_pair: int, end_pair: int,
 ) -> None:
-    """Train every (system, member) pair of the stacked parameter buffer ``flat`` (S, P) in place, every product in
-    the loops: for batches of fewer than :data:`BLAS_MIN_ROWS` rows (the synthetic protocol's batch size 1).
+    """Train the (system, member) pairs ``first_pair`` to ``end_pair - 1`` of the stacked parameter buffer ``flat``
+    (S, P) in place (:func:`_train_stack`), every product in the loops: for batches of fewer than
+    :data:`BLAS_MIN_ROWS` rows (the synthetic protocol's batch size 1).
 
     A function of its own, whose constant ``blas_allowed = False`` LLVM folds into the loops, which then run without
     the BLAS branches of :func:`train_stack_through_blas`: with one entry point and ``blas_allowed`` a run-time
@@ -467,16 +471,16 @@ def train_stack(
     of 35 systems, 8,000 steps: 59 -> 63-67 ms).
     """
     _train_stack(flat, X, y, orders, shuffle, sizes, n_members, epochs, batch_size, lr, beta1, beta2, eps, dropout,
-                 seed, False)
+                 seed, first_pair, end_pair, False)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def train_stack_through_blas(
     flat: np.ndarray, X: np.ndarray, y: np.ndarray, orders: np.ndarray, shuffle: bool, sizes: np.ndarray,
     n_members: int, epochs: int, batch_size: int, lr: float, beta1: float, beta2: float, eps: float,
-    dropout: float, seed: np.uint64,
+    dropout: float, seed: np.uint64, first_pair: int, end_pair: int,
 ) -> None:
     """:func:`train_stack` for mini-batches of :data:`BLAS_MIN_ROWS` rows or more (the real-data protocol's 500):
     their products go through BLAS where the shape rule says it wins. Call it inside ``device.one_blas_thread``."""
     _train_stack(flat, X, y, orders, shuffle, sizes, n_members, epochs, batch_size, lr, beta1, beta2, eps, dropout,
-                 seed, True)
+                 seed, first_pair, end_pair, True)

@@ -23,8 +23,10 @@ loops, 0.60 s with BLAS.
 
 The random draws (each epoch's permutation, then every batch's noise, in the torch loop's order) are made by the
 caller in torch, so both paths see the same numbers; they agree to float32 rounding (sums run in a different
-order; ``tests/test_compiled_vae.py``). The call runs on the calling thread, inside ``VAE._train``'s
-``flush_denormals``, one system after the other: reruns are bit-identical.
+order; ``tests/test_compiled_vae.py``). A call trains its systems one after the other, inside
+``VAE._train``'s ``flush_denormals``; systems are independent, so the caller may train ranges of them on several
+threads (``nogil``; :mod:`recourse_sim.cores`), each in the same float mode: reruns are bit-identical, on any
+number of threads.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _add_batch_gradient(acts: np.ndarray, n_in: int, deltas: np.ndarray, n_out: 
     add_outer_products(acts, 0, n_in, deltas, 0, n_out, n_rows, grad, g_at, True)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)  # nogil: the caller may train disjoint systems on several threads
 def train_epoch(
     flat: np.ndarray, m: np.ndarray, v: np.ndarray, X: np.ndarray, order: np.ndarray, noise: np.ndarray,
     d: int, hidden: int, latent: int, batch_size: int, step: int, lr: float, beta1: float, beta2: float,

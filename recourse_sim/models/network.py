@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recourse_sim.cores import split_over_threads
 from recourse_sim.device import flush_denormals, one_blas_thread
 
 
@@ -258,13 +259,17 @@ class StackedMLP:
         flat = flat if flat.is_contiguous() else flat.contiguous()
         # mini-batches of >= BLAS_MIN_ROWS rows multiply through BLAS; smaller ones run loops compiled without it
         train = train_stack_through_blas if batch_size >= BLAS_MIN_ROWS else train_stack
+        arguments = (
+            flat.numpy(), X.detach().to(torch.float32).contiguous().numpy(),
+            y.detach().to(torch.float32).contiguous().numpy(), orders, bool(shuffle), sizes, self.n_members,
+            int(epochs), int(batch_size), float(adam.lr), float(adam.beta1), float(adam.beta2), float(adam.eps),
+            float(self.dropout), np.uint64(seed),
+        )
+        # (system, member) pairs are independent: with lent cores (recourse_sim.cores) they train on several
+        # threads, each flushing subnormals as this one does; the weights are the same bits on any number
         with one_blas_thread():
-            train(
-                flat.numpy(), X.detach().to(torch.float32).contiguous().numpy(),
-                y.detach().to(torch.float32).contiguous().numpy(), orders, bool(shuffle), sizes, self.n_members,
-                int(epochs), int(batch_size), float(adam.lr), float(adam.beta1), float(adam.beta2),
-                float(adam.eps), float(self.dropout), np.uint64(seed),
-            )
+            split_over_threads(S * self.n_members, lambda first, end: train(*arguments, first, end),
+                               mode=flush_denormals)
         if flat.data_ptr() != self.flat.data_ptr():
             self.flat.copy_(flat)
 

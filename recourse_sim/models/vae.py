@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from recourse_sim.cores import split_over_threads
 from recourse_sim.device import flush_denormals, one_blas_thread, resolve_device
 from recourse_sim.errors import ConfigError, DataError
 from recourse_sim.models.base import StackedEstimator
@@ -165,16 +166,24 @@ class VAE(StackedEstimator):
         flat = torch.cat([p.reshape(S, -1) for p in tensors], 1).numpy()
         m, v = np.zeros_like(flat), np.zeros_like(flat)
         data = X.detach().to(torch.float32).contiguous().numpy()
-        step = 0
         beta1, beta2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which the torch loop uses
+        batches = (n + self.batch_size - 1) // self.batch_size
+
+        def systems_epoch(order: np.ndarray, noise: np.ndarray, step: int):  # noqa: ANN202
+            """One epoch of the systems ``first .. end - 1`` after ``step`` Adam steps: systems are independent, so
+            with lent cores (recourse_sim.cores) ranges of them train on several threads, with the same bits."""
+            return lambda first, end: train_epoch(
+                flat[first:end], m[first:end], v[first:end], data[first:end], order, noise[first:end], d,
+                self.hidden_size, self.latent_dim_, self.batch_size, step, self.learning_rate, beta1, beta2, eps,
+                self.decoder_weight_decay)
+
         with one_blas_thread():  # batches of >= compiled_training.BLAS_MIN_ROWS rows multiply through BLAS
-            for _ in range(epochs):
+            for epoch in range(epochs):
                 order = (torch.randperm(n, generator=self.rng_) if self.shuffle else torch.arange(n))
                 noise = torch.cat([torch.randn((S, min(self.batch_size, n - start), self.latent_dim_),
                                                generator=self.rng_) for start in range(0, n, self.batch_size)], 1)
-                step = train_epoch(flat, m, v, data, order.numpy(), noise.numpy(), d, self.hidden_size,
-                                   self.latent_dim_, self.batch_size, step, self.learning_rate, beta1, beta2, eps,
-                                   self.decoder_weight_decay)
+                split_over_threads(S, systems_epoch(order.numpy(), noise.numpy(), epoch * batches),
+                                   mode=flush_denormals)
         trained = torch.from_numpy(flat).split([p[0].numel() for p in tensors], 1)
         for p, new in zip(tensors, trained):
             p.copy_(new.view_as(p))

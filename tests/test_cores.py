@@ -1,0 +1,116 @@
+"""Lent cores (recourse_sim.cores): the compiled loops give the same bits on any number of threads, the work is
+split into whole, disjoint ranges, and the process executor lends an idle worker's core to the cell still running."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from recourse_sim.cores import CoreShare, compiled_threads, split_over_threads, usable_cores
+from recourse_sim.device import flush_denormals, torch_threads
+from recourse_sim.experiments.executors import CellTask, ProcessExecutor
+from recourse_sim.models.network import StackedMLP
+from recourse_sim.models.vae import VAE
+
+
+@pytest.mark.parametrize("pieces, threads", [(10, 2), (7, 3), (2, 4), (1, 2), (5, 1)])
+def test_split_over_threads_runs_every_piece_once_in_contiguous_ranges(pieces, threads):
+    ranges, names = [], set()
+    lock = threading.Lock()
+
+    def run(first: int, end: int) -> None:
+        with lock:
+            ranges.append((first, end))
+            names.add(threading.current_thread().name)
+
+    split_over_threads(pieces, run, threads=threads)
+    covered = sorted(p for first, end in ranges for p in range(first, end))
+    assert covered == list(range(pieces))
+    assert all(end > first for first, end in ranges)  # no empty range: never more threads than pieces
+    assert len(ranges) == min(pieces, threads)
+    assert "MainThread" in names and len(names) <= len(ranges)  # the first range on the calling thread
+    assert max(end - first for first, end in ranges) - min(end - first for first, end in ranges) <= 1  # even
+
+
+def test_split_over_threads_raises_a_helper_threads_error_after_all_stopped():
+    finished = []
+
+    def run(first: int, end: int) -> None:
+        if first > 0:
+            raise ValueError(f"piece {first}")
+        time.sleep(0.05)
+        finished.append(first)
+
+    with pytest.raises(ValueError, match="piece 2"):
+        split_over_threads(4, run, threads=2)
+    assert finished == [0]  # the calling thread's range ran to its end
+
+
+def _train(threads: int, members: int, hidden: tuple[int, ...], dropout: float, batch_size: int) -> torch.Tensor:
+    data = torch.Generator().manual_seed(0)
+    X = torch.randn(6, 300, 5, generator=data)
+    y = (X[..., 0] + 0.3 * torch.randn(6, 300, generator=data) > 0).float()
+    net = StackedMLP(6, members, 5, hidden, dropout, rng=torch.Generator().manual_seed(1))
+    with torch_threads(threads):  # outside a worker process, the compiled loops use torch's thread count
+        assert compiled_threads() == threads
+        net.train(X, y, epochs=3, batch_size=batch_size, shuffle=True, rng=torch.Generator().manual_seed(2))
+    return net.flat.clone()
+
+
+@pytest.mark.parametrize("members, hidden, dropout, batch_size", [
+    (3, (16, 16), 0.1, 64),  # mini-batches through BLAS, dropout streams per (system, member) pair
+    (1, (8,), 0.0, 1),  # the synthetic protocol's batch size 1, in the loops
+    (1, (), 0.0, 50),  # logistic regression
+])
+def test_compiled_training_gives_the_same_bits_on_one_or_several_threads(members, hidden, dropout, batch_size):
+    one = _train(1, members, hidden, dropout, batch_size)
+    assert torch.equal(_train(2, members, hidden, dropout, batch_size), one)
+    assert torch.equal(_train(4, members, hidden, dropout, batch_size), one)  # more threads than cores: same
+    assert not torch.equal(one, StackedMLP(6, members, 5, hidden, dropout, rng=torch.Generator().manual_seed(1)).flat)
+
+
+def test_compiled_vae_training_gives_the_same_bits_on_one_or_several_threads():
+    X = torch.randn(5, 200, 4, generator=torch.Generator().manual_seed(0))
+
+    def trained(threads: int) -> dict[str, torch.Tensor]:
+        vae = VAE(epochs=3, seed=7)
+        with torch_threads(threads):
+            vae.fit(X)
+        return {name: value.clone() for name, value in vae.params_.items()}
+
+    one = trained(1)
+    for threads in (2, 3):
+        assert all(torch.equal(value, one[name]) for name, value in trained(threads).items())
+
+
+@pytest.mark.parametrize("workers, running, waiting, share", [
+    (2, 2, 3, 1), (2, 2, 0, 1), (2, 1, 0, 2), (2, 1, 4, 1), (4, 3, 0, 1), (4, 2, 0, 2), (8, 3, 0, 2), (2, 0, 0, 1),
+])
+def test_core_share_lends_idle_workers_cores_only_once_nothing_waits(workers, running, waiting, share):
+    import multiprocessing
+
+    lender = CoreShare(multiprocessing.get_context("spawn"))
+    assert lender.update(workers, running, waiting) == share
+    assert lender.shared_count.value == share
+
+
+def report_threads(config: dict) -> pd.DataFrame:
+    """A cell that reports its thread budget; the long one waits (at most 60 s) for it to reach ``want``."""
+    deadline = time.monotonic() + (60.0 if config["long"] else 0.0)
+    while compiled_threads() < config["want"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pd.DataFrame({"threads": [compiled_threads()]})
+
+
+def test_the_process_executor_lends_an_idle_workers_core_to_the_cell_still_running():
+    want = min(2, usable_cores())
+    tasks = [CellTask("long", {"long": True, "want": want}), CellTask("short", {"long": False, "want": 1})]
+    with ProcessExecutor(2) as executor:
+        outcomes = {outcome.id: outcome for outcome in executor.run(tasks, report_threads)}
+    assert all(outcome.ok for outcome in outcomes.values())
+    # the long cell ends with both cores once the short one has ended (and never more than the machine has)
+    assert int(outcomes["long"].frame["threads"].iloc[0]) == want
