@@ -25,7 +25,8 @@ from recourse_sim.experiments.sweep import run_sweeps
 from recourse_sim.reporting.attribution import paired_effects, summarise_effects
 from recourse_sim.reporting.comparisons import plot_final_bars
 from recourse_sim.reporting.faithful import write_faithful_report
-from recourse_sim.reporting.hidden_costs import plot_hidden_costs
+from recourse_sim.reporting.figure_files import FigureDrawer, FigureFile
+from recourse_sim.reporting.hidden_costs import hidden_cost_metrics, plot_hidden_costs
 from recourse_sim.reporting.satml import report_markdown
 from recourse_sim.reporting.summary import summarise
 from recourse_sim.reporting.trajectories import plot_trajectories
@@ -50,7 +51,7 @@ class Study:
     name: str
     sweeps: Callable[[bool, Sequence[str] | None], dict[str, Sweep]]
     experiment_name: Callable[[str, str], str]
-    write_report: Callable[[pd.DataFrame, Path, float, bool], Path]
+    write_report: Callable[[pd.DataFrame, Path, float, bool, int], Path]
     experiments: tuple[str, ...]
     output_dir: Callable[[bool], Path]
 
@@ -83,7 +84,7 @@ def reproduce_study(
             frames.append(frame)
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not results.empty:
-        study.write_report(results, out, seconds, quick)
+        study.write_report(results, out, seconds, quick, workers)
     return Reproduction(results, out, seconds, failed)
 
 
@@ -113,26 +114,29 @@ def reproduce_satml(out: str | Path, quick: bool = False, workers: int = 1, only
     return reproduce_study(STUDIES["satml"], out, quick, workers, only, force, progress)
 
 
-def write_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool) -> Path:
-    """Combined table, CI summary, paper-style figures per experiment and the markdown report."""
+def write_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool, workers: int = 1) -> Path:
+    """Combined table, CI summary, paper-style figures per experiment (drawn by ``workers`` processes) and the
+    markdown report."""
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    write_results(results, out)
-    summarise(results, by=["experiment", "model", "generator", "round", "metric"]).to_csv(out / "summary.csv", index=False)
-    summarise_effects(paired_effects(results)).to_csv(out / "effects.csv", index=False)
     figures = []
     for experiment, frame in results.groupby("experiment", sort=True):
-        for kind, plot in (("trajectories", plot_trajectories), ("final", plot_final_bars)):
-            name = f"figures/{experiment}_{kind}.png"
-            plot(frame, metrics=PAPER_METRICS, path=out / name)
-            figures.append(name)
-        name = f"figures/{experiment}_hidden_costs.png"
-        if plot_hidden_costs(frame, path=out / name) is not None:
-            figures.append(name)
+        figures += [FigureFile(plot_trajectories, frame, figures_dir / f"{experiment}_trajectories.png",
+                               {"metrics": PAPER_METRICS}),
+                    FigureFile(plot_final_bars, frame, figures_dir / f"{experiment}_final.png", {"metrics": PAPER_METRICS})]
+        if hidden_cost_metrics(frame):
+            figures.append(FigureFile(plot_hidden_costs, frame, figures_dir / f"{experiment}_hidden_costs.png"))
+    with FigureDrawer(workers) as drawer:
+        drawer.submit(figures)  # drawn by other processes while this one writes the tables and the report
+        write_results(results, out)
+        summarise(results, by=["experiment", "model", "generator", "round", "metric"]).to_csv(out / "summary.csv",
+                                                                                             index=False)
+        summarise_effects(paired_effects(results)).to_csv(out / "effects.csv", index=False)
+        markdown = report_markdown(results, seconds, quick, [figure.name for figure in figures])
+        drawer.wait()
     report = out / "report.md"
-    report.write_text(report_markdown(results, seconds, quick, figures), encoding="utf-8")
+    report.write_text(markdown, encoding="utf-8")  # last: it lists the figures
     return report
-
 
 #: The studies ``recourse-sim reproduce`` runs.
 STUDIES = {

@@ -22,6 +22,11 @@ from recourse_sim.reporting.style import DEFAULT_METRICS, PALETTE, colour_map, f
 from recourse_sim.reporting.summary import levels, summarise
 
 
+#: :func:`plot_final_bars`' margins (inches, see :data:`~recourse_sim.reporting.style.GRID_MARGINS`): its x tick
+#: labels stand rotated by 60 degrees below every panel.
+ROTATED_LABEL_MARGINS = {"left": 1.05, "bottom": 1.2, "between_x": 0.6, "between_y": 1.45}
+
+
 def plot_final_bars(
     frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, path: str | Path | None = None
 ) -> plt.Figure:
@@ -32,7 +37,8 @@ def plot_final_bars(
     models = levels(frame["model"])
     generators = levels(frame["generator"])
     colours = colour_map(generators)
-    fig, axes = panel_grid(len(models), len(metrics), panel=(3.0, 2.6), fixed=False)  # rotated tick labels
+    # room below each row for its generators' names, rotated (up to 20 characters at 7 pt: ~1 inch tall)
+    fig, axes = panel_grid(len(models), len(metrics), panel=(3.0, 2.9), margins=ROTATED_LABEL_MARGINS)
     for row, model in enumerate(models):
         for col, metric in enumerate(metrics):
             ax = axes[row, col]

@@ -137,22 +137,27 @@ def report_markdown(frame: pd.DataFrame, seconds: float, quick: bool, figures: S
     return "\n".join(lines) + "\n"
 
 
-def write_faithful_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool) -> Path:
-    """Combined table, CI summary, attributable effects, trajectory figures per experiment and report.md."""
+def write_faithful_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool, workers: int = 1) -> Path:
+    """Combined table, CI summary, attributable effects, trajectory figures per experiment (drawn by ``workers``
+    processes) and report.md."""
     from recourse_sim.experiments.store import write_results
+    from recourse_sim.reporting.figure_files import FigureDrawer, FigureFile
     from recourse_sim.reporting.trajectories import plot_trajectories
 
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    write_results(results, out)
-    summarise(results, by=[*KEYS, "round", "metric"]).to_csv(out / "summary.csv", index=False)
-    summarise_effects(paired_effects(results)).to_csv(out / "effects.csv", index=False)
-    figures = []
-    for experiment, frame in results.groupby("experiment", sort=True):
+    figures = [
+        FigureFile(plot_trajectories, frame, out / "figures" / f"{experiment}_{kind}.png", {"metrics": metrics})
+        for experiment, frame in results.groupby("experiment", sort=True)
         for kind, metrics in (("shift", ("domain_mmd", "model_mmd", "disagreement", "accuracy")),
-                              ("faithfulness", FAITHFUL_METRICS)):
-            name = f"figures/{experiment}_{kind}.png"
-            plot_trajectories(frame, metrics=metrics, path=out / name)
-            figures.append(name)
+                              ("faithfulness", FAITHFUL_METRICS))
+    ]
+    with FigureDrawer(workers) as drawer:
+        drawer.submit(figures)  # drawn by other processes while this one writes the tables and the report
+        write_results(results, out)
+        summarise(results, by=[*KEYS, "round", "metric"]).to_csv(out / "summary.csv", index=False)
+        summarise_effects(paired_effects(results)).to_csv(out / "effects.csv", index=False)
+        markdown = report_markdown(results, seconds, quick, [figure.name for figure in figures])
+        drawer.wait()
     report = out / "report.md"
-    report.write_text(report_markdown(results, seconds, quick, figures), encoding="utf-8")
+    report.write_text(markdown, encoding="utf-8")  # last: it lists the figures
     return report

@@ -84,14 +84,19 @@ def group_gap_table(frame: pd.DataFrame, metric: str = "approval_rate",
     return table
 
 
+def hidden_cost_metrics(frame: pd.DataFrame) -> list[str]:
+    """The hidden costs the table has (collateral rejections and approvals, lender loss, accuracy against the
+    truth, external costs at the implemented points), in :data:`HIDDEN_COST_METRICS` order."""
+    available = set(frame["metric"].unique())
+    return [m for m in HIDDEN_COST_METRICS if m in available]
+
+
 def plot_hidden_costs(frame: pd.DataFrame, path: str | Path | None = None):
-    """Trajectories of the hidden costs the table has (collateral rejections and approvals, lender loss,
-    accuracy against the truth, external costs at the implemented points) per generator, 95% bands; None
+    """Trajectories of the hidden costs the table has (:func:`hidden_cost_metrics`) per generator, 95% bands; None
     when it has none of them."""
     from recourse_sim.reporting.trajectories import plot_trajectories  # matplotlib only when drawing
 
-    available = set(frame["metric"].unique())
-    present = [m for m in HIDDEN_COST_METRICS if m in available]
+    present = hidden_cost_metrics(frame)
     if not present:
         return None
     return plot_trajectories(frame, metrics=present, path=path)

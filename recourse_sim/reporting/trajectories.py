@@ -18,7 +18,9 @@ from matplotlib.lines import Line2D
 
 from recourse_sim.generators.control import CONTROL
 from recourse_sim.metrics.catalogue import METRICS, metric_label
-from recourse_sim.reporting.style import DEFAULT_METRICS, colour_map, finish, panel_grid, plt, prepare_figure
+from recourse_sim.reporting.style import (
+    DEFAULT_METRICS, colour_map, confidence_band, finish, panel_grid, plt, prepare_figure,
+)
 from recourse_sim.reporting.summary import levels, summarise
 
 
@@ -34,20 +36,20 @@ def plot_trajectories(
     colours = colour_map(levels(frame["generator"]))
     ncol = min(len(colours), 6)
     fig, axes = panel_grid(len(models), len(metrics), panel=(3.2, 2.7), legend_rows=-(-len(colours) // ncol))
+    lines = dict(tuple(summary.groupby(["model", "metric", "generator"], sort=False)))  # one lookup per line
     for row, model in enumerate(models):
         for col, metric in enumerate(metrics):
             ax = axes[row, col]
-            part = summary[(summary["model"] == model) & (summary["metric"] == metric)]
             for generator, colour in colours.items():
-                line = part[part["generator"] == generator]
-                if line.empty:
+                line = lines.get((model, metric, generator))
+                if line is None:
                     continue
                 if generator == CONTROL:  # the no-recourse control: what retraining alone does
                     ax.plot(line["round"], line["mean"], ls="--", color="0.25", lw=1.2, label=f"{generator} (control)")
-                    ax.fill_between(line["round"], line["ci_low"], line["ci_high"], color="0.5", alpha=0.15, lw=0)
+                    confidence_band(ax, line["round"], line["ci_low"], line["ci_high"], color="0.5", alpha=0.15, lw=0)
                     continue
                 ax.plot(line["round"], line["mean"], marker="o", ms=3, color=colour, label=generator)
-                ax.fill_between(line["round"], line["ci_low"], line["ci_high"], color=colour, alpha=0.2, lw=0)
+                confidence_band(ax, line["round"], line["ci_low"], line["ci_high"], color=colour, alpha=0.2, lw=0)
             ax.set_title(metric_label(metric), fontsize=9)
             ax.set_xlabel("Round")
             ax.grid(alpha=0.3)
@@ -111,7 +113,7 @@ def plot_trajectory_grid(
                     continue
                 ax.plot(line["round"], line["mean"], marker=markers[i % len(markers)], ms=3.5, lw=1.5,
                         color=colour, label=str(name))
-                ax.fill_between(line["round"], line["ci_low"], line["ci_high"], color=colour, alpha=0.2, lw=0)
+                confidence_band(ax, line["round"], line["ci_low"], line["ci_high"], color=colour, alpha=0.2, lw=0)
                 drawn = True
             if not drawn:
                 ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="0.5")
