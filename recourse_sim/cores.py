@@ -10,8 +10,8 @@ Who sets the count:
 - in a worker process of :class:`~recourse_sim.experiments.executors.ProcessExecutor`, the executor. A cell runs on
   one core while other cells wait for a worker; once none waits, the cores of idle workers are lent to the cells
   still running, in equal shares (:class:`CoreShare`). With ``--workers 2`` the last cell of a sweep then runs on
-  both cores instead of leaving one idle: in the SaTML reproduction that last cell (California housing or GMSC)
-  runs alone for about two minutes, 81-84 % of it in the compiled loops.
+  both cores instead of leaving one idle: in the SaTML reproduction that last cell (GMSC) ran alone for about two
+  minutes, 81-84 % of its time in training and the search and 5-7 % in the VAEs' training.
 - everywhere else, torch's intra-op thread count (:func:`torch.get_num_threads`): the budget the caller gives every
   other CPU computation. A simulation's round runs with one torch thread (``device.torch_threads``), so a
   ``recourse-sim run`` or a serial sweep keeps one core, as before this module.

@@ -281,3 +281,31 @@ def test_report_versus_refuses_what_the_grid_does_not_have(store, versus, allowe
     result = runner.invoke(app, ["report", str(store), "--versus", versus])
     assert result.exit_code == 2 and f"--versus: got {versus!r}" in result.output and allowed in result.output
     assert not (store / "report").exists()  # refused before anything is written
+
+
+def refuse_to_draw(frame: pd.DataFrame, path: Path) -> None:
+    raise ValueError(f"cannot draw {path.name}")
+
+
+def test_figures_drawn_in_other_processes_are_the_files_drawn_here(tmp_path):
+    from recourse_sim.reporting.comparisons import plot_final_bars
+    from recourse_sim.reporting.figure_files import FigureDrawer, FigureFile
+    from recourse_sim.reporting.trajectories import plot_trajectories
+
+    config = {"seed": 1, "rounds": 3, "models": [{"name": "lr"}, {"name": "mlp"}],
+              "generators": [{"name": "generic"}, {"name": "none"}]}
+    frame = fake_cell(config)
+    for workers in (1, 2):
+        (tmp_path / str(workers)).mkdir()
+        with FigureDrawer(workers) as drawer:
+            drawer.submit([FigureFile(plot_trajectories, frame, tmp_path / str(workers) / "trajectories.png",
+                                      {"metrics": ["disagreement", "f1"]}),
+                           FigureFile(plot_final_bars, frame, tmp_path / str(workers) / "final.png",
+                                      {"metrics": ["f1"]})])
+            drawer.wait()
+    for name in ("trajectories.png", "final.png"):
+        assert (tmp_path / "2" / name).read_bytes() == (tmp_path / "1" / name).read_bytes()  # same function, data
+    with FigureDrawer(2) as drawer:  # a figure that fails is an error of the report, raised where it waits
+        drawer.submit([FigureFile(refuse_to_draw, frame, tmp_path / "broken.png")])
+        with pytest.raises(ValueError, match="cannot draw broken.png"):
+            drawer.wait()

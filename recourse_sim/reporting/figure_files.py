@@ -4,7 +4,9 @@ Why: the SaTML report draws 30 figures (trajectories, final bars, hidden costs o
 matplotlib on one core, which the reproduction paid after its last cell, with ``--workers 2`` on 2 cores. Figures
 are independent, so they are drawn by as many processes as the run had workers (spawned: matplotlib and
 pyplot's global state stay out of threads), while the calling process writes the report's tables. Every file is
-written by the same function with the same data whichever process draws it.
+written by the same function with the same data whichever process draws it (``tests/test_report.py``: the same
+bytes). The reproduction's loading and report after its last cell: 33 s -> 21 s (with cheaper figures, see
+``style.confidence_band``).
 """
 
 from __future__ import annotations
