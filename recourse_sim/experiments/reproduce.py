@@ -121,9 +121,8 @@ def write_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool, 
     figures_dir.mkdir(parents=True, exist_ok=True)
     figures = []
     for experiment, frame in results.groupby("experiment", sort=True):
-        figures += [FigureFile(plot_trajectories, frame, figures_dir / f"{experiment}_trajectories.png",
-                               {"metrics": PAPER_METRICS}),
-                    FigureFile(plot_final_bars, frame, figures_dir / f"{experiment}_final.png", {"metrics": PAPER_METRICS})]
+        figures += [FigureFile(plot, frame, figures_dir / f"{experiment}_{kind}.png", {"metrics": PAPER_METRICS})
+                    for kind, plot in (("trajectories", plot_trajectories), ("final", plot_final_bars))]
         if hidden_cost_metrics(frame):
             figures.append(FigureFile(plot_hidden_costs, frame, figures_dir / f"{experiment}_hidden_costs.png"))
     with FigureDrawer(workers) as drawer:
@@ -137,6 +136,7 @@ def write_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool, 
     report = out / "report.md"
     report.write_text(markdown, encoding="utf-8")  # last: it lists the figures
     return report
+
 
 #: The studies ``recourse-sim reproduce`` runs.
 STUDIES = {
