@@ -24,7 +24,8 @@ from recourse_sim.experiments.store import check_output_dir, write_results
 from recourse_sim.experiments.sweep import run_sweeps
 from recourse_sim.reporting.attribution import paired_effects, summarise_effects
 from recourse_sim.reporting.comparisons import plot_final_bars
-from recourse_sim.reporting.faithful import write_faithful_report
+from recourse_sim.reporting.faithful import faithful_figures
+from recourse_sim.reporting.faithful import report_markdown as faithful_report_markdown
 from recourse_sim.reporting.figure_files import FigureDrawer, FigureFile
 from recourse_sim.reporting.hidden_costs import hidden_cost_metrics, plot_hidden_costs
 from recourse_sim.reporting.satml import report_markdown
@@ -45,13 +46,15 @@ class Reproduction:
 
 @dataclass(frozen=True)
 class Study:
-    """A reproducible study: its sweeps (one per data family), the ``experiment`` label of a family's cell, the
-    report writer, its experiments and default output directory."""
+    """A reproducible study: its sweeps (one per data family), the ``experiment`` label of a family's cell, its
+    report's figures (``figures(results, figures_dir)``) and text (``report_markdown(results, seconds, quick,
+    figure_names)``), its experiments and default output directory."""
 
     name: str
     sweeps: Callable[[bool, Sequence[str] | None], dict[str, Sweep]]
     experiment_name: Callable[[str, str], str]
-    write_report: Callable[[pd.DataFrame, Path, float, bool, int], Path]
+    figures: Callable[[pd.DataFrame, Path], list[FigureFile]]
+    report_markdown: Callable[[pd.DataFrame, float, bool, list[str]], str]
     experiments: tuple[str, ...]
     output_dir: Callable[[bool], Path]
 
@@ -84,7 +87,7 @@ def reproduce_study(
             frames.append(frame)
     results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not results.empty:
-        study.write_report(results, out, seconds, quick, workers)
+        write_report(study, results, out, seconds, quick, workers)
     return Reproduction(results, out, seconds, failed)
 
 
@@ -114,24 +117,31 @@ def reproduce_satml(out: str | Path, quick: bool = False, workers: int = 1, only
     return reproduce_study(STUDIES["satml"], out, quick, workers, only, force, progress)
 
 
-def write_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool, workers: int = 1) -> Path:
-    """Combined table, CI summary, paper-style figures per experiment (drawn by ``workers`` processes) and the
-    markdown report."""
-    figures_dir = out / "figures"
-    figures_dir.mkdir(parents=True, exist_ok=True)
+def satml_figures(results: pd.DataFrame, figures_dir: Path) -> list[FigureFile]:
+    """The SaTML report's figures: per experiment, the trajectories and final-round bars of the paper's metrics,
+    and the hidden costs where the table has them."""
     figures = []
     for experiment, frame in results.groupby("experiment", sort=True):
         figures += [FigureFile(plot, frame, figures_dir / f"{experiment}_{kind}.png", {"metrics": PAPER_METRICS})
                     for kind, plot in (("trajectories", plot_trajectories), ("final", plot_final_bars))]
         if hidden_cost_metrics(frame):
             figures.append(FigureFile(plot_hidden_costs, frame, figures_dir / f"{experiment}_hidden_costs.png"))
+    return figures
+
+
+def write_report(study: Study, results: pd.DataFrame, out: Path, seconds: float, quick: bool, workers: int = 1) -> Path:
+    """Combined table, CI summary, attributable effects, the study's figures (drawn by ``workers`` processes while
+    this one writes the tables) and its markdown report."""
+    figures_dir = out / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    figures = study.figures(results, figures_dir)
     with FigureDrawer(workers) as drawer:
-        drawer.submit(figures)  # drawn by other processes while this one writes the tables and the report
+        drawer.submit(figures)
         write_results(results, out)
         summarise(results, by=["experiment", "model", "generator", "round", "metric"]).to_csv(out / "summary.csv",
                                                                                              index=False)
         summarise_effects(paired_effects(results)).to_csv(out / "effects.csv", index=False)
-        markdown = report_markdown(results, seconds, quick, [figure.name for figure in figures])
+        markdown = study.report_markdown(results, seconds, quick, [figure.name for figure in figures])
         drawer.wait()
     report = out / "report.md"
     report.write_text(markdown, encoding="utf-8")  # last: it lists the figures
@@ -140,8 +150,8 @@ def write_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool, 
 
 #: The studies ``recourse-sim reproduce`` runs.
 STUDIES = {
-    "satml": Study("satml", satml.satml_sweeps, satml.experiment_name, write_report, satml.EXPERIMENTS,
-                   satml.output_dir_default),
-    "faithful": Study("faithful", faithful.faithful_sweeps, faithful.experiment_name, write_faithful_report,
-                      faithful.EXPERIMENTS, faithful.output_dir_default),
+    "satml": Study("satml", satml.satml_sweeps, satml.experiment_name, satml_figures, report_markdown,
+                   satml.EXPERIMENTS, satml.output_dir_default),
+    "faithful": Study("faithful", faithful.faithful_sweeps, faithful.experiment_name, faithful_figures,
+                      faithful_report_markdown, faithful.EXPERIMENTS, faithful.output_dir_default),
 }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -24,6 +25,9 @@ from recourse_sim.metrics.catalogue import ROBUSTNESS_EPSILONS, robustness_metri
 from recourse_sim.reporting.attribution import paired_effects, summarise_effects
 from recourse_sim.reporting.summary import markdown_table as _markdown
 from recourse_sim.reporting.summary import levels, study_extent, summarise, wall_time_note
+
+if TYPE_CHECKING:
+    from recourse_sim.reporting.figure_files import FigureFile
 
 #: The faithfulness figures' metrics (trajectories per model and generator).
 FAITHFUL_METRICS = ("unfaithfulness", "implausibility", "ip_star", "set_size")
@@ -137,27 +141,13 @@ def report_markdown(frame: pd.DataFrame, seconds: float, quick: bool, figures: S
     return "\n".join(lines) + "\n"
 
 
-def write_faithful_report(results: pd.DataFrame, out: Path, seconds: float, quick: bool, workers: int = 1) -> Path:
-    """Combined table, CI summary, attributable effects, trajectory figures per experiment (drawn by ``workers``
-    processes) and report.md."""
-    from recourse_sim.experiments.store import write_results
-    from recourse_sim.reporting.figure_files import FigureDrawer, FigureFile
-    from recourse_sim.reporting.trajectories import plot_trajectories
+def faithful_figures(results: pd.DataFrame, figures_dir: Path) -> list[FigureFile]:
+    """The report's figures: per experiment, the shift and the faithfulness trajectories."""
+    from recourse_sim.reporting.figure_files import FigureFile
+    from recourse_sim.reporting.trajectories import plot_trajectories  # matplotlib only when drawing
 
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    figures = [
-        FigureFile(plot_trajectories, frame, out / "figures" / f"{experiment}_{kind}.png", {"metrics": metrics})
+    return [
+        FigureFile(plot_trajectories, frame, figures_dir / f"{experiment}_{kind}.png", {"metrics": metrics})
         for experiment, frame in results.groupby("experiment", sort=True)
-        for kind, metrics in (("shift", ("domain_mmd", "model_mmd", "disagreement", "accuracy")),
-                              ("faithfulness", FAITHFUL_METRICS))
+        for kind, metrics in (("shift", SHIFT), ("faithfulness", FAITHFUL_METRICS))
     ]
-    with FigureDrawer(workers) as drawer:
-        drawer.submit(figures)  # drawn by other processes while this one writes the tables and the report
-        write_results(results, out)
-        summarise(results, by=[*KEYS, "round", "metric"]).to_csv(out / "summary.csv", index=False)
-        summarise_effects(paired_effects(results)).to_csv(out / "effects.csv", index=False)
-        markdown = report_markdown(results, seconds, quick, [figure.name for figure in figures])
-        drawer.wait()
-    report = out / "report.md"
-    report.write_text(markdown, encoding="utf-8")  # last: it lists the figures
-    return report
