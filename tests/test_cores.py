@@ -1,5 +1,6 @@
 """Lent cores (recourse_sim.cores): the compiled loops give the same bits on any number of threads, the work is
-split into whole, disjoint ranges, and the process executor lends an idle worker's core to the cell still running."""
+split into whole, disjoint ranges, a simulation keeps its caller's cores for them, and the process executor lends
+an idle worker's core to the cell still running."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from recourse_sim.cores import CoreShare, compiled_threads, split_over_threads, usable_cores
+import recourse_sim.generators.engine as engine
+import recourse_sim.models.network as network
+from recourse_sim.cores import CoreShare, compiled_threads, small_tensor_threads, split_over_threads, usable_cores
 from recourse_sim.device import flush_denormals, torch_threads
-from recourse_sim.experiments.executors import CellTask, ProcessExecutor
+from recourse_sim.experiments.executors import CellTask, ProcessExecutor, SerialExecutor
+from recourse_sim.experiments.runner import run_scenario
+from recourse_sim.experiments.scenario import Scenario
 from recourse_sim.models.network import StackedMLP
 from recourse_sim.models.vae import VAE
 
@@ -85,6 +90,57 @@ def test_compiled_vae_training_gives_the_same_bits_on_one_or_several_threads():
     one = trained(1)
     for threads in (2, 3):
         assert all(torch.equal(value, one[name]) for name, value in trained(threads).items())
+
+
+def test_small_tensor_threads_pins_torch_to_one_thread_and_keeps_the_callers_budget():
+    with torch_threads(2):
+        with small_tensor_threads():
+            assert torch.get_num_threads() == 1
+            assert compiled_threads() == 2
+            with small_tensor_threads():  # nested: still the outermost caller's
+                assert compiled_threads() == 2
+        assert torch.get_num_threads() == 2
+    with torch_threads(1), small_tensor_threads():
+        assert compiled_threads() == 1
+
+
+#: Every compiled loop of a round: mini-batch (BLAS) and batch-1 training with dropout, a 3-member ensemble, the
+#: gradient, greedy and latent searches (more individuals than one task's lanes) and the VAE's training.
+THREADED_CELL = {
+    "name": "threads", "seed": 3, "rounds": 2, "recourse_share": 0.3, "repetitions": 2, "device": "cpu",
+    "data": {"name": "overlapping", "n_samples": 600, "seed": 1},
+    "models": [{"name": "mlp", "hidden_sizes": [16, 16], "dropout": 0.1, "epochs": 5, "batch_size": 50},
+               {"name": "deep_ensemble", "hidden_sizes": [8], "n_members": 3, "epochs": 3, "batch_size": 1}],
+    "generators": ["generic", "greedy", "revise", "none"],
+    "metrics": {"evaluate_every": 2, "permutations": 20},
+    "vae": {"epochs": 3},
+}
+
+
+def test_a_simulation_gives_its_callers_cores_to_the_compiled_loops_with_the_same_results(monkeypatch):
+    """Inside a round torch runs on one thread, yet the search and the training get the caller's threads (a
+    ``recourse-sim run`` uses every core), and the whole results table is the same bits on one or two."""
+    seen: dict[str, set[int]] = {}
+    for owner, name in ((engine, "compiled_threads"), (network, "split_over_threads")):
+        def spy(*args, _original=getattr(owner, name), _name=name, **kwargs):
+            seen.setdefault(_name, set()).add(compiled_threads())  # the budget where the loop asks for it
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, spy)
+    results = {}
+    for threads in (1, 2):
+        seen.clear()
+        with torch_threads(threads):  # as `recourse-sim run` calls it
+            results[threads] = run_scenario(Scenario.from_dict(THREADED_CELL)).results
+        assert seen == {"compiled_threads": {threads}, "split_over_threads": {threads}}
+    pd.testing.assert_frame_equal(results[2], results[1], check_exact=True)
+    assert (results[1]["metric"] == "domain_mmd").any() and len(results[1]) > 100
+
+
+def test_a_serial_sweep_gives_its_cells_the_callers_cores():
+    with torch_threads(2), SerialExecutor() as executor:
+        outcomes = list(executor.run([CellTask("cell", {"long": False, "want": 1})], report_threads))
+    assert int(outcomes[0].frame["threads"].iloc[0]) == 2
 
 
 @pytest.mark.parametrize("workers, running, waiting, share", [

@@ -4,8 +4,10 @@ Every executor takes the cells still to run and yields one :class:`CellOutcome` 
 (in completion order). Executors only compute: the results come back to the calling process, which alone
 writes the store, so a worker on another machine needs no access to the output directory.
 
-A cell runs with one torch thread wherever it runs (cells are the unit of parallelism, and its results are
-then identical whichever executor ran it).
+A cell runs its tensor operations on one torch thread wherever it runs, so its results are identical whichever
+executor ran it; its compiled loops (training, the search) use the cores the executor gives it: in this process
+(``--workers 1``) the caller's torch thread count, in a local worker one core plus those lent once no cell waits
+(:mod:`recourse_sim.cores`), in a Ray task its one CPU.
 
 Failures are per cell:
 - a cell that raises is reported with the error; the other cells go on;
@@ -30,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from recourse_sim.cores import CoreShare, receive_share
+from recourse_sim.cores import CoreShare, receive_share, small_tensor_threads
 from recourse_sim.device import torch_threads
 from recourse_sim.errors import ConfigError
 
@@ -67,7 +69,7 @@ def run_cell(config: dict[str, Any]) -> pd.DataFrame:
     from recourse_sim.experiments.scenario import Scenario
 
     scenario = Scenario.from_dict(config, source="cell")
-    with torch_threads(1):
+    with small_tensor_threads():
         return run_scenario(scenario).results
 
 
@@ -98,7 +100,7 @@ class SerialExecutor:
     def run(self, tasks: list[CellTask], cell_fn: CellFn) -> Iterator[CellOutcome]:
         for task in tasks:
             try:
-                with torch_threads(1):
+                with small_tensor_threads():  # the compiled loops may use the caller's cores: cells run one by one
                     frame, seconds, cpu = _timed(cell_fn, task.config)
             except Exception as error:  # a failing cell is reported; the others still run
                 yield _failure(task, error)
@@ -246,7 +248,7 @@ class ProcessExecutor:
 
 # ------------------------------------------------------------------------------------------------- Ray
 def _ray_call(cell_fn: CellFn, config: dict[str, Any]) -> tuple[pd.DataFrame, float, float]:
-    with torch_threads(1):
+    with torch_threads(1):  # a task holds one CPU: so do its compiled loops (small_tensor_threads keeps this 1)
         return _timed(cell_fn, config)
 
 

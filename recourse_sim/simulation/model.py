@@ -22,7 +22,8 @@ from types import FrameType
 import pandas as pd
 import torch
 
-from recourse_sim.device import resolve_device, torch_threads
+from recourse_sim.cores import small_tensor_threads
+from recourse_sim.device import resolve_device
 from recourse_sim.generators.api import make_context
 from recourse_sim.generators.engine import search
 from recourse_sim.generators.latent import LatentCache
@@ -89,7 +90,7 @@ class RecourseDynamics(mesa.Model):
         Drives everything: Mesa's ``rng``, torch generators, model initialisation, recipient draws.
     """
 
-    @torch_threads(1)
+    @small_tensor_threads()
     def __init__(self, config: SimulationConfig, seed: int = DEFAULT_SEED) -> None:
         super().__init__(rng=seed)
         self.config = config
@@ -162,7 +163,7 @@ class RecourseDynamics(mesa.Model):
         return ModelStack(name, classifier, systems, generators, latent)
 
     # ------------------------------------------------------------------------------------------- a round
-    @torch_threads(1)  # small tensors: parallelism comes from stacking systems (see device.torch_threads)
+    @small_tensor_threads()  # small tensors on one torch thread; the compiled loops keep the caller's cores
     def step(self) -> None:
         """One round: recipients -> counterfactuals -> implementation -> retraining -> metrics."""
         self.round += 1
