@@ -8,8 +8,8 @@ its results (``tests/test_cores.py`` checks it bit for bit).
 Who sets the count:
 
 - in a worker process of :class:`~recourse_sim.experiments.executors.ProcessExecutor`, the executor. A cell runs on
-  one core while other cells wait for a worker; once none waits, the cores of idle workers are lent to the cells
-  still running, in equal shares (:class:`CoreShare`). With ``--workers 2`` the last cell of a sweep then runs on
+  its worker's part of the cores (one with as many workers as cores) while other cells wait for a worker; once none
+  waits, the cores of idle workers are lent to the cells still running, in equal shares (:class:`CoreShare`). With ``--workers 2`` the last cell of a sweep then runs on
   both cores instead of leaving one idle: in the SaTML reproduction that last cell (GMSC) ran alone for about two
   minutes, 81-84 % of its time in training and the search and 5-7 % in the VAEs' training.
 - everywhere else, torch's intra-op thread count (:func:`torch.get_num_threads`: by default one per physical core,
@@ -118,16 +118,18 @@ class CoreShare:
     (a training round, a search), so a running cell picks up lent cores at its next call.
     """
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, cores: int) -> None:
+        self.cores = max(1, cores)  # the executor's budget: its caller's compiled_threads() when it started
         self.shared_count = context.RawValue("i", 1)  # an int in shared memory; only the executor writes it
 
     def update(self, workers: int, running: int, waiting: int) -> int:
-        """Set the share for ``running`` cells on ``workers`` cores while ``waiting`` cells wait; returns it.
+        """Set the share for ``running`` cells of ``workers`` while ``waiting`` cells wait; returns it.
 
-        One thread per cell while any cell waits (the cores are taken); then the workers' cores split evenly
-        among the cells still running (the remainder stays idle: a cell's pieces split evenly, so an uneven
-        share would make one cell wait on its slowest thread).
+        While any cell waits, every worker is busy and each cell gets an equal part of the cores (one each with
+        as many workers as cores, four each for ``--workers 2`` on 8 cores); once none waits, the cores split
+        evenly among the cells still running. The remainder stays idle: a cell's pieces split evenly, so an
+        uneven share would make one cell wait on its slowest thread.
         """
-        share = 1 if waiting or running == 0 else max(1, workers // running)
+        share = max(1, self.cores // (workers if waiting else max(1, running)))
         self.shared_count.value = share
         return share

@@ -143,13 +143,16 @@ def test_a_serial_sweep_gives_its_cells_the_callers_cores():
     assert int(outcomes[0].frame["threads"].iloc[0]) == 2
 
 
-@pytest.mark.parametrize("workers, running, waiting, share", [
-    (2, 2, 3, 1), (2, 2, 0, 1), (2, 1, 0, 2), (2, 1, 4, 1), (4, 3, 0, 1), (4, 2, 0, 2), (8, 3, 0, 2), (2, 0, 0, 1),
+@pytest.mark.parametrize("cores, workers, running, waiting, share", [
+    (2, 2, 2, 3, 1), (2, 2, 2, 0, 1), (2, 2, 1, 0, 2), (2, 2, 1, 4, 1), (4, 4, 3, 0, 1), (4, 4, 2, 0, 2),
+    (8, 8, 3, 0, 2), (2, 2, 0, 0, 2),
+    (8, 2, 2, 5, 4), (8, 2, 1, 0, 8), (8, 3, 3, 1, 2), (2, 4, 4, 2, 1), (1, 2, 1, 0, 1),  # more or fewer cores
 ])
-def test_core_share_lends_idle_workers_cores_only_once_nothing_waits(workers, running, waiting, share):
+def test_core_share_splits_the_cores_among_workers_and_lends_idle_ones_once_nothing_waits(cores, workers, running,
+                                                                                       waiting, share):
     import multiprocessing
 
-    lender = CoreShare(multiprocessing.get_context("spawn"))
+    lender = CoreShare(multiprocessing.get_context("spawn"), cores=cores)
     assert lender.update(workers, running, waiting) == share
     assert lender.shared_count.value == share
 
@@ -165,8 +168,17 @@ def report_threads(config: dict) -> pd.DataFrame:
 def test_the_process_executor_lends_an_idle_workers_core_to_the_cell_still_running():
     want = min(2, usable_cores())
     tasks = [CellTask("long", {"long": True, "want": want}), CellTask("short", {"long": False, "want": 1})]
-    with ProcessExecutor(2) as executor:
+    with torch_threads(2), ProcessExecutor(2) as executor:  # the caller's budget: 2 threads
         outcomes = {outcome.id: outcome for outcome in executor.run(tasks, report_threads)}
     assert all(outcome.ok for outcome in outcomes.values())
     # the long cell ends with both cores once the short one has ended (and never more than the machine has)
     assert int(outcomes["long"].frame["threads"].iloc[0]) == want
+
+
+def test_the_process_executor_gives_each_cell_its_part_of_more_cores_than_workers():
+    """4 threads for 2 workers: 2 per cell from the start, while a third cell waits (capped at the machine's)."""
+    tasks = [CellTask(name, {"long": False, "want": 1}) for name in ("a", "b", "c")]
+    with torch_threads(4), ProcessExecutor(2) as executor:
+        outcomes = list(executor.run(tasks, report_threads))
+    assert all(outcome.ok for outcome in outcomes)
+    assert [int(outcome.frame["threads"].iloc[0]) for outcome in outcomes] == [min(2, usable_cores())] * 3

@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from recourse_sim.cores import CoreShare, receive_share, small_tensor_threads
+from recourse_sim.cores import CoreShare, compiled_threads, receive_share, small_tensor_threads
 from recourse_sim.device import torch_threads
 from recourse_sim.errors import ConfigError
 
@@ -153,9 +153,11 @@ def _init_worker(parent: int | None = None, shared_count: Any = None) -> None:
 class ProcessExecutor:
     """Cells in ``workers`` local processes (``concurrent.futures.ProcessPoolExecutor``, spawn context).
 
-    Once no cell waits for a worker, the cores of idle workers are lent to the cells still running (their
-    compiled loops split over threads, :mod:`recourse_sim.cores`): the last cell of a sweep does not run on one
-    core while the others idle. The results do not depend on it.
+    The caller's cores (its torch thread count, :func:`~recourse_sim.cores.compiled_threads`) are shared among
+    the running cells, whose compiled loops split over threads (:mod:`recourse_sim.cores`): each worker's part
+    while cells wait (``--workers 2`` on 8 cores: four threads per cell), and once none waits the cores of idle
+    workers are lent to the cells still running, so the last cell of a sweep does not run on one core while the
+    others idle. The results do not depend on it.
     """
 
     name = "processes"
@@ -176,7 +178,7 @@ class ProcessExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
         context = multiprocessing.get_context("spawn")
-        self._share = CoreShare(context)
+        self._share = CoreShare(context, cores=compiled_threads())
         self._pool = ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=_init_worker,
                                          initargs=(os.getpid(), self._share.shared_count))
         return self._pool
