@@ -71,13 +71,13 @@ print(json.dumps(seconds))
 """
 
 
-def _cli() -> list[str]:
+def cli_command() -> list[str]:
     """The ``recourse-sim`` console script of this interpreter's environment, else ``python -m``."""
     script = Path(sys.executable).with_name("recourse-sim")
     return [str(script)] if script.exists() else [sys.executable, "-m", "recourse_sim.cli"]
 
 
-def _user_environment() -> dict[str, str]:
+def user_environment() -> dict[str, str]:
     """This environment without ``PYTHONDONTWRITEBYTECODE``: a user's interpreter caches compiled bytecode, and
     without that cache every run recompiles the package's modules from source (~0.1 s)."""
     return {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
@@ -85,14 +85,14 @@ def _user_environment() -> dict[str, str]:
 
 def _wall(command: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_user_environment())
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=user_environment())
     return time.perf_counter() - start
 
 
 def _default_run(scratch: Path, index: int) -> tuple[float, float]:
     """Wall seconds of one default run, and the simulation's seconds from its run.json."""
     out = scratch / f"run{index}"
-    wall = _wall([*_cli(), "run", "-q", "--out", str(out)])
+    wall = _wall([*cli_command(), "run", "-q", "--out", str(out)])
     simulated = json.loads((out / "run.json").read_text())["seconds"]
     shutil.rmtree(out)
     return wall, simulated
@@ -101,7 +101,7 @@ def _default_run(scratch: Path, index: int) -> tuple[float, float]:
 def first_run_after_installing(scratch: Path) -> tuple[float, dict[str, float]]:
     """Wall seconds of the default run with an empty numba cache of its own, and the compile seconds per
     outermost compiled function in that run (those above 0.05 s), largest first."""
-    environment = {**_user_environment(), "NUMBA_CACHE_DIR": str(scratch / "numba_cache")}
+    environment = {**user_environment(), "NUMBA_CACHE_DIR": str(scratch / "numba_cache")}
     start = time.perf_counter()
     child = subprocess.run([sys.executable, "-c", _COMPILE_RECORDER, str(scratch / "cold")], check=True,
                            capture_output=True, text=True, env=environment)
@@ -116,7 +116,7 @@ def measure(repeats: int) -> tuple[list[dict], float]:
     commands = {
         "python -c pass (interpreter)": [*python, "pass"],
         "import recourse_sim": [*python, "import recourse_sim"],
-        "recourse-sim --help": [*_cli(), "--help"],
+        "recourse-sim --help": [*cli_command(), "--help"],
         **{f"import {name}": [*python, f"import {name}"] for name in HEAVY_IMPORTS},
     }
     rows = []

@@ -16,8 +16,8 @@ Who sets the count:
   or ``OMP_NUM_THREADS``; ``torch.set_num_threads`` in Python) as it was when the simulation was entered. The
   simulation runs its own small tensor operations on one torch thread (:func:`small_tensor_threads`) but keeps the
   caller's count for the compiled loops, so a ``recourse-sim run``, a serial sweep (``--workers 1``) or a notebook
-  trains and searches on every core (5 rounds of the credit-default experiment: 85.9 s on one thread, 51.8 s on
-  two cores), and a caller who sets one thread gets one.
+  trains and searches on every core (the credit-default experiment alone: 453 s on one thread, 270 s on two cores,
+  ``benchmarks/run_threads.py``), and a caller who sets one thread gets one.
 """
 
 from __future__ import annotations
