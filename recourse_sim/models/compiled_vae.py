@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit
 
 from recourse_sim.models.compiled_training import add_outer_products, rows_times_matrix
+from recourse_sim.models.compiled_training import unsigned_index as _u  # no wraparound selects: loops vectorise
 
 _F32 = np.float32
 
@@ -90,6 +91,7 @@ def train_epoch(
     if flat.shape[1] != P or m.shape[1] != P or v.shape[1] != P:  # the copies below read and write P per system
         raise ValueError("train_epoch: flat, m and v need one column per parameter of the d/hidden/latent sizes")
     B = min(batch_size, n)
+    data = X.reshape(S * n * d)
     grad = np.zeros(P, np.float32)
     # The batch's rows side by side, row-major (row r of a layer at [r * width:]): every layer is one product of
     # the batch's rows with a weight matrix (compiled_training.rows_times_matrix), and every gradient a sum over
@@ -126,7 +128,7 @@ def train_epoch(
     steps_before = step
     for s in range(S):
         for k in range(w.shape[0]):  # element by element: a slice assignment compiles numba's shape-mismatch error
-            w[k] = flat[s, k]
+            w[_u(k)] = flat[s, k]
         ms = m[s]
         vs = v[s]
         t = steps_before
@@ -135,85 +137,86 @@ def train_epoch(
             inv = one / _F32(nb)
             grad[:] = zero
             # ---------------------------------------------------------------------------- forward
-            for r in range(nb):
+            for r in range(nb):  # through the flat view: each row one contiguous copy (see compiled_training)
+                at = (s * n + order[start + r]) * d
                 for i in range(d):
-                    xb[r * d + i] = X[s, order[start + r], i]
+                    xb[_u(r * d + i)] = data[_u(at + i)]
             _batch_times_matrix(xb, nb, d, w, o_we, he, h)
             for r in range(nb):
                 for k in range(h):
-                    he[r * h + k] = max(he[r * h + k] + w[o_be + k], zero)
+                    he[_u(r * h + k)] = max(he[_u(r * h + k)] + w[_u(o_be + k)], zero)
             _batch_times_matrix(he, nb, h, w, o_wm, mu, L)
             _batch_times_matrix(he, nb, h, w, o_ws, ls, L)
             for r in range(nb):
                 for u in range(L):
                     q = r * L + u
-                    mu[q] = mu[q] + w[o_bm + u]
-                    ls[q] = ls[q] + w[o_bs + u]
-                    sig[q] = np.exp(ls[q])
-                    z[q] = mu[q] + sig[q] * noise[s, start + r, u]
+                    mu[_u(q)] = mu[_u(q)] + w[_u(o_bm + u)]
+                    ls[_u(q)] = ls[_u(q)] + w[_u(o_bs + u)]
+                    sig[_u(q)] = np.exp(ls[_u(q)])
+                    z[_u(q)] = mu[_u(q)] + sig[_u(q)] * noise[s, start + r, u]
             _batch_times_matrix(z, nb, L, w, o_w1, g, h)
             for r in range(nb):
                 for k in range(h):
-                    g[r * h + k] = max(g[r * h + k] + w[o_b1 + k], zero)
+                    g[_u(r * h + k)] = max(g[_u(r * h + k)] + w[_u(o_b1 + k)], zero)
             _batch_times_matrix(g, nb, h, w, o_w2, rec, d)  # + b_2 in the backward pass
             # --------------------------------------------------------------------------- backward
             for k in range(h):
                 for j in range(d):
-                    w2_t[j * h + k] = w[o_w2 + k * d + j]
+                    w2_t[_u(j * h + k)] = w[_u(o_w2 + k * d + j)]
             for u in range(L):
                 for k in range(h):
-                    w1_t[k * L + u] = w[o_w1 + u * h + k]
-                    wm_t[u * h + k] = w[o_wm + k * L + u]
-                    ws_t[u * h + k] = w[o_ws + k * L + u]
+                    w1_t[_u(k * L + u)] = w[_u(o_w1 + u * h + k)]
+                    wm_t[_u(u * h + k)] = w[_u(o_wm + k * L + u)]
+                    ws_t[_u(u * h + k)] = w[_u(o_ws + k * L + u)]
             for r in range(nb):
                 for j in range(d):
-                    drec[r * d + j] = two * (rec[r * d + j] + w[o_b2 + j] - xb[r * d + j]) * inv
-                    grad[o_b2 + j] += drec[r * d + j]
+                    drec[_u(r * d + j)] = two * (rec[_u(r * d + j)] + w[_u(o_b2 + j)] - xb[_u(r * d + j)]) * inv
+                    grad[_u(o_b2 + j)] += drec[_u(r * d + j)]
             _add_batch_gradient(g, h, drec, d, nb, grad, o_w2)
             _batch_times_matrix(drec, nb, d, w2_t, origin, dg, h)  # d loss / d g = drec W_2^T
             for r in range(nb):
                 for k in range(h):
-                    if not g[r * h + k] > zero:
-                        dg[r * h + k] = zero
-                    grad[o_b1 + k] += dg[r * h + k]
+                    if not g[_u(r * h + k)] > zero:
+                        dg[_u(r * h + k)] = zero
+                    grad[_u(o_b1 + k)] += dg[_u(r * h + k)]
             _add_batch_gradient(z, L, dg, h, nb, grad, o_w1)
             _batch_times_matrix(dg, nb, h, w1_t, origin, dz, L)  # d loss / d z = dg W_1^T
             for r in range(nb):
                 for u in range(L):
                     q = r * L + u
-                    dmu[q] = dz[q] + mu[q] * inv  # KL: d/dmu 0.5 mu^2, over the batch
-                    dls[q] = dz[q] * sig[q] * noise[s, start + r, u] + (np.exp(two * ls[q]) - one) * inv
-                    grad[o_bm + u] += dmu[q]
-                    grad[o_bs + u] += dls[q]
+                    dmu[_u(q)] = dz[_u(q)] + mu[_u(q)] * inv  # KL: d/dmu 0.5 mu^2, over the batch
+                    dls[_u(q)] = dz[_u(q)] * sig[_u(q)] * noise[s, start + r, u] + (np.exp(two * ls[_u(q)]) - one) * inv
+                    grad[_u(o_bm + u)] += dmu[_u(q)]
+                    grad[_u(o_bs + u)] += dls[_u(q)]
             _add_batch_gradient(he, h, dmu, L, nb, grad, o_wm)
             _add_batch_gradient(he, h, dls, L, nb, grad, o_ws)
             for r in range(nb):  # d loss / d he = sum_u (W_mu[:, u] dmu_u + W_s[:, u] dls_u), in latent order
                 for k in range(h):
-                    dhe[r * h + k] = zero
+                    dhe[_u(r * h + k)] = zero
                 for u in range(L):
-                    a_mu, a_ls = dmu[r * L + u], dls[r * L + u]
+                    a_mu, a_ls = dmu[_u(r * L + u)], dls[_u(r * L + u)]
                     for k in range(h):
-                        dhe[r * h + k] += wm_t[u * h + k] * a_mu + ws_t[u * h + k] * a_ls
+                        dhe[_u(r * h + k)] += wm_t[_u(u * h + k)] * a_mu + ws_t[_u(u * h + k)] * a_ls
                 for k in range(h):
-                    if not he[r * h + k] > zero:
-                        dhe[r * h + k] = zero
-                    grad[o_be + k] += dhe[r * h + k]
+                    if not he[_u(r * h + k)] > zero:
+                        dhe[_u(r * h + k)] = zero
+                    grad[_u(o_be + k)] += dhe[_u(r * h + k)]
             _add_batch_gradient(xb, d, dhe, h, nb, grad, o_we)
             for p in range(o_w1, P):  # decoder weight decay: d/dw decay * w^2
-                grad[p] += decay2 * w[p]
+                grad[_u(p)] += decay2 * w[_u(p)]
             # ------------------------------------------------------------------------------ Adam
             t += 1
             bias1 = 1.0 - beta1**t
             bias2_sqrt = _F32(np.sqrt(1.0 - beta2**t))
             step_size = _F32(-lr / bias1)
             for p in range(P):
-                gp = grad[p]
-                mp = ms[p] + lerp * (gp - ms[p])
-                vp = vs[p] * b2 + sq * gp * gp
-                ms[p] = mp
-                vs[p] = vp
-                w[p] = w[p] + step_size * (mp / (np.sqrt(vp) / bias2_sqrt + eps_f))
+                gp = grad[_u(p)]
+                mp = ms[_u(p)] + lerp * (gp - ms[_u(p)])
+                vp = vs[_u(p)] * b2 + sq * gp * gp
+                ms[_u(p)] = mp
+                vs[_u(p)] = vp
+                w[_u(p)] = w[_u(p)] + step_size * (mp / (np.sqrt(vp) / bias2_sqrt + eps_f))
         for k in range(w.shape[0]):
-            flat[s, k] = w[k]
+            flat[s, k] = w[_u(k)]
         step = t
     return step
