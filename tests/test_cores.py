@@ -176,9 +176,11 @@ def test_the_process_executor_lends_an_idle_workers_core_to_the_cell_still_runni
 
 
 def test_the_process_executor_gives_each_cell_its_part_of_more_cores_than_workers():
-    """4 threads for 2 workers: 2 per cell from the start, while a third cell waits (capped at the machine's)."""
+    """4 threads for 2 workers: at least 2 per cell from the start, while a third cell waits (1 before: only lent
+    cores went beyond one), at most 4 (a cell alone), never more than the machine has."""
     tasks = [CellTask(name, {"long": False, "want": 1}) for name in ("a", "b", "c")]
     with torch_threads(4), ProcessExecutor(2) as executor:
         outcomes = list(executor.run(tasks, report_threads))
     assert all(outcome.ok for outcome in outcomes)
-    assert [int(outcome.frame["threads"].iloc[0]) for outcome in outcomes] == [min(2, usable_cores())] * 3
+    threads = [int(outcome.frame["threads"].iloc[0]) for outcome in outcomes]
+    assert all(min(2, usable_cores()) <= count <= min(4, usable_cores()) for count in threads), threads
