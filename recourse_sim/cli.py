@@ -99,7 +99,8 @@ def run(
     """Run a scenario and write results (parquet + CSV), summary, figures and the resolved scenario.
 
     The results table is written round by round to a hidden staging directory next to --out; Ctrl-C (or
-    SIGTERM) keeps the finished rounds there and says where.
+    SIGTERM) keeps the finished rounds there and says where. Training and the search use every core torch would
+    (OMP_NUM_THREADS=1 for one); the results are the same on any number.
     """
     with _long_lived_imports():
         from recourse_sim.experiments import run_scenario
