@@ -9,9 +9,10 @@ Who sets the count:
 
 - in a worker process of :class:`~recourse_sim.experiments.executors.ProcessExecutor`, the executor. A cell runs on
   its worker's part of the cores (one with as many workers as cores) while other cells wait for a worker; once none
-  waits, the cores of idle workers are lent to the cells still running, in equal shares (:class:`CoreShare`). With ``--workers 2`` the last cell of a sweep then runs on
-  both cores instead of leaving one idle: in the SaTML reproduction that last cell (GMSC) ran alone for about two
-  minutes, 81-84 % of its time in training and the search and 5-7 % in the VAEs' training.
+  waits, the cores of idle workers are lent to the cells still running, in equal shares (:class:`CoreShare`). With
+  ``--workers 2`` the last cell of a sweep then runs on both cores instead of leaving one idle: in the SaTML
+  reproduction that last cell (GMSC) ran alone for about two minutes, 81-84 % of its time in training and the
+  search and 5-7 % in the VAEs' training.
 - everywhere else, torch's intra-op thread count (:func:`torch.get_num_threads`: by default one per physical core,
   or ``OMP_NUM_THREADS``; ``torch.set_num_threads`` in Python) as it was when the simulation was entered. The
   simulation runs its own small tensor operations on one torch thread (:func:`small_tensor_threads`) but keeps the

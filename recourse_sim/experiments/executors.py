@@ -6,8 +6,8 @@ writes the store, so a worker on another machine needs no access to the output d
 
 A cell runs its tensor operations on one torch thread wherever it runs, so its results are identical whichever
 executor ran it; its compiled loops (training, the search) use the cores the executor gives it: in this process
-(``--workers 1``) the caller's torch thread count, in a local worker one core plus those lent once no cell waits
-(:mod:`recourse_sim.cores`), in a Ray task its one CPU.
+(``--workers 1``) the caller's torch thread count, in a local worker its part of those (one core with as many
+workers as cores) plus the cores lent once no cell waits (:mod:`recourse_sim.cores`), in a Ray task its one CPU.
 
 Failures are per cell:
 - a cell that raises is reported with the error; the other cells go on;
