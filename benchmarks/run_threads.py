@@ -96,7 +96,8 @@ def measure(experiment: str, thread_counts: list[int], rounds: int | None) -> li
     return rows
 
 
-def write(rows: list[dict], experiment: str, rounds: int | None, before: str, after: str, path: Path) -> str:
+def report(rows: list[dict], experiment: str, rounds: int | None, before: str, after: str) -> str:
+    """The markdown report of ``rows``."""
     lines = [
         "# One experiment alone, `recourse-sim run`, on one thread and on every core (`benchmarks/run_threads.py`)",
         "",
@@ -115,9 +116,7 @@ def write(rows: list[dict], experiment: str, rounds: int | None, before: str, af
           f"| {'yes' if r['same_results'] else '**no**'} |" for r in rows),
         "",
     ]
-    text = "\n".join(lines)
-    write_report(path, text, rows)
-    return text
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -134,7 +133,9 @@ def main() -> None:
         parser.error(f"--threads: {args.threads}; every count must be at least 1")
     before = uptime()
     rows = measure(args.experiment, args.threads, args.rounds)
-    print(write(rows, args.experiment, args.rounds, before, uptime(), args.out))
+    markdown = report(rows, args.experiment, args.rounds, before, uptime())
+    write_report(args.out, markdown, rows)
+    print(markdown)
     if not all(row["same_results"] for row in rows):
         sys.exit("the results differ between thread counts")
 
