@@ -95,7 +95,7 @@ def search(
         raise ConfigError("search backend", backend, f"one of {', '.join(BACKENDS)}")
     device = factual.device
     small = device.type == "cpu" and S * B * settings.n_counterfactuals < PARALLEL_ROWS and torch.get_num_threads() > 1
-    # the compiled backend's budget (torch's thread count, or the cores an executor lends): it splits its own work
+    # the compiled backend's budget (the caller's torch thread count, or an executor's share): it splits its own work
     threads = compiled_threads()
     with torch_threads(1) if small else contextlib.nullcontext():
         return _search(model, factual, generators, context, systems, settings, rng, on_step, backend, threads)

@@ -33,12 +33,12 @@ at a time: each weight loaded serves four rows and each gradient element is stor
 every sum in the same order as one row at a time.
 
 Several threads: the entry points release the GIL and train a range of pairs, so the caller
-(``StackedMLP._train_compiled``) splits the pairs over the threads :mod:`recourse_sim.cores` allows: one in a cell
-of a sweep, both cores once the executor lends an idle worker's (two threads: 1.95x for a credit-default-shaped
-round of 40 five-member ensembles, 4,000 rows x 29 features, 10 epochs at batch 500, 3.76 -> 1.93 s). Each thread
-sets its own ``flush_denormals`` mode and multiplies through BLAS on itself, so a pair's weights are the same bits
-on any thread and any number of threads. Not numba's ``parallel=True``: its worker
-threads do not take the calling thread's FTZ/DAZ mode, so subnormals would be treated by where a pair ran.
+(``StackedMLP._train_compiled``) splits the pairs over the threads :mod:`recourse_sim.cores` allows: the caller's
+cores in a standalone run, a worker's part of them in a sweep, more once the executor lends an idle worker's (two
+threads: 1.95x for a credit-default-shaped round of 40 five-member ensembles, 4,000 rows x 29 features, 10 epochs at
+batch 500, 3.76 -> 1.93 s). Each thread sets its own ``flush_denormals`` mode and multiplies through BLAS on itself,
+so a pair's weights are the same bits on any thread and any number of threads. Not numba's ``parallel=True``: its
+worker threads do not take the calling thread's FTZ/DAZ mode, so subnormals would be treated by where a pair ran.
 
 Dropout masks come from splitmix64 (:mod:`recourse_sim.compiled_random`) inside the loop (a Weyl-sequence
 counter passed through two xor-shift-multiply rounds: a few integer operations per draw, instead of the torch

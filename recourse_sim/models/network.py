@@ -265,7 +265,7 @@ class StackedMLP:
             int(epochs), int(batch_size), float(adam.lr), float(adam.beta1), float(adam.beta2), float(adam.eps),
             float(self.dropout), np.uint64(seed),
         )
-        # (system, member) pairs are independent: with lent cores (recourse_sim.cores) they train on several
+        # (system, member) pairs are independent: with several cores (recourse_sim.cores) they train on several
         # threads, each flushing subnormals as this one does; the weights are the same bits on any number
         with one_blas_thread():
             split_over_threads(S * self.n_members, lambda first, end: train(*arguments, first, end),

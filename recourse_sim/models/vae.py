@@ -171,7 +171,7 @@ class VAE(StackedEstimator):
 
         def systems_epoch(order: np.ndarray, noise: np.ndarray, step: int):  # noqa: ANN202
             """One epoch of the systems ``first .. end - 1`` after ``step`` Adam steps: systems are independent, so
-            with lent cores (recourse_sim.cores) ranges of them train on several threads, with the same bits."""
+            with several cores (recourse_sim.cores) ranges of them train on several threads, with the same bits."""
             return lambda first, end: train_epoch(
                 flat[first:end], m[first:end], v[first:end], data[first:end], order, noise[first:end], d,
                 self.hidden_size, self.latent_dim_, self.batch_size, step, self.learning_rate, beta1, beta2, eps,
