@@ -238,6 +238,34 @@ def test_run_sweeps_shares_one_queue_in_the_given_order_and_keeps_each_store_its
     assert run_sweeps([(first, tmp_path / "pa")], cell_fn=fake_cell)[0].skipped == 4
 
 
+def test_on_done_reports_each_cell_once_its_table_is_in_the_store_and_previous_runs_cells_first(tmp_path):
+    sweep = load_sweep(write(tmp_path, SMALL))
+    failing = next(c for c in sweep.cells if c.axes["recourse_share"] == 0.2 and c.seed == 43)
+    events: list[tuple] = []
+
+    def cell(config: dict) -> pd.DataFrame:
+        events.append(("runs", config["seed"], config["recourse_share"]))
+        if (config["seed"], config["recourse_share"]) == (43, 0.2):
+            raise RuntimeError("boom in cell")
+        return fake_cell(config)
+
+    def on_done(job: int, done) -> None:
+        assert job == 0 and not load_results(tmp_path / "store", {done.id}).empty  # already in the store
+        events.append(("done", done.seed, done.axes["recourse_share"]))
+
+    run_sweeps([(sweep, tmp_path / "store")], cell_fn=cell, on_done=on_done)
+    expected = []
+    for c in sweep.cells:  # grid order, serially: each cell is reported right after it ran, a failed one never
+        expected.append(("runs", c.seed, c.axes["recourse_share"]))
+        if c is not failing:
+            expected.append(("done", c.seed, c.axes["recourse_share"]))
+    assert events == expected
+    events.clear()
+    run_sweeps([(sweep, tmp_path / "store")], cell_fn=fake_cell, on_done=on_done)  # the rerun retries the failed
+    done_before = [("done", c.seed, c.axes["recourse_share"]) for c in sweep.cells if c is not failing]
+    assert events == [*done_before, ("done", failing.seed, failing.axes["recourse_share"])]
+
+
 def test_failing_cell_is_reported_by_the_cli_and_retried_on_rerun(tmp_path, monkeypatch):
     path = write(tmp_path, SMALL)
     monkeypatch.setattr(executors_module, "run_cell", raise_on_share_02_seed_43)

@@ -25,7 +25,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -107,13 +107,13 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_results(root: str | Path) -> pd.DataFrame:
-    """All finished cells of a store as one tidy table (cells in grid order)."""
+def load_results(root: str | Path, cells: Collection[str] | None = None) -> pd.DataFrame:
+    """All finished cells of a store as one tidy table (cells in grid order); with ``cells``, only those ids."""
     root = Path(root)
     manifest = read_manifest(root)
     frames = []
     for entry in manifest["cells"]:
-        if entry["status"] != "done":
+        if entry["status"] != "done" or (cells is not None and entry["id"] not in cells):
             continue
         path = root / entry["file"]
         if not path.is_file():
@@ -398,6 +398,7 @@ def run_sweeps(
     force: bool = False,
     progress: bool = False,
     cell_fn: CellFn | None = None,
+    on_done: Callable[[int, Cell], None] | None = None,
 ) -> list[SweepResult]:
     """Run several ``(sweep, out)`` pairs through *one* executor, as :func:`run_sweep` runs one.
 
@@ -405,6 +406,11 @@ def run_sweeps(
     cells in grid order), so a worker that finishes early takes the next cell of any sweep instead of idling
     until the slowest cell of its own sweep ends. Put the longest cells first for the shortest wall time.
     Each store is opened (and locked) before any cell runs and records only its own cells.
+
+    ``on_done(job, cell)`` is called in this process for every cell whose results are in its store: first for
+    those a previous run finished, then for each one as soon as it is recorded (``job`` indexes ``jobs``). The
+    reproduction draws an experiment's figures from it while other cells still run; an error it raises stops
+    the run (the recorded cells stay in their stores).
     """
     sweeps = [(sweep if isinstance(sweep, Sweep) else load_sweep(sweep), Path(out)) for sweep, out in jobs]
     runner = make_executor(executor, workers, address)  # argument errors before touching the disk
@@ -414,20 +420,26 @@ def run_sweeps(
     try:
         for sweep, out in sweeps:
             stores.append(SweepStore.open(out, sweep, force=force))
-        return _run_stores(stores, runner, progress, cell_fn or _executors.run_cell)
+        return _run_stores(stores, runner, progress, cell_fn or _executors.run_cell, on_done)
     finally:
         for store in stores:
             store.close()
 
 
-def _run_stores(stores: list[SweepStore], runner: Any, progress: bool, cell_fn: CellFn) -> list[SweepResult]:
-    results, queue = [], {}  # queue: task id -> (store, result, cell); ids are unique across stores
+def _run_stores(stores: list[SweepStore], runner: Any, progress: bool, cell_fn: CellFn,
+                on_done: Callable[[int, Cell], None] | None = None) -> list[SweepResult]:
+    results, queue = [], {}  # queue: task id -> (number, store, result, cell); ids are unique across stores
+    finished: list[tuple[int, Cell]] = []
     for number, store in enumerate(stores):
         result = SweepResult(store.root, store.sweep, skipped=0, warnings=list(store.warnings))
         todo = [cell for cell in store.sweep.cells if not store.is_done(cell.id)]
+        finished += [(number, cell) for cell in store.sweep.cells if store.is_done(cell.id)]
         result.skipped = len(store.sweep.cells) - len(todo)
-        queue.update({f"{number}:{cell.id}": (store, result, cell) for cell in todo})
+        queue.update({f"{number}:{cell.id}": (number, store, result, cell) for cell in todo})
         results.append(result)
+    on_done = on_done or (lambda number, cell: None)
+    for number, cell in finished:
+        on_done(number, cell)
     start = time.perf_counter()
     total = sum(len(store.sweep.cells) for store in stores)
     name = stores[0].sweep.name if len(stores) == 1 else " + ".join(store.sweep.name for store in stores)
@@ -436,12 +448,13 @@ def _run_stores(stores: list[SweepStore], runner: Any, progress: bool, cell_fn: 
                   dynamic_ncols=True) as bar:
             if queue:
                 with runner:
-                    tasks = [CellTask(task_id, cell.config) for task_id, (_, _, cell) in queue.items()]
+                    tasks = [CellTask(task_id, cell.config) for task_id, (*_, cell) in queue.items()]
                     for outcome in runner.run(tasks, cell_fn):
-                        store, result, cell = queue[outcome.id]
+                        number, store, result, cell = queue[outcome.id]
                         store.record(cell, outcome)
                         if outcome.ok:
                             result.ran.append(cell.id)
+                            on_done(number, cell)
                         else:
                             result.failed[cell.id] = outcome.error or "failed"
                             bar.set_postfix(failed=sum(len(r.failed) for r in results))
