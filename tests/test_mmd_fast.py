@@ -83,6 +83,23 @@ def test_block_triangular_quadratic_form_equals_the_full_product(blocks, monkeyp
     assert blocked.mmd2 == pytest.approx(full.mmd2, abs=1e-14)
 
 
+@pytest.mark.parametrize("d", [2, 8, 29])  # the feature-by-feature and the product forms of the exponent
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_rows_are_the_rows_of_the_whole_kernel(d, dtype):
+    Z = torch.randn(3, 1100, d, generator=_gen(d), dtype=dtype) * 2  # 3 systems; far pairs reach the exp floor
+    whole = gaussian_kernel(Z, Z, 0.8)
+    blocks = mmd_module._row_blocks(1100)
+    assert len(blocks) == 4 and blocks[-1][1] == 1100
+    rows = mmd_module._KernelRows(Z, 0.8, most_rows=max(hi - lo for lo, hi in blocks))
+    for lo, hi in blocks:
+        got = rows(lo, hi)
+        if d <= mmd_module._EXACT_CDIST_MAX_DIM:  # summed feature by feature: the same operations on each entry
+            assert torch.equal(got, whole[:, lo:hi])
+        else:  # one product: BLAS may round a block's rows differently (its edge kernels; exponents of ~200 here)
+            eps = torch.finfo(dtype).eps
+            torch.testing.assert_close(got, whole[:, lo:hi], rtol=1e3 * eps, atol=1e3 * eps)
+
+
 @pytest.mark.parametrize("T", [0.0, 0.01, 0.25, 1.0, 4.0, 9.0, 11.5])
 def test_taylor_features_reproduce_the_kernel(T):
     """Phi Phi^T equals the Gaussian kernel to float64 rounding up to the largest spread with a rank."""
