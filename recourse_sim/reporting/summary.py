@@ -47,7 +47,7 @@ def study_extent(frame: pd.DataFrame) -> str:
     experiments: a, b"`` (columns ``round``, ``repetition``, ``experiment``)."""
     rounds = int(frame["round"].max())
     reps = int(frame["repetition"].max()) + 1
-    return f"{rounds} rounds, {reps} repetitions, experiments: {', '.join(sorted(set(frame['experiment'])))}"
+    return f"{rounds} rounds, {reps} repetitions, experiments: {', '.join(sorted(frame['experiment'].unique()))}"
 
 
 def wall_time_note(seconds: float) -> str:
