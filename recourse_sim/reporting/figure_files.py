@@ -45,7 +45,9 @@ def _draw(figure: FigureFile) -> None:
 
 def _lowest_priority() -> None:
     """Make this process the last in line for a core (nice 19 where the OS has it): it then draws on the cores
-    that the simulation leaves idle and barely slows the cells it runs beside."""
+    that the simulation leaves idle and barely slows the cells it runs beside (measured here: 8 rounds of credit
+    default on two threads took 60.2 s alone and 60.6 s beside a process drawing figures at nice 19 without pause,
+    which drew 25 of them meanwhile)."""
     if hasattr(os, "nice"):
         with suppress(OSError):
             os.nice(19)
