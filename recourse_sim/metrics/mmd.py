@@ -287,8 +287,9 @@ class _KernelRows:
 
     Why: the whole ``(S, N, N)`` matrix of a batch (~90 MB at N = 1,500 in float64) was written once and read
     twice, and each new allocation of that size paid its page faults again; a block of rows is used
-    (:func:`_kernel_statistics`) while it is still in cache. Measured on the SaTML domain test (reference of 500
-    rows, 1,000 positives, 100 permutations, 40 systems, one thread): 1.1-1.2 s -> 0.74-0.95 s in 8 features.
+    (:func:`_kernel_statistics`) while it is still in cache. Measured on random data shaped like the SaTML domain
+    test (a reference of 500 rows, 1,000 positives, 100 permutations, 40 systems, one thread): 1.1-1.2 s ->
+    0.74-0.95 s in 8 features; one evaluation of California housing's 120 systems 4.3 -> 2.9 s.
     """
 
     def __init__(self, Z: Tensor, length_scale: float, most_rows: int) -> None:

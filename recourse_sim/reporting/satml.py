@@ -274,7 +274,7 @@ def report_markdown(frame: pd.DataFrame, seconds: float, quick: bool, figures: l
     """The reproduction report: findings on attributable effects, the control's drift, final-round tables,
     beyond-the-paper analyses, figure index."""
     table = final_round_table(frame)
-    effects = final_effects(frame)  # once for the three sections that use it (~0.27 s each on the full study)
+    effects = final_effects(frame)  # once for the three sections that use it (~0.27 s each for the 7 experiments)
     columns = ["experiment", "model", "generator", "domain_mmd", "domain_mmd_pvalue", "model_mmd",
                "model_mmd_pvalue", "model_mmd_grid_pvalue", "disagreement", "decisiveness", "f1_change",
                "recourse_cost", "validity"]
