@@ -89,23 +89,36 @@ def _draw(fn, *args, rng: torch.Generator | None, device: torch.device, **kwargs
     return fn(*args, generator=rng, device=rng.device, **kwargs).to(device)
 
 
-def _kernel_exponent(X: Tensor, Y: Tensor, length_scale: float) -> Tensor:
-    """``-||x - y||^2 / (2 l^2)`` for every pair of rows, ``(..., n, m)``; ``X``, ``Y`` of one floating dtype.
+def _kernel_exponent(X: Tensor, Y: Tensor, length_scale: float, out: Tensor | None = None) -> Tensor:
+    """``-||x - y||^2 / (2 l^2)`` for every pair of rows, ``(..., n, m)`` (written into ``out`` when given); ``X``,
+    ``Y`` of one floating dtype.
 
     Up to ``_EXACT_CDIST_MAX_DIM`` features, summed feature by feature; above, as one product of the augmented
     rows ``[2c x, -c |x|^2, 1] . [y, 1, -c |y|^2]`` with ``c = 1 / (2 l^2)`` (what ``torch.cdist``'s matmul mode
-    does), which can exceed 0 by rounding: :func:`gaussian_kernel` clamps it.
+    does), which can exceed 0 by rounding: :func:`_floored_exp` clamps it.
     """
     c = 0.5 / length_scale**2
     if X.shape[-1] <= _EXACT_CDIST_MAX_DIM:
-        sq = None
-        for f in range(X.shape[-1]):
-            diff = X[..., :, f, None] - Y[..., None, :, f]
-            sq = diff.square_() if sq is None else sq.add_(diff.square_())
+        sq = torch.sub(X[..., :, 0, None], Y[..., None, :, 0], out=out).square_()
+        for f in range(1, X.shape[-1]):
+            sq.add_((X[..., :, f, None] - Y[..., None, :, f]).square_())
         return sq.mul_(-c)
     X_aug = torch.cat([X * (2 * c), X.square().sum(-1, keepdim=True).mul_(-c), torch.ones_like(X[..., :1])], -1)
     Y_aug = torch.cat([Y, torch.ones_like(Y[..., :1]), Y.square().sum(-1, keepdim=True).mul_(-c)], -1)
-    return X_aug @ Y_aug.transpose(-1, -2)
+    return torch.matmul(X_aug, Y_aug.transpose(-1, -2), out=out)
+
+
+def _floored_exp(exponent: Tensor) -> Tensor:
+    """The kernel values ``exp(exponent)`` in place, the exponent clamped to ``[log(tiny) + 1, 0]``.
+
+    On CPU, exp() of an argument whose result underflows takes a slow path, and subnormal kernel values slow
+    every product with the kernel after it (measured on a 2,000 x 2,000 kernel in 29 dimensions, where most
+    pairs are that far apart: the permutation test took 580 ms, 52 ms with the floor). The exponent is
+    therefore floored at log(tiny) + 1: the smallest kernel value is e * tiny (3.2e-38 in float32) instead of
+    0 or a subnormal, a difference below any MMD's resolution.
+    """
+    floor = math.log(torch.finfo(exponent.dtype).tiny) + 1.0
+    return exponent.clamp_(min=floor, max=0).exp_()
 
 
 def gaussian_kernel(X: Tensor, Y: Tensor, length_scale: float = 0.5) -> Tensor:
@@ -132,13 +145,7 @@ def gaussian_kernel(X: Tensor, Y: Tensor, length_scale: float = 0.5) -> Tensor:
         raise DataError(f"X and Y must have the same number of features, got {X.shape[-1]} and {Y.shape[-1]}")
     dtype = torch.promote_types(X.dtype, Y.dtype)
     X, Y = X.to(dtype), Y.to(dtype)
-    # On CPU, exp() of an argument whose result underflows takes a slow path, and subnormal kernel values slow
-    # every product with the kernel after it (measured on a 2,000 x 2,000 kernel in 29 dimensions, where most
-    # pairs are that far apart: the permutation test took 580 ms, 52 ms with the floor). The exponent is
-    # therefore floored at log(tiny) + 1: the smallest kernel value is e * tiny (3.2e-38 in float32) instead of
-    # 0 or a subnormal, a difference below any MMD's resolution.
-    floor = math.log(torch.finfo(dtype).tiny) + 1.0
-    return _kernel_exponent(X, Y, length_scale).clamp_(min=floor, max=0).exp_()
+    return _floored_exp(_kernel_exponent(X, Y, length_scale))
 
 
 def median_length_scale(X: Tensor, max_samples: int = 1000, rng: torch.Generator | None = None) -> float:
@@ -282,8 +289,9 @@ def mmd2_from_sums(xx: Tensor, yy: Tensor, xy: Tensor, n_x, n_y) -> Tensor:
 
 class _KernelRows:
     """Rows ``lo:hi`` of each system's pooled kernel matrix ``gaussian_kernel(Z, Z, l)``, ``(S, hi - lo, N)``,
-    computed when asked into one reused buffer: each entry goes through the same exponent, clamp and exp (bit for
-    bit the whole matrix's rows up to 4 features; above, BLAS may round a block's product in the last bits).
+    computed when asked into one reused buffer by :func:`gaussian_kernel`'s own :func:`_kernel_exponent` and
+    :func:`_floored_exp` (bit for bit the whole matrix's rows up to 4 features; above, BLAS may round a block's
+    product in the last bits).
 
     Why: the whole ``(S, N, N)`` matrix of a batch (~90 MB at N = 1,500 in float64) was written once and read
     twice, and each new allocation of that size paid its page faults again; a block of rows is used
@@ -293,28 +301,14 @@ class _KernelRows:
     """
 
     def __init__(self, Z: Tensor, length_scale: float, most_rows: int) -> None:
-        self.Z, self.c = Z, 0.5 / length_scale**2
-        self.floor = math.log(torch.finfo(Z.dtype).tiny) + 1.0  # as in gaussian_kernel
-        S, N, d = Z.shape
-        self.exact = d <= _EXACT_CDIST_MAX_DIM
-        if not self.exact:  # the augmented rows of _kernel_exponent's product form
-            self.X_aug = torch.cat([Z * (2 * self.c), Z.square().sum(-1, keepdim=True).mul_(-self.c),
-                                    torch.ones_like(Z[..., :1])], -1)
-            Y_aug = torch.cat([Z, torch.ones_like(Z[..., :1]), Z.square().sum(-1, keepdim=True).mul_(-self.c)], -1)
-            self.Y_aug_T = Y_aug.transpose(-1, -2)
+        self.Z, self.length_scale = Z, length_scale
+        S, N, _ = Z.shape
         self.buffer = torch.empty(S * most_rows * N, dtype=Z.dtype, device=Z.device)
 
     def __call__(self, lo: int, hi: int) -> Tensor:
-        S, N, d = self.Z.shape
+        S, N, _ = self.Z.shape
         out = self.buffer[:S * (hi - lo) * N].view(S, hi - lo, N)
-        if self.exact:
-            torch.sub(self.Z[..., lo:hi, 0, None], self.Z[..., None, :, 0], out=out).square_()
-            for f in range(1, d):
-                out.add_((self.Z[..., lo:hi, f, None] - self.Z[..., None, :, f]).square_())
-            out.mul_(-self.c)
-        else:
-            torch.matmul(self.X_aug[..., lo:hi, :], self.Y_aug_T, out=out)
-        return out.clamp_(min=self.floor, max=0).exp_()
+        return _floored_exp(_kernel_exponent(self.Z[..., lo:hi, :], self.Z, self.length_scale, out=out))
 
 
 def _row_blocks(N: int) -> list[tuple[int, int]]:
