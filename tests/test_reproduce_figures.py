@@ -4,7 +4,6 @@ and are the files the report drew from the combined table after the last cell.""
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,28 +12,12 @@ import pandas as pd
 from recourse_sim.experiments import load_sweep, reproduce, run_sweeps
 from recourse_sim.experiments.reproduce import STUDIES, ReportFigures, reproduce_study, satml_figures
 from recourse_sim.reporting.figure_files import FigureDrawer, FigureFile
+from test_sweep import SMALL, fake_cell, write
 
-#: Two cells, one experiment each (run with a fake cell function: the simulation is not the point).
-TWO_EXPERIMENTS = """
-name = "two-experiments"
-rounds = 2
-device = "cpu"
-[data]
-name = "overlapping"
-n_samples = 100
-[[models]]
-name = "logistic_regression"
-[[generators]]
-name = "generic"
-[grid]
-"data.name" = ["overlapping", "moons"]
-"""
-
-
-def fake_cell(config: dict) -> pd.DataFrame:
-    """A small tidy table named after the cell's dataset (no simulation)."""
-    return pd.DataFrame({"system": "s", "model": "logistic_regression", "generator": "generic", "repetition": 0,
-                         "round": [0, 1, 2], "metric": "f1", "value": [0.5, 0.6, len(config["data"]["name"])]})
+#: test_sweep's small sweep with two cells, one experiment each (run with its fake cell function: the simulation is
+#: not the point).
+TWO_EXPERIMENTS = SMALL.replace("n_seeds = 2", "n_seeds = 1").replace(
+    "recourse_share = [0.05, 0.2]", '"data.name" = ["overlapping", "moons"]')
 
 
 def no_plot(frame: pd.DataFrame, path: Path) -> None:
@@ -80,7 +63,7 @@ def test_an_experiments_figures_are_drawn_once_its_cells_are_done_and_equal_thos
 
 
 def test_an_early_submission_that_fails_is_retried_at_the_end_and_the_run_goes_on(tmp_path):
-    sweep = load_sweep(_write(tmp_path, TWO_EXPERIMENTS))
+    sweep = load_sweep(write(tmp_path, TWO_EXPERIMENTS))
 
     class FailingOnceDrawer:
         draws_ahead = True
@@ -111,7 +94,7 @@ def test_an_early_submission_that_fails_is_retried_at_the_end_and_the_run_goes_o
 def test_background_drawers_run_at_the_lowest_priority_and_draw_the_same_files(tmp_path):
     from recourse_sim.reporting.trajectories import plot_trajectories
 
-    frame = fake_cell({"data": {"name": "moons"}}).assign(experiment="moons")
+    frame = fake_cell(load_sweep(write(tmp_path, TWO_EXPERIMENTS)).cells[1].config).assign(experiment="moons")
     files = {}
     for background in (False, True):
         directory = tmp_path / str(background)
@@ -125,8 +108,3 @@ def test_background_drawers_run_at_the_lowest_priority_and_draw_the_same_files(t
         assert int(files[True][0]) == 19 and int(files[False][0]) == os.nice(0)
     assert files[True][1] == files[False][1]
 
-
-def _write(directory: Path, text: str) -> Path:
-    path = directory / "sweep.toml"
-    path.write_text(textwrap.dedent(text))
-    return path

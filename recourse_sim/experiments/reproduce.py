@@ -118,11 +118,12 @@ class ReportFigures:
     def __init__(self, study: Study, sweeps: dict[str, Sweep], out: Path, drawer: FigureDrawer) -> None:
         self.study, self.out, self.drawer = study, out, drawer
         self.families = list(sweeps)
-        self.waiting: dict[str, set[tuple[str, str]]] = {}  # experiment -> its (family, cell id) not yet done
+        self.cells: dict[str, dict[str, set[str]]] = {}  # experiment -> family -> its cell ids (families in order)
         for family, sweep in sweeps.items():
             for cell in sweep.cells:
-                self.waiting.setdefault(self._experiment(family, cell), set()).add((family, cell.id))
-        self.cells = {experiment: sorted(cells) for experiment, cells in self.waiting.items()}
+                self.cells.setdefault(self._experiment(family, cell), {}).setdefault(family, set()).add(cell.id)
+        self.waiting = {experiment: {(family, cell_id) for family, ids in by_family.items() for cell_id in ids}
+                        for experiment, by_family in self.cells.items()}  # the cells not yet in their stores
         self.drawn: dict[str, list[FigureFile]] = {}
 
     def _experiment(self, family: str, cell: Cell) -> str:
@@ -142,12 +143,10 @@ class ReportFigures:
     def _frame(self, experiment: str) -> pd.DataFrame:
         """The experiment's rows: its finished cells' tables, family by family in grid order, labelled."""
         frames = []
-        for family in self.families:
-            ids = {cell_id for f, cell_id in self.cells[experiment] if f == family}
-            if ids:
-                frame = load_results(self.out / family, ids)
-                if not frame.empty:
-                    frames.append(_label_experiments(self.study, family, frame))
+        for family, ids in self.cells[experiment].items():
+            frame = load_results(self.out / family, ids)
+            if not frame.empty:
+                frames.append(_label_experiments(self.study, family, frame))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def _submit(self, experiment: str) -> None:
